@@ -1,0 +1,266 @@
+"""Typed settings for the whole hotline, loaded once at start.
+
+Precedence (lowest to highest): built-in defaults < config file (YAML) < environment < CLI overrides.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "hotline.yaml"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message is one line naming what was wrong."""
+
+
+class AgentAccount(BaseModel):
+    """A SIP account an agent's softphone registers with."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
+    password: str | None = None  # None: generated once and kept in the secrets file
+    queues: list[str] = Field(default_factory=lambda: ["complaints", "inquiries", "operator"])
+
+
+class QueueSpec(BaseModel):
+    """One app_queue queue and the IVR category that feeds it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
+    strategy: str = "rrmemory"
+    timeout_seconds: int = Field(default=15, ge=1, le=300)  # ring an agent this long
+    wrapup_seconds: int = Field(default=5, ge=0, le=600)
+    max_wait_seconds: int = Field(default=600, ge=10, le=7200)
+
+
+class Settings(BaseSettings):
+    """Every setting of the hotline; env names are HOTLINE_<FIELD> (plus DATABASE_URL, REDIS_URL, VOSK_MODEL_PATH)."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="forbid", populate_by_name=True)
+
+    hotline_number: str = Field(default="12345", pattern=r"^[0-9]{2,15}$")
+    run_dir: Path = PROJECT_ROOT / "var"
+
+    # Listeners: loopback by default.
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(default=5060, ge=1, le=65535)
+    rtp_port_start: int = Field(default=10000, ge=1024, le=65000)
+    rtp_port_end: int = Field(default=10999, ge=1025, le=65535)
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(default=5038, ge=1, le=65535)
+    ami_username: str = "hotline"
+    ami_secret: str | None = None  # None: generated once into the secrets file
+    agi_host: str = "127.0.0.1"
+    agi_port: int = Field(default=4573, ge=1, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+
+    # Where citizens' calls come from: the carrier SBC addresses (source-IP identified trunk).
+    trunk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+    # Asterisk process control.
+    manage_asterisk: bool = True
+    asterisk_binary: str = "asterisk"
+    asterisk_modules_dir: Path = Path("/usr/lib/x86_64-linux-gnu/asterisk/modules")
+    asterisk_sounds_dir: Path = Path("/usr/share/asterisk/sounds")
+
+    # Backends.
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'hotline.db'}",
+        validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("HOTLINE_REDIS_URL", "REDIS_URL", "redis_url"),
+    )
+    vosk_model_path: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HOTLINE_VOSK_MODEL_PATH", "VOSK_MODEL_PATH", "vosk_model_path"),
+    )
+    asr_workers: int = Field(default=max(1, os.cpu_count() or 1), ge=1, le=64)
+    redis_key_prefix: str = "hotline"
+
+    # IVR behaviour.
+    menu_timeout_seconds: float = Field(default=6.0, gt=0, le=60)
+    menu_retries: int = Field(default=2, ge=0, le=5)
+    record_max_seconds: int = Field(default=60, ge=3, le=600)
+    record_silence_seconds: int = Field(default=3, ge=1, le=30)
+    record_min_seconds: float = Field(default=1.0, ge=0, le=30)
+    complaint_grammar: list[str] = Field(default_factory=list)  # empty: free-form transcription
+
+    # Timeouts (seconds) for every network await.
+    ami_action_timeout: float = Field(default=5.0, gt=0, le=120)
+    ami_ping_interval: float = Field(default=3.0, gt=0, le=60)
+    agi_command_timeout: float = Field(default=120.0, gt=0, le=3600)
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+
+    queues: list[QueueSpec] = Field(
+        default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]
+    )
+    agents: list[AgentAccount] = Field(default_factory=lambda: [AgentAccount(name="agent1"), AgentAccount(name="agent2")])
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("sip_host", "ami_host", "agi_host", "http_host")
+    @classmethod
+    def _is_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+    @field_validator("trunk_addresses")
+    @classmethod
+    def _are_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "Settings":
+        if self.rtp_port_end <= self.rtp_port_start:
+            raise ValueError("rtp_port_end must be above rtp_port_start")
+        queue_names = {q.name for q in self.queues}
+        for needed in ("complaints", "inquiries", "operator"):
+            if needed not in queue_names:
+                raise ValueError(f"queues must include {needed!r} (the IVR routes to it)")
+        for agent in self.agents:
+            unknown = set(agent.queues) - queue_names
+            if unknown:
+                raise ValueError(f"agent {agent.name!r} names unknown queue(s) {sorted(unknown)}")
+        ports = {
+            "sip_port": self.sip_port,
+            "ami_port": self.ami_port,
+            "agi_port": self.agi_port,
+            "http_port": self.http_port,
+        }
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} are both {port}")
+            seen[port] = name
+        return self
+
+    @property
+    def secrets_file(self) -> Path:
+        """File holding generated secrets (AMI secret, agent passwords), mode 0600."""
+        return self.run_dir / "secrets.yaml"
+
+    @property
+    def asterisk_run_dir(self) -> Path:
+        """Where the rendered Asterisk configuration and its spool/log/run directories live."""
+        return self.run_dir / "asterisk"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where callers' recorded descriptions are kept (Asterisk writes, the bridge reads)."""
+        return self.run_dir / "recordings"
+
+    @property
+    def prompts_dir(self) -> Path:
+        """Where synthesized prompt audio is cached."""
+        return self.run_dir / "prompts"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (CLI overrides) > environment > file (passed as the lowest init layer by load_settings).
+        return (init_settings, env_settings, file_secret_settings)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path}: expected a mapping of settings at the top level")
+    return data
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+    return f"setting {where}: {err.get('msg')}"
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings: defaults < YAML file < environment < overrides; raise SettingsError (one line) if invalid."""
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path(os.environ["HOTLINE_CONFIG"]) if os.environ.get("HOTLINE_CONFIG") else None)
+    if path is not None:
+        file_values = _read_config_file(path)
+    elif DEFAULT_CONFIG_FILE.exists():
+        file_values = _read_config_file(DEFAULT_CONFIG_FILE)
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    env_keys = _env_overridden_fields()
+    # Environment beats the file: drop file values for fields the environment sets.
+    merged = {k: v for k, v in file_values.items() if k not in env_keys}
+    merged.update(cli)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise SettingsError(_first_error(exc)) from None
+
+
+def _env_overridden_fields() -> set[str]:
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        candidates = {f"HOTLINE_{field_name}".upper()}
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            candidates |= {str(c).upper() for c in alias.choices}
+        if any(c in os.environ for c in candidates):
+            names.add(field_name)
+    return names
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Fill in secrets not given by env/file: generate once and keep them in the run dir's secrets file (0600)."""
+    path = settings.secrets_file
+    stored: dict[str, Any] = {}
+    if path.exists():
+        stored = _read_config_file(path)
+    changed = False
+    if settings.ami_secret is None:
+        if not stored.get("ami_secret"):
+            stored["ami_secret"] = secrets.token_urlsafe(18)
+            changed = True
+        settings = settings.model_copy(update={"ami_secret": stored["ami_secret"]})
+    agent_pw: dict[str, str] = stored.setdefault("agent_passwords", {})
+    agents = []
+    for agent in settings.agents:
+        if agent.password is None:
+            if not agent_pw.get(agent.name):
+                agent_pw[agent.name] = secrets.token_urlsafe(12)
+                changed = True
+            agent = agent.model_copy(update={"password": agent_pw[agent.name]})
+        agents.append(agent)
+    settings = settings.model_copy(update={"agents": agents})
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(stored, fh)
+        os.replace(tmp, path)
+    return settings
