@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     ami_port: int = Field(default=5038, ge=1, le=65535)
     ami_username: str = "hotline"
     ami_secret: str | None = None  # None: generated once into the secrets file
+    session_secret: str | None = None  # console cookie encryption key; None: generated once
+    admin_password: str | None = None  # console 'admin' account; None: generated once
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(default=4573, ge=1, le=65535)
     http_host: str = "127.0.0.1"
@@ -105,6 +107,10 @@ class Settings(BaseSettings):
         default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]
     )
     agents: list[AgentAccount] = Field(default_factory=lambda: [AgentAccount(name="agent1"), AgentAccount(name="agent2")])
+
+    language: str = Field(default="ko", pattern=r"^[a-z]{2,3}$")
+    prompts_file: Path = PROJECT_ROOT / "config" / "prompts.yaml"
+    prompts_override_dir: Path | None = None
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -241,11 +247,17 @@ def resolve_secrets(settings: Settings) -> Settings:
     if path.exists():
         stored = _read_config_file(path)
     changed = False
-    if settings.ami_secret is None:
-        if not stored.get("ami_secret"):
-            stored["ami_secret"] = secrets.token_urlsafe(18)
-            changed = True
-        settings = settings.model_copy(update={"ami_secret": stored["ami_secret"]})
+    generators = {
+        "ami_secret": lambda: secrets.token_urlsafe(18),
+        "session_secret": lambda: secrets.token_urlsafe(32),
+        "admin_password": lambda: secrets.token_urlsafe(12),
+    }
+    for name, make in generators.items():
+        if getattr(settings, name) is None:
+            if not stored.get(name):
+                stored[name] = make()
+                changed = True
+            settings = settings.model_copy(update={name: stored[name]})
     agent_pw: dict[str, str] = stored.setdefault("agent_passwords", {})
     agents = []
     for agent in settings.agents:

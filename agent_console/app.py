@@ -1,0 +1,111 @@
+"""Build the console's aiohttp application from the domain services it is given."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import session_middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from . import pages, views
+from .accounts import AccountStore
+from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
+from .security import (
+    ACCOUNTS,
+    ADMIN_ROLES,
+    ALL_ROLES,
+    BAD_INPUT_ERRORS,
+    CASE_READER_ROLES,
+    CONSOLE_ROLES,
+    POLICIES,
+    PUBLIC,
+    Route,
+    access_middleware,
+    add_public_static,
+    add_routes,
+    api_error_middleware,
+    security_headers_middleware,
+)
+
+# The one place that says who may call what. A route registered any other way is refused.
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", views.healthz, PUBLIC),
+    Route("GET", "/login", views.login_page, PUBLIC),
+    Route("POST", "/login", views.login, PUBLIC),
+    Route("POST", "/logout", views.logout, ALL_ROLES),
+    Route("GET", "/", views.console_page, ALL_ROLES),  # department gets the read-only cases view
+    Route("GET", "/api/me", views.api_me, ALL_ROLES),
+    Route("GET", "/api/calls/live", views.api_live_calls, CONSOLE_ROLES),
+    Route("GET", "/api/cases", views.api_cases, CASE_READER_ROLES),
+    Route("GET", "/api/cases/{case_number}", views.api_case, CASE_READER_ROLES),
+    Route("POST", "/api/cases/{case_number}/notes", views.api_add_note, CONSOLE_ROLES),
+    Route("GET", "/api/call-records", views.api_call_records, CONSOLE_ROLES),
+    Route("GET", "/api/accounts", views.api_accounts, ADMIN_ROLES),
+    Route("POST", "/api/accounts", views.api_create_account, ADMIN_ROLES),
+)
+
+SESSION_COOKIE = "HOTLINE_CONSOLE"
+
+
+def create_console_app(
+    *,
+    cases: CasesService,
+    live_calls: LiveCallsService,
+    call_records: CallRecordsService,
+    accounts: AccountStore,
+    health: HealthCheck,
+    session_key: bytes,
+    secure_cookies: bool = False,
+    session_max_age: int = 12 * 3600,
+    health_timeout: float = 5.0,
+    bad_input_errors: tuple[type[Exception], ...] = (),
+) -> web.Application:
+    """The console web app: pages, JSON API and /healthz; session_key is 32 random bytes (keep it secret).
+
+    secure_cookies=True when served over HTTPS (behind a TLS proxy); sessions expire after session_max_age s.
+    bad_input_errors: domain exceptions meaning "the caller's input was refused" (e.g. cases.CaseStoreError),
+    answered as 400 with their first line instead of 500.
+    """
+    if not isinstance(session_key, (bytes, bytearray)) or len(session_key) != 32:
+        raise ValueError("session_key: must be exactly 32 bytes (e.g. os.urandom(32))")
+    storage = EncryptedCookieStorage(
+        bytes(session_key),
+        cookie_name=SESSION_COOKIE,
+        max_age=session_max_age,
+        httponly=True,
+        samesite="Lax",
+        secure=secure_cookies,
+    )
+    app = web.Application(
+        middlewares=[
+            security_headers_middleware,
+            session_middleware(storage),
+            api_error_middleware,
+            access_middleware,
+        ],
+        client_max_size=64 * 1024,  # notes and account forms are small; refuse big bodies early
+    )
+    app[POLICIES] = {}
+    app[ACCOUNTS] = accounts
+    app[BAD_INPUT_ERRORS] = tuple(bad_input_errors)
+    app[views.CASES] = cases
+    app[views.LIVE_CALLS] = live_calls
+    app[views.CALL_RECORDS] = call_records
+    app[views.HEALTH] = health
+    app[views.HEALTH_TIMEOUT] = float(health_timeout)
+    app[views.TEMPLATES] = pages.load_templates()
+    add_routes(app, ROUTES)
+    add_public_static(app, "/static", pages.STATIC_DIR)
+    return app
+
+
+def describe_routes(app: web.Application) -> list[dict[str, Any]]:
+    """(method, path, roles) of every registered route, for docs and tests."""
+    rows = []
+    for route in app.router.routes():
+        policy = app[POLICIES].get(route)
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or info.get("prefix") or ""
+        roles = "public" if policy is PUBLIC else sorted(str(r) for r in policy) if policy else None
+        rows.append({"method": route.method, "path": path, "roles": roles})
+    return rows

@@ -1,0 +1,398 @@
+"""Route handlers of the console: pages, JSON API and /healthz. Roles are declared in app.ROUTES."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable
+from datetime import date, datetime, timezone
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from . import pages
+from .accounts import Account, AccountExists, AccountStore, Role
+from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
+from .security import (
+    ACCOUNTS,
+    SESSION_CSRF,
+    SESSION_USER,
+    csrf_token,
+    current_account,
+    json_error,
+    new_csrf_token,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CASES: Final = web.AppKey("console_cases", object)
+LIVE_CALLS: Final = web.AppKey("console_live_calls", object)
+CALL_RECORDS: Final = web.AppKey("console_call_records", object)
+HEALTH: Final = web.AppKey("console_health", object)
+TEMPLATES: Final = web.AppKey("console_templates", dict)
+HEALTH_TIMEOUT: Final = web.AppKey("console_health_timeout", float)
+
+MAX_LIMIT = 500
+_CASE_NUMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    """JSON text of API payloads (datetimes as ISO strings)."""
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def ok(payload: Any, status: int = 200) -> web.Response:
+    """A JSON response."""
+    return web.json_response(payload, status=status, dumps=dumps)
+
+
+def _plain(value: Any) -> Any:
+    """Round-trip through JSON so pages render the same values the API returns."""
+    return json.loads(dumps(value))
+
+
+def _cases(request: web.Request) -> CasesService:
+    return request.app[CASES]  # type: ignore[return-value]
+
+
+def _live(request: web.Request) -> LiveCallsService:
+    return request.app[LIVE_CALLS]  # type: ignore[return-value]
+
+
+def _records(request: web.Request) -> CallRecordsService:
+    return request.app[CALL_RECORDS]  # type: ignore[return-value]
+
+
+def _accounts(request: web.Request) -> AccountStore:
+    return request.app[ACCOUNTS]
+
+
+def _static_url(request: web.Request, filename: str) -> str:
+    return str(request.app.router["static"].url_for(filename=filename))
+
+
+def _is_browser_form(request: web.Request) -> bool:
+    return request.content_type in _FORM_TYPES and "text/html" in request.headers.get("Accept", "")
+
+
+def _limit(request: web.Request, default: int = 50) -> int:
+    raw = request.query.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise web.HTTPBadRequest(reason=f"limit: must be an integer from 1 to {MAX_LIMIT}")
+    return value
+
+
+def _case_number(request: web.Request) -> str:
+    number = request.match_info["case_number"]
+    if not _CASE_NUMBER_RE.match(number):
+        raise web.HTTPBadRequest(reason="case_number: not a valid case number")
+    return number
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's fields from a JSON object or a form."""
+    if request.content_type in _FORM_TYPES:
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        data = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="body: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="body: expected a JSON object")
+    return data
+
+
+async def _quietly(what: str, awaitable: Awaitable[T]) -> T | None:
+    """A page section's data, or None (the section says "not available") if that service fails."""
+    try:
+        return await awaitable
+    except Exception:
+        log.exception("console page: could not load %s", what)
+        return None
+
+
+def _endpoint_name(agent: Any) -> str | None:
+    """'PJSIP/agent1-0000002a' or 'PJSIP/agent1' or 'agent1' -> 'agent1'."""
+    if not isinstance(agent, str) or not agent:
+        return None
+    name = agent.split("/", 1)[1] if "/" in agent else agent
+    return re.sub(r"-[0-9a-fA-F]{6,}$", "", name)
+
+
+def pick_screen_pop(calls: list[dict[str, Any]], sip_endpoint: str | None) -> dict[str, Any] | None:
+    """The most recent call connected to this endpoint, or None."""
+    if not sip_endpoint:
+        return None
+    mine = [
+        c for c in calls
+        if c.get("state") == "connected" and _endpoint_name(c.get("agent")) == sip_endpoint
+    ]
+    return max(mine, key=lambda c: str(c.get("started_at") or ""), default=None)
+
+
+async def _screen_pop(request: web.Request, calls: list[dict[str, Any]], account: Account) -> dict[str, Any] | None:
+    if account.role == Role.DEPARTMENT:
+        return None
+    call = pick_screen_pop(calls, account.sip_endpoint)
+    if call is None:
+        return None
+    case: dict[str, Any] | None = None
+    if call.get("case_number"):
+        try:
+            case = (await _cases(request).get(str(call["case_number"]))).to_dict()
+        except LookupError:
+            case = None  # the case is written a moment after the call is queued
+    return _plain({"call": call, "case": case})
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 with the health report when everything is ok, else 503."""
+    check: HealthCheck = request.app[HEALTH]  # type: ignore[assignment]
+    try:
+        async with asyncio.timeout(request.app[HEALTH_TIMEOUT]):
+            report = check()
+            if inspect.isawaitable(report):
+                report = await report
+    except TimeoutError:
+        return ok({"ok": False, "error": "health check timed out", "components": {}}, status=503)
+    except Exception as exc:
+        log.exception("health check failed")
+        return ok({"ok": False, "error": f"health check failed: {type(exc).__name__}", "components": {}}, status=503)
+    if not isinstance(report, dict):
+        return ok({"ok": False, "error": "health check returned no report", "components": {}}, status=503)
+    return ok(report, status=200 if report.get("ok") is True else 503)
+
+
+# --- login / logout ---------------------------------------------------------------------------
+
+
+def _safe_next(value: Any) -> str:
+    # Only same-site paths: no scheme, no '//' host, no backslash tricks.
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """The sign-in form (already signed in: straight to the console)."""
+    session = await get_session(request)
+    if isinstance(session.get(SESSION_USER), str):
+        account = await _accounts(request).get(session[SESSION_USER])
+        if account is not None and account.active:
+            raise web.HTTPFound(_safe_next(request.query.get("next")))
+    html = pages.render_login(
+        request.app[TEMPLATES],
+        csrf=await csrf_token(request),
+        css_url=_static_url(request, "console.css"),
+        next_url=_safe_next(request.query.get("next")),
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check username/password; on success start a fresh session (new CSRF token) and go to the console."""
+    json_client = request.content_type == "application/json"
+    body = await _body(request)
+    username = body.get("username")
+    password = body.get("password")
+    next_url = _safe_next(body.get("next"))
+    account = None
+    if isinstance(username, str) and isinstance(password, str) and username and password:
+        account = await _accounts(request).verify(username, password)
+    if account is None:
+        log.info("console login failed for %r from %s", str(username)[:64], request.remote)
+        if json_client:
+            return json_error(401, "wrong username or password")
+        html = pages.render_login(
+            request.app[TEMPLATES],
+            csrf=await csrf_token(request),
+            css_url=_static_url(request, "console.css"),
+            error="Wrong username or password.",
+            username=username if isinstance(username, str) else "",
+            next_url=next_url,
+        )
+        return web.Response(text=html, content_type="text/html", status=401)
+    # A new session on login: nothing set before authentication (fixation) survives.
+    session = await new_session(request)
+    session[SESSION_USER] = account.username
+    session[SESSION_CSRF] = new_csrf_token()
+    log.info("console login: %s (%s)", account.username, account.role)
+    if json_client:
+        return ok({"account": account.to_dict(), "csrf_token": session[SESSION_CSRF]})
+    raise web.HTTPSeeOther(next_url)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session."""
+    session = await get_session(request)
+    session.invalidate()
+    if request.content_type == "application/json":
+        return ok({"ok": True})
+    raise web.HTTPSeeOther("/login")
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+async def console_page(request: web.Request) -> web.Response:
+    """The console: screen pop, live calls, recent cases (+notes), recent calls, accounts (admin)."""
+    account = current_account(request)
+    console_role = account.role != Role.DEPARTMENT
+    live: list[dict[str, Any]] | None = None
+    pop = None
+    records = None
+    accounts = None
+    if console_role:
+        live = await _quietly("live calls", _live(request).list_calls())
+        if live is not None:
+            live = _plain(live)
+            pop = await _quietly("screen pop", _screen_pop(request, live, account))
+        found = await _quietly("call records", _records(request).list_recent(limit=20))
+        records = _plain(found) if found is not None else None
+    found_cases = await _quietly("cases", _cases(request).list_recent(limit=50))
+    cases = _plain(found_cases) if found_cases is not None else None
+    if account.role == Role.ADMIN:
+        accounts = [a.to_dict() for a in await _accounts(request).list()]
+    html = pages.render_console(
+        request.app[TEMPLATES],
+        account=account,
+        csrf=await csrf_token(request),
+        css_url=_static_url(request, "console.css"),
+        js_url=_static_url(request, "console.js"),
+        live_calls=live,
+        pop=pop,
+        cases=cases,
+        records=records,
+        accounts=accounts,
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+# --- JSON API ---------------------------------------------------------------------------------
+
+
+async def api_me(request: web.Request) -> web.Response:
+    """Who is logged in, and the CSRF token to send as X-CSRF-Token."""
+    account = current_account(request)
+    return ok({"account": account.to_dict(), "csrf_token": await csrf_token(request)})
+
+
+async def api_live_calls(request: web.Request) -> web.Response:
+    """Calls in progress plus this agent's screen pop ({"call", "case"} or null)."""
+    account = current_account(request)
+    calls = _plain(await _live(request).list_calls())
+    calls.sort(key=lambda c: str(c.get("started_at") or ""), reverse=True)
+    pop = await _screen_pop(request, calls, account)
+    return ok({"calls": calls, "screen_pop": pop, "server_time": datetime.now(timezone.utc)})
+
+
+async def api_cases(request: web.Request) -> web.Response:
+    """Recent cases, newest first (?limit=1..500, ?status=)."""
+    limit = _limit(request)
+    status = request.query.get("status") or None
+    if status is not None and (len(status) > 32 or not status.replace("_", "").isalnum()):
+        raise web.HTTPBadRequest(reason="status: not a valid status")
+    cases = await _cases(request).list_recent(limit=limit, status=status)
+    return ok({"cases": [c.to_dict() for c in cases]})
+
+
+async def api_case(request: web.Request) -> web.Response:
+    """One case by number."""
+    number = _case_number(request)
+    try:
+        case = await _cases(request).get(number)
+    except LookupError:
+        return json_error(404, f"case {number} not found")
+    return ok({"case": case.to_dict()})
+
+
+async def api_add_note(request: web.Request) -> web.StreamResponse:
+    """Append a note ('[time user] text') to a case's notes; body {"note": "..."} (JSON or form)."""
+    account = current_account(request)
+    number = _case_number(request)
+    body = await _body(request)
+    note = body.get("note", body.get("notes"))
+    if not isinstance(note, str) or not note.strip():
+        raise web.HTTPBadRequest(reason="note: required, a non-empty string")
+    note = " ".join(note.split())  # one line per note keeps the notes log readable
+    if len(note) > pages.NOTE_MAX_LENGTH:
+        raise web.HTTPBadRequest(reason=f"note: at most {pages.NOTE_MAX_LENGTH} characters")
+    cases = _cases(request)
+    try:
+        current = (await cases.get(number)).to_dict().get("notes") or ""
+        stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+        entry = f"[{stamp} {account.username}] {note}"
+        updated = await cases.update(number, notes=f"{current.rstrip()}\n{entry}" if current.strip() else entry)
+    except LookupError:
+        return json_error(404, f"case {number} not found")
+    log.info("note added to case %s by %s", number, account.username)
+    if _is_browser_form(request):
+        raise web.HTTPSeeOther(f"/#case-{number}")
+    return ok({"case": updated.to_dict()})
+
+
+async def api_call_records(request: web.Request) -> web.Response:
+    """Finished calls, newest first (?limit=1..500)."""
+    limit = _limit(request)
+    records = await _records(request).list_recent(limit=limit)
+    return ok({"call_records": [r.to_dict() for r in records]})
+
+
+async def api_accounts(request: web.Request) -> web.Response:
+    """All console accounts (never with password hashes)."""
+    return ok({"accounts": [a.to_dict() for a in await _accounts(request).list()]})
+
+
+async def api_create_account(request: web.Request) -> web.StreamResponse:
+    """Create an account: {"username", "password", "role", "display_name"?, "sip_endpoint"?}."""
+    body = await _body(request)
+    for name in ("username", "password", "role"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise web.HTTPBadRequest(reason=f"{name}: required")
+    try:
+        account = await _accounts(request).create(
+            body["username"],
+            body["password"],
+            body["role"],
+            display_name=body.get("display_name") or None,
+            sip_endpoint=body.get("sip_endpoint") or None,
+        )
+    except AccountExists as exc:
+        return json_error(409, str(exc))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    log.info("account %s (%s) created by %s", account.username, account.role, current_account(request).username)
+    if _is_browser_form(request):
+        raise web.HTTPSeeOther("/#accounts")
+    return ok({"account": account.to_dict()}, status=201)

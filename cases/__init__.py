@@ -1,0 +1,19 @@
+"""The case store: citizens' cases, their numbers and statuses (no knowledge of calls or telephony)."""
+from .engine import create_engine_from_url
+from .migration import migrate_database
+from .model import Case, CaseNotFound, CaseStatus, CaseStoreError, NewCase, TranscriptStatus
+from .store import CaseStore
+from .tables import metadata
+
+__all__ = [
+    "Case",
+    "CaseNotFound",
+    "CaseStatus",
+    "CaseStore",
+    "CaseStoreError",
+    "NewCase",
+    "TranscriptStatus",
+    "create_engine_from_url",
+    "metadata",
+    "migrate_database",
+]

@@ -1,0 +1,77 @@
+"""Async engine construction for the supported databases (SQLite via aiosqlite, PostgreSQL via asyncpg)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .model import CaseStoreError
+
+# Writers wait this long for SQLite's single write lock instead of failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Plain scheme names people put in DATABASE_URL, mapped to the async driver we ship.
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(url: str) -> URL:
+    """Parse a database URL and pin it to the async driver; CaseStoreError (one line) if unsupported."""
+    if not isinstance(url, str) or not url.strip():
+        raise CaseStoreError("database URL is empty; expected sqlite+aiosqlite:///path or postgresql+asyncpg://...")
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise CaseStoreError(
+            f"unsupported database URL scheme {scheme or url!r}; use sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    try:
+        parsed = make_url(driver + url[len(scheme):])
+    except ArgumentError as exc:
+        raise CaseStoreError(f"database URL is not valid: {exc}") from None
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL itself needs the lock when another process holds it.
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL lets readers run while one writer commits.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def create_engine_from_url(url: str) -> AsyncEngine:
+    """Create an AsyncEngine for sqlite+aiosqlite or postgresql+asyncpg (SQLite: makes the db's directory, WAL)."""
+    parsed = normalize_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CaseStoreError(f"cannot create directory for database {path}: {exc.strerror}") from None
+        engine = create_async_engine(parsed)
+        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        return engine
+    # pool_pre_ping: a PostgreSQL restart must not surface as errors on the next calls.
+    return create_async_engine(parsed, pool_pre_ping=True)

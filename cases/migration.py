@@ -1,0 +1,36 @@
+"""Bring a database's schema up to date with the Alembic revisions in migrations/."""
+from __future__ import annotations
+
+import asyncio
+
+from alembic import command
+from alembic.config import Config
+
+from migrations import MIGRATIONS_DIR
+
+from .engine import normalize_database_url
+from .model import CaseStoreError
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic Config for this database without any alembic.ini (for `hotline db ...` commands and tests)."""
+    parsed = normalize_database_url(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    # Passed as an attribute, not a main option: ini interpolation would mangle '%' in passwords.
+    config.attributes["database_url"] = parsed.render_as_string(hide_password=False)
+    return config
+
+
+def migrate_database(url: str) -> None:
+    """Upgrade the database to the newest revision (a no-op when already current). Blocking: run it in an executor."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop in this thread: the migration may start its own
+    else:
+        raise CaseStoreError(
+            "migrate_database() blocks; call it via loop.run_in_executor(None, migrate_database, url)"
+        )
+    command.upgrade(alembic_config(url), "head")

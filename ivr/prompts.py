@@ -1,0 +1,114 @@
+"""Prompt audio: text synthesized with espeak-ng into 8 kHz WAV, cached by content hash; recorded files win."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# Bump when the synthesis recipe changes, so cached audio is regenerated.
+_RECIPE = "espeak-ng/sox 8k mono s16 v1"
+
+
+class PromptError(Exception):
+    """A prompt could not be produced; the message is one line."""
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The texts of one language's prompts and the espeak-ng voice that speaks them."""
+
+    language: str
+    voice: str
+    texts: dict[str, str]
+
+
+def load_prompt_sets(path: Path) -> dict[str, PromptSet]:
+    """Read prompts.yaml: {language: {voice: ..., name: text, ...}}."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PromptError(f"prompt file {path}: {exc}") from None
+    sets: dict[str, PromptSet] = {}
+    for language, entry in data.items():
+        if not isinstance(entry, dict) or "voice" not in entry:
+            raise PromptError(f"prompt file {path}: language {language!r} needs a 'voice' and prompt texts")
+        texts = {k: str(v) for k, v in entry.items() if k != "voice"}
+        sets[str(language)] = PromptSet(str(language), str(entry["voice"]), texts)
+    return sets
+
+
+def synthesize_speech(text: str, voice: str, target: Path, speed: int = 150) -> Path:
+    """Speak text with espeak-ng into an 8 kHz mono 16-bit WAV at target (atomically); PromptError on failure."""
+    import subprocess
+
+    raw = target.with_suffix(".raw.wav")
+    tmp = target.with_suffix(".tmp.wav")
+    try:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
+                       check=True, capture_output=True, timeout=30)
+        subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(tmp)],
+                       check=True, capture_output=True, timeout=30)
+    except FileNotFoundError as exc:
+        raise PromptError(f"{exc.filename} is not installed (run `make setup`)") from None
+    except subprocess.CalledProcessError as exc:
+        err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise PromptError(f"synthesizing {target.name}: {err[-1] if err else exc}") from None
+    except subprocess.TimeoutExpired:
+        raise PromptError(f"synthesizing {target.name}: timed out") from None
+    finally:
+        raw.unlink(missing_ok=True)
+    tmp.replace(target)  # atomic: a half-written file is never served
+    log.info("speech synthesized: %s", target.name)
+    return target
+
+
+class PromptLibrary:
+    """Resolves a prompt name to an Asterisk-playable path (no extension), synthesizing and caching as needed."""
+
+    def __init__(self, prompt_set: PromptSet, cache_dir: Path, override_dir: Path | None = None,
+                 speed: int = 150) -> None:
+        self._set = prompt_set
+        self._cache_dir = cache_dir
+        self._override_dir = override_dir
+        self._speed = speed
+        self._paths: dict[str, str] = {}
+
+    @property
+    def language(self) -> str:
+        """The language of these prompts."""
+        return self._set.language
+
+    def path(self, name: str) -> str:
+        """Playable path (without .wav) of a prepared prompt; PromptError if it was never prepared."""
+        try:
+            return self._paths[name]
+        except KeyError:
+            raise PromptError(f"prompt {name!r} is not prepared (language {self._set.language})") from None
+
+    async def prepare_all(self) -> None:
+        """Make every prompt's audio (off the event loop); fails with a one-line PromptError."""
+        for tool in ("espeak-ng", "sox"):
+            if shutil.which(tool) is None:
+                raise PromptError(f"{tool} is not installed (run `make setup`)")
+        self._cache_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for name, text in self._set.texts.items():
+            self._paths[name] = await loop.run_in_executor(None, self._prepare_one, name, text)
+
+    def _prepare_one(self, name: str, text: str) -> str:
+        if self._override_dir is not None:
+            recorded = self._override_dir / self._set.language / f"{name}.wav"
+            if recorded.exists():
+                return str(recorded.with_suffix(""))
+        digest = hashlib.sha256(f"{_RECIPE}\0{self._set.voice}\0{self._speed}\0{text}".encode()).hexdigest()[:20]
+        target = self._cache_dir / f"{name}-{digest}.wav"
+        if not target.exists():
+            synthesize_speech(text, self._set.voice, target, self._speed)
+        return str(target.with_suffix(""))

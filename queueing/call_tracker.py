@@ -1,0 +1,178 @@
+"""Turns AMI queue and channel events into live call state, call detail records and case updates."""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class CallObserver(Protocol):
+    """What the rest of the hotline wants to hear about a tracked call (the composition root implements it)."""
+
+    async def call_queued(self, case_number: str, queue: str) -> None: ...
+    async def call_answered(self, case_number: str, agent: str) -> None: ...
+    async def call_ended(self, case_number: str, outcome: str) -> None: ...
+
+
+class EventSource(Protocol):
+    """The AMI client as seen by the tracker."""
+
+    def on_event(self, name: str, handler: Any) -> None: ...
+    def on_connected(self, handler: Any) -> None: ...
+    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[Any]: ...
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _member_name(event: Any) -> str | None:
+    name = event.get("MemberName") or event.get("Interface") or ""
+    name = str(name)
+    if "/" in name:  # PJSIP/agent1 -> agent1
+        name = name.split("/", 1)[1]
+    return name or None
+
+
+class CallTracker:
+    """Follows each hotline call (by linkedid) from the IVR through the queue to its hang-up."""
+
+    def __init__(self, ami: EventSource, live: Any, records: Any, observer: CallObserver) -> None:
+        self._ami = ami
+        self._live = live
+        self._records = records
+        self._observer = observer
+        self.rebuilds = 0
+        for name, handler in (
+            ("QueueCallerJoin", self._on_join),
+            ("AgentCalled", self._on_agent_called),
+            ("AgentRingNoAnswer", self._on_ring_no_answer),
+            ("AgentConnect", self._on_connect),
+            ("AgentComplete", self._on_complete),
+            ("QueueCallerAbandon", self._on_abandon),
+            ("Hangup", self._on_hangup),
+        ):
+            ami.on_event(name, handler)
+        ami.on_connected(self.rebuild)
+
+    async def _tracked(self, event: Any) -> tuple[str, dict[str, Any]] | None:
+        linkedid = str(event.get("Linkedid") or "")
+        if not linkedid:
+            return None
+        call = await self._live.get_call(linkedid)
+        if call is None:
+            return None  # not a call the IVR registered (an agent's own test call, say)
+        return linkedid, call
+
+    async def _on_join(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        linkedid, call = tracked
+        queue = str(event.get("Queue") or "")
+        now = datetime.now(UTC)
+        await self._live.update(linkedid, state="queued", queue=queue, position=event.get("Position"),
+                                queued_at=now.isoformat())
+        await self._records.upsert(linkedid, queue=queue, outcome="queued")
+        if call.get("case_number"):
+            await self._observer.call_queued(call["case_number"], queue)
+
+    async def _on_agent_called(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        await self._live.update(tracked[0], state="ringing", ringing_agent=_member_name(event))
+
+    async def _on_ring_no_answer(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        await self._live.update(tracked[0], state="queued", ringing_agent=None)
+
+    async def _on_connect(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        linkedid, call = tracked
+        agent = _member_name(event)
+        now = datetime.now(UTC)
+        wait = _seconds(event.get("HoldTime"))
+        await self._live.update(linkedid, state="connected", agent=agent, queue_wait_seconds=wait,
+                                answered_at=now.isoformat(), ringing_agent=None)
+        await self._records.upsert(linkedid, agent=agent, queue_wait_seconds=wait, answered_at=now,
+                                   outcome="answered")
+        if call.get("case_number") and agent:
+            await self._observer.call_answered(call["case_number"], agent)
+
+    async def _on_complete(self, event: Any) -> None:
+        linkedid = str(event.get("Linkedid") or "")
+        if not linkedid:
+            return
+        # The caller's channel may already be gone from live state; the record is still completed.
+        if await self._records.get(linkedid) is None:
+            return
+        await self._records.upsert(linkedid, talk_seconds=_seconds(event.get("TalkTime")), outcome="completed")
+
+    async def _on_abandon(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        linkedid, call = tracked
+        wait = _seconds(event.get("HoldTime"))
+        await self._live.update(linkedid, state="abandoned", queue_wait_seconds=wait)
+        await self._records.upsert(linkedid, queue_wait_seconds=wait, outcome="abandoned_in_queue")
+
+    async def _on_hangup(self, event: Any) -> None:
+        tracked = await self._tracked(event)
+        if tracked is None:
+            return
+        linkedid, call = tracked
+        # Only the citizen's own channel ends the call; agents' legs hang up on their own.
+        if str(event.get("Uniqueid") or "") != (call.get("channel_uniqueid") or linkedid):
+            return
+        cause = f"{event.get('Cause', '')} {event.get('Cause-txt', '')}".strip() or None
+        await self._finish(linkedid, call, cause)
+
+    async def _finish(self, linkedid: str, call: dict[str, Any], cause: str | None) -> None:
+        state = call.get("state")
+        record = await self._records.get(linkedid)
+        outcome = record.outcome if record is not None else None
+        if state == "ivr":
+            outcome = "abandoned_in_ivr"
+        elif state in ("queued", "ringing", "abandoned"):
+            outcome = "abandoned_in_queue"
+        elif state == "connected" and outcome not in ("completed",):
+            outcome = "completed"
+        now = datetime.now(UTC)
+        await self._records.upsert(linkedid, hangup_cause=cause, ended_at=now, outcome=outcome or "completed")
+        await self._live.end_call(linkedid, hangup_cause=cause, outcome=outcome)
+        if call.get("case_number"):
+            await self._observer.call_ended(call["case_number"], outcome or "completed")
+
+    async def rebuild(self) -> None:
+        """After (re)connecting, make live state match Asterisk: end calls whose channels are gone, refresh queues."""
+        self.rebuilds += 1
+        channels = await self._ami.event_list({"Action": "CoreShowChannels"}, timeout=10)
+        present = {str(c.get("Uniqueid")) for c in channels}
+        for linkedid in await self._live.live_ids():
+            call = await self._live.get_call(linkedid)
+            if call is None:
+                continue
+            if (call.get("channel_uniqueid") or linkedid) not in present:
+                log.info("rebuild: call %s is gone from Asterisk; closing it", linkedid)
+                await self._finish(linkedid, call, "unknown (ended while the bridge was disconnected)")
+        entries = await self._ami.event_list({"Action": "QueueStatus"}, timeout=10)
+        by_uid = {str(c.get("Uniqueid")): str(c.get("Linkedid") or "") for c in channels}
+        for entry in entries:
+            if entry.get("Event") != "QueueEntry":
+                continue
+            linkedid = by_uid.get(str(entry.get("Uniqueid")), "")
+            if linkedid and await self._live.get_call(linkedid) is not None:
+                await self._live.update(linkedid, state="queued", queue=entry.get("Queue"),
+                                        position=entry.get("Position"))
+        log.info("live state rebuilt from Asterisk: %d channels, %d queue entries", len(channels), len(entries))

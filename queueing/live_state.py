@@ -1,0 +1,182 @@
+"""Live state of calls in progress, in Redis, keyed by Asterisk linkedid and shared by every process."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+# Fields kept as JSON (lists/dicts); every other field is a plain string in the hash.
+_JSON_FIELDS = frozenset({"ivr_path"})
+
+
+def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
+    """A Redis client with timeouts on every call and retries with exponential backoff (no I/O yet)."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+class LiveCallState:
+    """Calls in progress: one Redis hash per call, a set of live linkedids, and pub/sub change messages."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "hotline", ended_ttl_seconds: int = 3600) -> None:
+        self._r = client
+        self._prefix = prefix
+        self._ended_ttl = ended_ttl_seconds
+        self.errors = 0
+        self.last_error: str | None = None
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel on which every change is published as JSON."""
+        return f"{self._prefix}:events"
+
+    def _key(self, linkedid: str) -> str:
+        return f"{self._prefix}:call:{linkedid}"
+
+    @property
+    def _live_key(self) -> str:
+        return f"{self._prefix}:calls:live"
+
+    async def ping(self) -> None:
+        """Raise RedisError if Redis does not answer."""
+        await self._r.ping()
+
+    async def aclose(self) -> None:
+        """Close the Redis connections."""
+        await self._r.aclose()
+
+    def health_report(self) -> dict[str, Any]:
+        """Error counters for /healthz (the ping is done by the caller)."""
+        return {"errors": self.errors, "last_error": self.last_error}
+
+    def _failed(self, what: str, exc: RedisError) -> None:
+        # Live state is a mirror: losing a write must not fail the call; rebuild fixes it later.
+        self.errors += 1
+        self.last_error = f"{what}: {exc}"
+        log.warning("live state: %s failed: %s", what, exc)
+
+    @staticmethod
+    def _encode(fields: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in fields.items():
+            if v is None:
+                out[k] = ""
+            elif k in _JSON_FIELDS or isinstance(v, (list, dict)):
+                out[k] = json.dumps(v, ensure_ascii=False)
+            else:
+                out[k] = str(v)
+        return out
+
+    @staticmethod
+    def _decode(raw: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k in _JSON_FIELDS:
+                try:
+                    out[k] = json.loads(v) if v else []
+                except ValueError:
+                    out[k] = []
+            else:
+                out[k] = v if v != "" else None
+        return out
+
+    async def start_call(self, linkedid: str, **fields: Any) -> None:
+        """Register a new live call (state 'ivr')."""
+        fields.setdefault("state", "ivr")
+        fields.setdefault("started_at", datetime.now(UTC).isoformat())
+        fields.setdefault("ivr_path", [])
+        fields["linkedid"] = linkedid
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key(linkedid), mapping=self._encode(fields))
+                pipe.persist(self._key(linkedid))
+                pipe.sadd(self._live_key, linkedid)
+                await pipe.execute()
+            await self._publish("call_started", linkedid, fields)
+        except RedisError as exc:
+            self._failed("start_call", exc)
+
+    async def update(self, linkedid: str, **fields: Any) -> None:
+        """Set fields on a live call and publish the change."""
+        try:
+            await self._r.hset(self._key(linkedid), mapping=self._encode(fields))
+            await self._publish("call_updated", linkedid, fields)
+        except RedisError as exc:
+            self._failed("update", exc)
+
+    async def append_path(self, linkedid: str, step: str) -> list[str]:
+        """Append one step to the call's IVR path (menu choices, prompts) and return the path."""
+        call = await self.get_call(linkedid) or {}
+        path = list(call.get("ivr_path") or [])
+        path.append(step)
+        await self.update(linkedid, ivr_path=path)
+        return path
+
+    async def end_call(self, linkedid: str, **fields: Any) -> None:
+        """Mark a call ended: keep its hash for a while (for late readers), drop it from the live set."""
+        fields.setdefault("state", "ended")
+        fields.setdefault("ended_at", datetime.now(UTC).isoformat())
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key(linkedid), mapping=self._encode(fields))
+                pipe.expire(self._key(linkedid), self._ended_ttl)
+                pipe.srem(self._live_key, linkedid)
+                await pipe.execute()
+            await self._publish("call_ended", linkedid, fields)
+        except RedisError as exc:
+            self._failed("end_call", exc)
+
+    async def get_call(self, linkedid: str) -> dict[str, Any] | None:
+        """The call's fields, or None if unknown (or Redis is away)."""
+        try:
+            raw = await self._r.hgetall(self._key(linkedid))
+        except RedisError as exc:
+            self._failed("get_call", exc)
+            return None
+        return self._decode(raw) if raw else None
+
+    async def live_ids(self) -> set[str]:
+        """Linkedids of calls in progress."""
+        try:
+            return set(await self._r.smembers(self._live_key))
+        except RedisError as exc:
+            self._failed("live_ids", exc)
+            return set()
+
+    async def list_calls(self) -> list[dict[str, Any]]:
+        """Every call in progress, oldest first."""
+        ids = await self.live_ids()
+        calls = []
+        for linkedid in ids:
+            call = await self.get_call(linkedid)
+            if call is not None:
+                calls.append(call)
+            else:  # hash expired or lost: the set entry is stale
+                try:
+                    await self._r.srem(self._live_key, linkedid)
+                except RedisError as exc:
+                    self._failed("list_calls", exc)
+        calls.sort(key=lambda c: c.get("started_at") or "")
+        return calls
+
+    async def _publish(self, kind: str, linkedid: str, fields: dict[str, Any]) -> None:
+        message = {"type": kind, "linkedid": linkedid, "at": time.time(), "fields": fields}
+        await self._r.publish(self.channel, json.dumps(message, ensure_ascii=False, default=str))

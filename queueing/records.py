@@ -1,0 +1,286 @@
+"""Call detail records: one row per call (Asterisk linkedid), merged from AMI events in whatever order they come."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, MetaData, Row, String, case, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
+# event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
+OUTCOME_RANK: dict[str, int] = {
+    "in_ivr": 0,
+    "queued": 1,
+    "answered": 2,
+    "abandoned_in_ivr": 3,
+    "abandoned_in_queue": 3,
+    "completed": 3,
+}
+
+
+class CallRecordError(ValueError):
+    """A call record update was refused; the message is one line naming what was wrong."""
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back tz-aware (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(timezone.utc)
+        # SQLite's DATETIME text format has no offset: store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class _Base(DeclarativeBase):
+    metadata = metadata
+
+
+class CallRecordRow(_Base):
+    """Table row of a call detail record."""
+
+    __tablename__ = "call_records"
+
+    linkedid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    caller_number: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    case_number: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    ivr_path: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    queue_wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    talk_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hangup_cause: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False, default="in_ivr")
+    started_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
+    # When this store first heard of the call: orders list_recent even if the start event never came.
+    first_seen_at: Mapped[datetime] = mapped_column(_UTCDateTime, nullable=False)
+
+    __table_args__ = (
+        Index("ix_call_records_first_seen_at", "first_seen_at"),
+        Index("ix_call_records_case_number", "case_number"),
+    )
+
+
+_table = CallRecordRow.__table__
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call's detail record (a snapshot)."""
+
+    linkedid: str
+    caller_number: str
+    case_number: str | None
+    ivr_path: list[str]
+    queue: str | None
+    queue_wait_seconds: float | None
+    agent: str | None
+    talk_seconds: float | None
+    hangup_cause: str | None
+    outcome: str
+    started_at: datetime | None
+    answered_at: datetime | None
+    ended_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict with times as ISO 8601 strings."""
+        def iso(t: datetime | None) -> str | None:
+            return None if t is None else t.isoformat()
+
+        return {
+            "linkedid": self.linkedid,
+            "caller_number": self.caller_number,
+            "case_number": self.case_number,
+            "ivr_path": list(self.ivr_path),
+            "queue": self.queue,
+            "queue_wait_seconds": self.queue_wait_seconds,
+            "agent": self.agent,
+            "talk_seconds": self.talk_seconds,
+            "hangup_cause": self.hangup_cause,
+            "outcome": self.outcome,
+            "started_at": iso(self.started_at),
+            "answered_at": iso(self.answered_at),
+            "ended_at": iso(self.ended_at),
+        }
+
+
+# --- validation of upsert fields: each returns the clean value or raises CallRecordError ---
+
+
+def _text(name: str, max_len: int, optional: bool = True) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise CallRecordError(f"{name} must be a string{' or None' if optional else ''}, got {type(value).__name__}")
+        if len(value) > max_len:
+            raise CallRecordError(f"{name} is longer than {max_len} characters")
+        return value
+
+    return check
+
+
+def _seconds(name: str) -> Callable[[Any], float | None]:
+    def check(value: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10**7:
+            raise CallRecordError(f"{name} must be a non-negative number of seconds or None, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _time(name: str) -> Callable[[Any], datetime | None]:
+    def check(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise CallRecordError(f"{name} must be a timezone-aware datetime or None, got {value!r}")
+        return value.astimezone(timezone.utc)
+
+    return check
+
+
+def _ivr_path(value: Any) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(step, str) and len(step) <= 64 for step in value):
+        raise CallRecordError(f"ivr_path must be a list of short strings, got {value!r}")
+    return list(value)
+
+
+def _outcome(value: Any) -> str:
+    if value not in OUTCOME_RANK:
+        raise CallRecordError(f"outcome must be one of {', '.join(OUTCOME_RANK)}; got {value!r}")
+    return str(value)
+
+
+_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "caller_number": _text("caller_number", 64, optional=False),
+    "case_number": _text("case_number", 20),
+    "ivr_path": _ivr_path,
+    "queue": _text("queue", 64),
+    "queue_wait_seconds": _seconds("queue_wait_seconds"),
+    "agent": _text("agent", 64),
+    "talk_seconds": _seconds("talk_seconds"),
+    "hangup_cause": _text("hangup_cause", 64),
+    "outcome": _outcome,
+    "started_at": _time("started_at"),
+    "answered_at": _time("answered_at"),
+    "ended_at": _time("ended_at"),
+}
+
+
+def _to_record(row: Row[Any]) -> CallRecord:
+    m = row._mapping
+    return CallRecord(
+        linkedid=m["linkedid"],
+        caller_number=m["caller_number"],
+        case_number=m["case_number"],
+        ivr_path=list(m["ivr_path"] or []),
+        queue=m["queue"],
+        queue_wait_seconds=m["queue_wait_seconds"],
+        agent=m["agent"],
+        talk_seconds=m["talk_seconds"],
+        hangup_cause=m["hangup_cause"],
+        outcome=m["outcome"],
+        started_at=m["started_at"],
+        answered_at=m["answered_at"],
+        ended_at=m["ended_at"],
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CallRecordStore:
+    """Stores call detail records; every upsert is one atomic statement, so concurrent events merge safely."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        # clock: returns the current tz-aware time (tests pass a fake one).
+        dialect = engine.dialect.name
+        if dialect == "sqlite":
+            self._insert = sqlite_insert
+        elif dialect == "postgresql":
+            self._insert = pg_insert
+        else:
+            raise CallRecordError(f"unsupported database dialect {dialect!r}; use SQLite or PostgreSQL")
+        self._engine = engine
+        self._clock = clock
+
+    async def upsert(self, linkedid: str, **fields: Any) -> CallRecord:
+        """Create the call's record or set the given fields on it; repeated or late events are harmless."""
+        _text("linkedid", 64, optional=False)(linkedid)
+        if not linkedid:
+            raise CallRecordError("linkedid must not be empty")
+        unknown = sorted(set(fields) - set(_FIELDS))
+        if unknown:
+            raise CallRecordError(f"unknown call record field(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+        values = {name: _FIELDS[name](value) for name, value in fields.items()}
+        now = _time("the store's clock")(self._clock())
+        insert = self._insert(_table).values(linkedid=linkedid, first_seen_at=now, **values)
+        if values:
+            changes: dict[str, Any] = {name: insert.excluded[name] for name in values if name != "outcome"}
+            if "outcome" in values:
+                current_rank = case(OUTCOME_RANK, value=_table.c.outcome, else_=-1)
+                changes["outcome"] = case(
+                    (current_rank <= OUTCOME_RANK[values["outcome"]], insert.excluded.outcome),
+                    else_=_table.c.outcome,
+                )
+            stmt = insert.on_conflict_do_update(index_elements=[_table.c.linkedid], set_=changes)
+        else:
+            stmt = insert.on_conflict_do_nothing(index_elements=[_table.c.linkedid])
+        async with self._engine.begin() as conn:
+            await conn.execute(stmt)
+            row = (await conn.execute(select(_table).where(_table.c.linkedid == linkedid))).one()
+        return _to_record(row)
+
+    async def get(self, linkedid: str) -> CallRecord | None:
+        """The call's record, or None if no event for it was stored."""
+        _text("linkedid", 64, optional=False)(linkedid)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(_table).where(_table.c.linkedid == linkedid))).one_or_none()
+        return None if row is None else _to_record(row)
+
+    async def list_recent(self, limit: int = 50) -> list[CallRecord]:
+        """Records of the calls most recently first seen, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise CallRecordError(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        stmt = (
+            select(_table)
+            .order_by(_table.c.first_seen_at.desc(), _table.c.linkedid.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_to_record(r) for r in rows]

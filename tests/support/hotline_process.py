@@ -1,0 +1,133 @@
+"""Runs the real `hotline run` (Asterisk + bridge + console) as a child process on test ports."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from config import Settings, load_settings, resolve_secrets
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class HotlineUnderTest:
+    """A `hotline run` child on its own ports, run dir and Redis key prefix."""
+
+    def __init__(self, run_dir: Path, *, base_port: int = 25000, env: dict[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.env = {
+            "HOTLINE_RUN_DIR": str(run_dir),
+            "HOTLINE_SIP_PORT": str(base_port + 60),
+            "HOTLINE_AMI_PORT": str(base_port + 38),
+            "HOTLINE_AGI_PORT": str(base_port + 73),
+            "HOTLINE_HTTP_PORT": str(base_port + 80),
+            "HOTLINE_RTP_PORT_START": str(base_port + 1000),
+            "HOTLINE_RTP_PORT_END": str(base_port + 1999),
+            "DATABASE_URL": f"sqlite+aiosqlite:///{run_dir / 'hotline.db'}",
+            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-{os.getpid()}-{base_port}",
+            "HOTLINE_RECORD_SILENCE_SECONDS": "2",
+            "HOTLINE_RECORD_MAX_SECONDS": "20",
+            "HOTLINE_MENU_TIMEOUT_SECONDS": "3",
+            "HOTLINE_AMI_PING_INTERVAL": "1",
+            "HOTLINE_LOG_LEVEL": "INFO",
+        }
+        self.env.update(env or {})
+        self.process: asyncio.subprocess.Process | None = None
+        self.log_path = run_dir / "hotline.log"
+
+    def settings(self) -> Settings:
+        """The settings the child runs with (same env, same secrets file)."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            return resolve_secrets(load_settings())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the console."""
+        return f"http://127.0.0.1:{self.env['HOTLINE_HTTP_PORT']}"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of the child process."""
+        env = dict(os.environ)
+        env.update(self.env)
+        return env
+
+    async def start(self, timeout: float = 120.0) -> None:
+        """Start `hotline run` and wait until /healthz says ok."""
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
+            env=self.child_env(), cwd=str(PROJECT_ROOT))
+        log.close()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"hotline run exited with {self.process.returncode}: {self.log_tail()}")
+            health = await self.health()
+            if health is not None and health.get("ok"):
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"hotline run not healthy after {timeout} s: {self.log_tail()}")
+
+    async def health(self) -> dict[str, Any] | None:
+        """GET /healthz as JSON (None if nothing answers)."""
+        def fetch() -> dict[str, Any] | None:
+            try:
+                with urllib.request.urlopen(self.http_url + "/healthz", timeout=2) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return json.loads(exc.read() or b"{}")
+            except OSError:
+                return None
+        return await asyncio.get_running_loop().run_in_executor(None, fetch)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the child printed."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the child and wait; SIGKILL if it does not stop in time. Returns its exit code."""
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        return self.process.returncode
+
+
+async def run_hotline_command(args: list[str], env: dict[str, str], timeout: float = 120.0) -> tuple[int, str, str]:
+    """Run `python -m hotline ARGS` with env; return (exit code, stdout, stderr)."""
+    full_env = dict(os.environ)
+    full_env.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=full_env, cwd=str(PROJECT_ROOT))
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        raise AssertionError(f"hotline {' '.join(args)} did not finish in {timeout} s: {err.decode()[-2000:]}")
+    return proc.returncode or 0, out.decode(), err.decode()

@@ -1,0 +1,671 @@
+"""Agent console: accounts, login/logout, per-route roles, CSRF, notes, /healthz (in-memory fakes, real SQLite)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from argon2 import PasswordHasher
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agent_console import (
+    PUBLIC,
+    AccountExists,
+    AccountStore,
+    Role,
+    create_console_app,
+    route_policy,
+)
+
+PASSWORD = "correct horse battery"
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # fast tests, same code path
+NOW = datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)
+
+
+# --- fakes of the other domains -----------------------------------------------------------------
+
+
+class FakeCaseNotFound(LookupError):
+    """Stands in for cases.CaseNotFound (a LookupError)."""
+
+
+class FakeCaseRefused(Exception):
+    """Stands in for cases.CaseStoreError (bad input)."""
+
+
+@dataclass
+class FakeCase:
+    case_number: str
+    caller_number: str = "01012345678"
+    category: str = "complaint"
+    priority: int = 0
+    status: str = "in_progress"
+    menu_path: list[str] = field(default_factory=lambda: ["1", "complaint"])
+    transcript: str | None = "The street light on Main Road is broken."
+    transcript_status: str = "done"
+    recording_path: str | None = None
+    source_ref: str | None = None
+    agent: str | None = None
+    notes: str | None = None
+    created_at: datetime = NOW
+    updated_at: datetime = NOW
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["updated_at"] = self.updated_at.isoformat()
+        return data
+
+
+class FakeCases:
+    def __init__(self, *cases: FakeCase) -> None:
+        self.cases = {c.case_number: c for c in cases}
+
+    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[FakeCase]:
+        if status is not None and status not in {"new", "in_progress", "open", "closed"}:
+            raise FakeCaseRefused(f"status must be one of new, in_progress, open, closed; got {status!r}")
+        found = [c for c in self.cases.values() if status is None or c.status == status]
+        return sorted(found, key=lambda c: c.created_at, reverse=True)[:limit]
+
+    async def get(self, case_number: str) -> FakeCase:
+        try:
+            return self.cases[case_number]
+        except KeyError:
+            raise FakeCaseNotFound(f"no case with number {case_number!r}") from None
+
+    async def update(self, case_number: str, **fields: Any) -> FakeCase:
+        case = await self.get(case_number)
+        if len(fields.get("notes") or "") > 20_000:
+            raise FakeCaseRefused("notes is longer than 20000 characters")
+        case = replace(case, **fields, updated_at=datetime.now(timezone.utc))
+        self.cases[case_number] = case
+        return case
+
+
+class FakeLiveCalls:
+    def __init__(self, calls: list[dict[str, Any]]) -> None:
+        self.calls = calls
+
+    async def list_calls(self) -> list[dict[str, Any]]:
+        return [dict(c) for c in self.calls]
+
+    async def get_call(self, linkedid: str) -> dict[str, Any] | None:
+        return next((dict(c) for c in self.calls if c["linkedid"] == linkedid), None)
+
+
+@dataclass
+class FakeRecord:
+    linkedid: str
+    caller_number: str = "0311112222"
+    case_number: str | None = None
+    ivr_path: list[str] = field(default_factory=lambda: ["2"])
+    queue: str | None = "inquiries"
+    queue_wait_seconds: float | None = 12.0
+    agent: str | None = "agent2"
+    talk_seconds: float | None = 95.0
+    hangup_cause: str | None = "16"
+    outcome: str = "answered"
+    started_at: str | None = "2026-11-29T09:00:00+00:00"
+    answered_at: str | None = "2026-11-29T09:00:12+00:00"
+    ended_at: str | None = "2026-11-29T09:01:47+00:00"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FakeRecords:
+    def __init__(self, *records: FakeRecord) -> None:
+        self.records = list(records)
+
+    async def list_recent(self, limit: int = 50) -> list[FakeRecord]:
+        return self.records[:limit]
+
+
+class FakeHealth:
+    """Health callable whose report the test changes; async like the real one may be."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, Any] = {"ok": True, "components": {"ami": {"ok": True, "reconnects": 0}}}
+
+    async def __call__(self) -> dict[str, Any]:
+        return self.report
+
+
+def live_call(**overrides: Any) -> dict[str, Any]:
+    call = {
+        "linkedid": "1700000000.1",
+        "caller_number": "01012345678",
+        "state": "connected",
+        "ivr_path": ["1", "complaint"],
+        "category": "complaint",
+        "case_number": "2611290001",
+        "transcript": "The street light on Main Road is broken.",
+        "queue": "complaints",
+        "agent": "PJSIP/agent1-0000002a",
+        "started_at": "2026-11-29T09:30:00+00:00",
+    }
+    call.update(overrides)
+    return call
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Console:
+    app: web.Application
+    client: TestClient
+    accounts: AccountStore
+    cases: FakeCases
+    live: FakeLiveCalls
+    health: FakeHealth
+
+
+USERS = {
+    Role.AGENT: ("agent1", "agent1"),
+    Role.SUPERVISOR: ("super1", None),
+    Role.DEPARTMENT: ("roads", None),
+    Role.ADMIN: ("admin1", None),
+}
+
+
+@pytest.fixture
+async def store(tmp_path: Any) -> AsyncIterator[AccountStore]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'console.db'}")
+    accounts = AccountStore(engine, hasher=CHEAP_HASHER)
+    await accounts.create_schema()
+    try:
+        yield accounts
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def console(store: AccountStore) -> AsyncIterator[Console]:
+    for role, (username, endpoint) in USERS.items():
+        await store.create(username, PASSWORD, role, display_name=f"{role.value.title()} One", sip_endpoint=endpoint)
+    cases = FakeCases(
+        FakeCase("2611290001", agent="agent1"),
+        FakeCase("2611290002", category="inquiry", status="open", created_at=NOW - timedelta(hours=1)),
+    )
+    live = FakeLiveCalls([live_call(), live_call(linkedid="1700000000.9", state="ivr", agent=None, case_number=None)])
+    health = FakeHealth()
+    app = create_console_app(
+        cases=cases,
+        live_calls=live,
+        call_records=FakeRecords(FakeRecord("1699999999.1", case_number="2611290002")),
+        accounts=store,
+        health=health,
+        session_key=os.urandom(32),
+        health_timeout=0.5,
+        bad_input_errors=(FakeCaseRefused,),
+    )
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield Console(app, client, store, cases, live, health)
+    finally:
+        await client.close()
+
+
+async def new_client(console: Console) -> TestClient:
+    client = TestClient(TestServer(console.app))
+    await client.start_server()
+    return client
+
+
+async def login_csrf(client: TestClient) -> str:
+    """The CSRF token of the login form (an anonymous session's token)."""
+    resp = await client.get("/login")
+    assert resp.status == 200
+    match = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+    assert match, "login form has no CSRF token"
+    return match.group(1)
+
+
+async def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    """Log in through the form; return the session's CSRF token for API calls."""
+    token = await login_csrf(client)
+    resp = await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        allow_redirects=False,
+    )
+    assert resp.status == 303, await resp.text()
+    me = await client.get("/api/me")
+    assert me.status == 200
+    return (await me.json())["csrf_token"]
+
+
+def concrete_path(route: Any) -> str:
+    info = route.resource.get_info()
+    if "prefix" in info:  # static
+        return info["prefix"] + "/console.css"
+    return info.get("path") or info["formatter"].format(case_number="2611290001")
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+async def test_password_policy_and_account_store(store: AccountStore) -> None:
+    with pytest.raises(ValueError, match="at least 8 characters") as short:
+        await store.create("agent7", "short", Role.AGENT)
+    assert "\n" not in str(short.value)
+    with pytest.raises(ValueError, match="^role:"):
+        await store.create("agent7", PASSWORD, "boss")
+    with pytest.raises(ValueError, match="^username:"):
+        await store.create("Bad Name!", PASSWORD, Role.AGENT)
+
+    created = await store.create("Agent7", PASSWORD, "agent", sip_endpoint="agent7")
+    assert created.username == "agent7" and created.role is Role.AGENT and created.display_name == "agent7"
+    assert created.created_at.tzinfo is not None
+    assert "password_hash" not in created.to_dict()
+    with pytest.raises(AccountExists):
+        await store.create("agent7", PASSWORD, Role.AGENT)
+
+    assert await store.verify("agent7", PASSWORD) == created
+    assert await store.verify("AGENT7", PASSWORD) == created
+    assert await store.verify("agent7", "wrong password") is None
+    assert await store.verify("nobody", PASSWORD) is None
+    assert (await store.get("agent7")) == created
+    assert await store.get("nobody") is None
+
+    await store.set_password("agent7", "another password")
+    assert await store.verify("agent7", PASSWORD) is None
+    assert await store.verify("agent7", "another password") is not None
+    with pytest.raises(ValueError, match="at least 8"):
+        await store.set_password("agent7", "1234567")
+
+    await store.set_active("agent7", False)
+    assert await store.verify("agent7", "another password") is None
+
+    admin = await store.ensure_admin("root", "bootstrap-secret")
+    again = await store.ensure_admin("root", "a different one")
+    assert admin == again and admin.role is Role.ADMIN
+    assert await store.verify("root", "bootstrap-secret") is not None
+    assert [a.username for a in await store.list()] == ["agent7", "root"]
+
+
+async def test_verify_upgrades_an_outdated_hash(store: AccountStore) -> None:
+    await store.create("agent8", PASSWORD, Role.AGENT)
+    stronger = AccountStore(store._engine, hasher=PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1))
+    assert await stronger.verify("agent8", PASSWORD) is not None
+    # Now stored with the new parameters: the strong store sees no need to rehash, the cheap one does.
+    async with store._sessions() as session:
+        row = await store._row(session, "agent8")
+        assert not stronger._hasher.check_needs_rehash(row.password_hash)
+        assert CHEAP_HASHER.check_needs_rehash(row.password_hash)
+
+
+# --- login / logout -----------------------------------------------------------------------------
+
+
+async def test_login_logout(console: Console) -> None:
+    client = console.client
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/login"
+
+    token = await login_csrf(client)
+    resp = await client.post(
+        "/login", data={"username": "agent1", "password": "wrong password", "csrf_token": token}, allow_redirects=False
+    )
+    assert resp.status == 401
+    assert "Wrong username or password" in await resp.text()
+    assert (await client.get("/api/me")).status == 401
+
+    csrf = await login(client, "agent1")
+    page = await client.get("/")
+    assert page.status == 200
+    html = await page.text()
+    assert "Agent One" in html and 'name="csrf-token"' in html and csrf in html
+
+    resp = await client.post("/logout", allow_redirects=False)
+    assert resp.status == 403, "logout without the CSRF token must be refused"
+    resp = await client.post("/logout", data={"csrf_token": csrf}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert (await client.get("/api/me")).status == 401
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302
+
+
+async def test_login_rejects_post_without_csrf_and_keeps_next(console: Console) -> None:
+    client = console.client
+    resp = await client.post("/login", data={"username": "agent1", "password": PASSWORD}, allow_redirects=False)
+    assert resp.status == 403
+    resp = await client.get("/api/cases", allow_redirects=False)
+    assert resp.status == 401 and (await resp.json()) == {"error": "login required"}
+
+    resp = await client.get("/login?next=/%23cases")
+    assert 'name="next" value="/#cases"' in await resp.text()
+    for target, expected in (("/#cases", "/#cases"), ("//evil.example/", "/"), ("https://evil.example/", "/")):
+        token = await login_csrf(client)
+        resp = await client.post(
+            "/login",
+            data={"username": "agent1", "password": PASSWORD, "csrf_token": token, "next": target},
+            allow_redirects=False,
+        )
+        assert resp.status == 303 and resp.headers["Location"] == expected
+        # Logging in starts a new session with a new token: the anonymous one must not work any more.
+        resp = await client.post("/logout", data={"csrf_token": token}, allow_redirects=False)
+        assert resp.status == 403
+        me = await (await client.get("/api/me")).json()
+        assert me["csrf_token"] != token
+        resp = await client.post("/logout", headers={"X-CSRF-Token": me["csrf_token"]}, allow_redirects=False)
+        assert resp.status == 303
+
+
+async def test_json_login(console: Console) -> None:
+    client = console.client
+    token = await login_csrf(client)
+    resp = await client.post(
+        "/login", json={"username": "admin1", "password": "nope nope"}, headers={"X-CSRF-Token": token}
+    )
+    assert resp.status == 401 and (await resp.json())["error"] == "wrong username or password"
+    resp = await client.post("/login", json={"username": "admin1", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["account"]["role"] == "admin" and body["csrf_token"] != token
+
+
+# --- roles on every route -----------------------------------------------------------------------
+
+
+async def test_every_route_declares_its_roles(console: Console) -> None:
+    routes = list(console.app.router.routes())
+    assert len(routes) >= 14
+    public = set()
+    for route in routes:
+        policy = route_policy(console.app, route)
+        assert policy is not None, f"{route.method} {route.resource} has no declared roles"
+        if policy is PUBLIC:
+            public.add((route.method, concrete_path(route).split("/console.css")[0]))
+    assert public == {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("GET", "/static"), ("HEAD", "/static")}
+
+
+async def test_route_added_outside_the_table_is_refused(store: AccountStore) -> None:
+    await store.create("admin9", PASSWORD, Role.ADMIN)
+    app = create_console_app(
+        cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+        health=FakeHealth(), session_key=os.urandom(32),
+    )
+
+    async def sneaky(request: web.Request) -> web.Response:
+        return web.json_response({"secret": 42})
+
+    route = app.router.add_get("/api/sneaky", sneaky)
+    assert route_policy(app, route) is None
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/api/sneaky")).status == 403
+        await login(client, "admin9")
+        resp = await client.get("/api/sneaky")
+        assert resp.status == 403 and (await resp.json()) == {"error": "route has no declared roles"}
+
+
+async def test_anonymous_requests_to_non_public_routes_are_refused(console: Console) -> None:
+    client = console.client
+    token = await login_csrf(client)  # a valid anonymous token: the refusal must come from the role check
+    for route in console.app.router.routes():
+        if route_policy(console.app, route) is PUBLIC:
+            continue
+        path = concrete_path(route)
+        resp = await client.request(route.method, path, headers={"X-CSRF-Token": token}, allow_redirects=False)
+        if route.method == "GET" and not path.startswith("/api/"):
+            assert resp.status == 302 and resp.headers["Location"].startswith("/login"), path
+        else:
+            assert resp.status == 401, f"{route.method} {path}: {resp.status}"
+            if path.startswith("/api/"):
+                assert (await resp.json()) == {"error": "login required"}
+
+
+async def test_each_role_gets_exactly_its_routes(console: Console) -> None:
+    routes = [r for r in console.app.router.routes() if route_policy(console.app, r) is not PUBLIC]
+    routes.sort(key=lambda r: concrete_path(r) == "/logout")  # logging out last keeps the session for the rest
+    for role, (username, _) in USERS.items():
+        client = await new_client(console)
+        try:
+            csrf = await login(client, username)
+            for route in routes:
+                path = concrete_path(route)
+                resp = await client.request(
+                    route.method, path, headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+                    allow_redirects=False,
+                )
+                allowed = role in route_policy(console.app, route)
+                if allowed:
+                    assert resp.status not in (401, 403), f"{role} {route.method} {path}: {resp.status}"
+                else:
+                    assert resp.status == 403, f"{role} {route.method} {path}: {resp.status}"
+        finally:
+            await client.close()
+
+
+async def test_agent_gets_403_on_admin_routes(console: Console) -> None:
+    csrf = await login(console.client, "agent1")
+    resp = await console.client.get("/api/accounts")
+    assert resp.status == 403 and (await resp.json()) == {"error": "role agent may not use this"}
+    resp = await console.client.post(
+        "/api/accounts", json={"username": "mallory", "password": PASSWORD, "role": "admin"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert resp.status == 403
+    assert await console.accounts.get("mallory") is None
+
+
+async def test_department_reads_cases_only(console: Console) -> None:
+    csrf = await login(console.client, "roads")
+    assert (await console.client.get("/api/cases")).status == 200
+    assert (await console.client.get("/api/cases/2611290001")).status == 200
+    assert (await console.client.get("/api/calls/live")).status == 403
+    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "x"}, headers={"X-CSRF-Token": csrf})
+    assert resp.status == 403
+    html = await (await console.client.get("/")).text()
+    assert "Recent cases" in html and "Live calls" not in html and "note-form" not in html
+
+
+async def test_disabled_account_loses_its_session(console: Console) -> None:
+    await login(console.client, "agent1")
+    await console.accounts.set_active("agent1", False)
+    assert (await console.client.get("/api/cases")).status == 401
+
+
+# --- CSRF ---------------------------------------------------------------------------------------
+
+
+async def test_csrf_token_required_on_post(console: Console) -> None:
+    csrf = await login(console.client, "agent1")
+    url = "/api/cases/2611290001/notes"
+    resp = await console.client.post(url, json={"note": "no token"})
+    assert resp.status == 403 and (await resp.json()) == {"error": "missing or wrong CSRF token"}
+    resp = await console.client.post(url, json={"note": "bad token"}, headers={"X-CSRF-Token": "x" + csrf})
+    assert resp.status == 403
+    resp = await console.client.post(url, data={"note": "form, no token"})
+    assert resp.status == 403
+    assert console.cases.cases["2611290001"].notes is None
+    resp = await console.client.post(url, json={"note": "with token"}, headers={"X-CSRF-Token": csrf})
+    assert resp.status == 200
+
+
+# --- cases and notes ----------------------------------------------------------------------------
+
+
+async def test_add_notes_to_a_case(console: Console) -> None:
+    csrf = await login(console.client, "agent1")
+    headers = {"X-CSRF-Token": csrf}
+    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Called back,  sent crew"}, headers=headers)
+    assert resp.status == 200
+    notes = (await resp.json())["case"]["notes"]
+    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d agent1\] Called back, sent crew", notes)
+
+    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Crew on site"}, headers=headers)
+    lines = (await resp.json())["case"]["notes"].splitlines()
+    assert len(lines) == 2 and lines[1].endswith("agent1] Crew on site")
+    assert (await (await console.client.get("/api/cases/2611290001")).json())["case"]["notes"].count("\n") == 1
+
+    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "  "}, headers=headers)
+    assert resp.status == 400 and (await resp.json())["error"].startswith("note:")
+    resp = await console.client.post("/api/cases/2611290001/notes", data="not json", headers=headers)
+    assert resp.status == 400 and (await resp.json())["error"].startswith("body:")
+    resp = await console.client.post("/api/cases/2699999999/notes", json={"note": "x"}, headers=headers)
+    assert resp.status == 404 and (await resp.json()) == {"error": "case 2699999999 not found"}
+
+    # Plain HTML form post (no JS): back to the console.
+    resp = await console.client.post(
+        "/api/cases/2611290002/notes",
+        data={"note": "Form note", "csrf_token": csrf},
+        headers={"Accept": "text/html"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303 and resp.headers["Location"] == "/#case-2611290002"
+    assert console.cases.cases["2611290002"].notes.endswith("agent1] Form note")
+
+    # The domain refusing the update (notes too long) is the caller's fault: 400, not 500.
+    console.cases.cases["2611290002"].notes = "x" * 19_990
+    resp = await console.client.post("/api/cases/2611290002/notes", json={"note": "one more"}, headers=headers)
+    assert resp.status == 400 and (await resp.json()) == {"error": "notes is longer than 20000 characters"}
+
+
+async def test_case_api(console: Console) -> None:
+    await login(console.client, "super1")
+    body = await (await console.client.get("/api/cases?limit=1")).json()
+    assert [c["case_number"] for c in body["cases"]] == ["2611290001"]
+    body = await (await console.client.get("/api/cases?status=open")).json()
+    assert [c["case_number"] for c in body["cases"]] == ["2611290002"]
+    for bad in ("abc", "0", "501"):
+        resp = await console.client.get(f"/api/cases?limit={bad}")
+        assert resp.status == 400 and (await resp.json())["error"].startswith("limit:")
+    resp = await console.client.get("/api/cases?status=bogus")
+    assert resp.status == 400 and "status" in (await resp.json())["error"]
+    resp = await console.client.get("/api/cases/nope$")
+    assert resp.status == 400 and (await resp.json())["error"].startswith("case_number:")
+    resp = await console.client.get("/api/cases/2600000000")
+    assert resp.status == 404 and (await resp.json()) == {"error": "case 2600000000 not found"}
+    resp = await console.client.get("/api/no-such-thing")
+    assert resp.status == 404 and "error" in await resp.json()
+    body = await (await console.client.get("/api/call-records?limit=5")).json()
+    assert body["call_records"][0]["linkedid"] == "1699999999.1"
+
+
+async def test_live_calls_and_screen_pop(console: Console) -> None:
+    await login(console.client, "agent1")
+    body = await (await console.client.get("/api/calls/live")).json()
+    assert {c["linkedid"] for c in body["calls"]} == {"1700000000.1", "1700000000.9"}
+    pop = body["screen_pop"]
+    assert pop["call"]["linkedid"] == "1700000000.1"
+    assert pop["case"]["case_number"] == "2611290001"
+
+    # A newer call connected to the same agent wins; calls of other agents or not connected never pop.
+    console.live.calls.append(live_call(linkedid="1700000100.5", started_at="2026-11-29T09:40:00+00:00", agent="agent1"))
+    console.live.calls.append(live_call(linkedid="1700000200.5", started_at="2026-11-29T09:50:00+00:00", agent="PJSIP/agent2"))
+    console.live.calls.append(live_call(linkedid="1700000300.5", started_at="2026-11-29T09:55:00+00:00", state="ringing"))
+    body = await (await console.client.get("/api/calls/live")).json()
+    assert body["screen_pop"]["call"]["linkedid"] == "1700000100.5"
+
+    html = await (await console.client.get("/")).text()
+    assert "The street light on Main Road is broken." in html and 'id="screen-pop"' in html
+
+    other = await new_client(console)
+    try:
+        await login(other, "super1")  # no SIP endpoint: no screen pop
+        assert (await (await other.get("/api/calls/live")).json())["screen_pop"] is None
+    finally:
+        await other.close()
+
+
+async def test_page_escapes_caller_supplied_text(console: Console) -> None:
+    console.live.calls[0]["transcript"] = "<script>alert(1)</script>"
+    await login(console.client, "agent1")
+    html = await (await console.client.get("/")).text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    resp = await console.client.get("/")
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_console_page_survives_a_failing_service(console: Console) -> None:
+    async def broken() -> list[dict[str, Any]]:
+        raise ConnectionError("redis away")
+
+    console.live.list_calls = broken  # type: ignore[method-assign]
+    await login(console.client, "agent1")
+    resp = await console.client.get("/")
+    assert resp.status == 200 and "Not available right now." in await resp.text()
+    resp = await console.client.get("/api/calls/live")
+    assert resp.status == 500 and (await resp.json()) == {"error": "internal error"}
+
+
+# --- accounts API -------------------------------------------------------------------------------
+
+
+async def test_accounts_api(console: Console) -> None:
+    csrf = await login(console.client, "admin1")
+    headers = {"X-CSRF-Token": csrf}
+    body = await (await console.client.get("/api/accounts")).json()
+    assert {a["username"] for a in body["accounts"]} == {"agent1", "super1", "roads", "admin1"}
+    assert all("password_hash" not in a for a in body["accounts"])
+
+    new = {"username": "agent3", "password": PASSWORD, "role": "agent", "sip_endpoint": "agent3"}
+    resp = await console.client.post("/api/accounts", json=new, headers=headers)
+    assert resp.status == 201 and (await resp.json())["account"]["sip_endpoint"] == "agent3"
+    resp = await console.client.post("/api/accounts", json=new, headers=headers)
+    assert resp.status == 409
+    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "password": "short"}, headers=headers)
+    assert resp.status == 400 and (await resp.json()) == {"error": "password: must be at least 8 characters"}
+    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "role": "boss"}, headers=headers)
+    assert resp.status == 400 and (await resp.json())["error"].startswith("role:")
+    resp = await console.client.post("/api/accounts", json={"password": PASSWORD, "role": "agent"}, headers=headers)
+    assert resp.status == 400 and (await resp.json()) == {"error": "username: required"}
+    resp = await console.client.post("/api/accounts", json=["not", "an", "object"], headers=headers)
+    assert resp.status == 400 and (await resp.json())["error"].startswith("body:")
+
+    other = await new_client(console)
+    try:
+        await login(other, "agent3")
+    finally:
+        await other.close()
+
+
+# --- /healthz -----------------------------------------------------------------------------------
+
+
+async def test_healthz(console: Console) -> None:
+    client = console.client
+    resp = await client.get("/healthz")
+    assert resp.status == 200 and (await resp.json())["components"]["ami"]["ok"] is True
+
+    console.health.report = {"ok": False, "components": {"ami": {"ok": False, "reconnects": 3}}}
+    resp = await client.get("/healthz")
+    assert resp.status == 503 and (await resp.json())["components"]["ami"]["reconnects"] == 3
+
+
+async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> None:
+    async def hang() -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {"ok": True}
+
+    def boom() -> dict[str, Any]:
+        raise RuntimeError("no")
+
+    for check, status in ((lambda: {"ok": True, "components": {}}, 200), (boom, 503), (hang, 503), (lambda: None, 503)):
+        app = create_console_app(
+            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+            health=check, session_key=os.urandom(32), health_timeout=0.2,
+        )
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/healthz")
+            assert resp.status == status
+            assert isinstance((await resp.json())["ok"], bool)
+
+
+async def test_session_key_must_be_32_bytes(store: AccountStore) -> None:
+    with pytest.raises(ValueError, match="session_key"):
+        create_console_app(
+            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+            health=lambda: {"ok": True}, session_key=b"short",
+        )
