@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # Asterisk process control.
     manage_asterisk: bool = True
     asterisk_binary: str = "asterisk"
-    asterisk_modules_dir: Path = Path("/usr/lib/x86_64-linux-gnu/asterisk/modules")
+    asterisk_modules_dir: Path = Path("/usr/lib/asterisk/modules")
     asterisk_sounds_dir: Path = Path("/usr/share/asterisk/sounds")
 
     # Backends.
@@ -205,8 +205,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-    return f"setting {where}: {err.get('msg')}"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"setting {where}: {msg}" if where else f"settings: {msg}"
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

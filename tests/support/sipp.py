@@ -254,7 +254,7 @@ class CitizenCall:
     timeout: float = 60.0
     work_dir: Path | None = None
     name: str = "citizen"
-    _stream: RtpStream = field(default_factory=RtpStream, repr=False)
+    _stream: RtpStream = field(default_factory=RtpStream, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.hangup not in ("caller", "wait"):

@@ -1,0 +1,18 @@
+"""Speech recognition of recordings and call audio with a local Vosk model (knows nothing of telephony)."""
+from .audio import read_audio
+from .errors import AsrError, AsrModelError, AsrTimeoutError, AudioFormatError
+from .model import default_model_path
+from .recognizer import SpeechRecognizer
+from .transcript import Transcript, WordTiming
+
+__all__ = [
+    "AsrError",
+    "AsrModelError",
+    "AsrTimeoutError",
+    "AudioFormatError",
+    "SpeechRecognizer",
+    "Transcript",
+    "WordTiming",
+    "default_model_path",
+    "read_audio",
+]

@@ -1,0 +1,334 @@
+"""SpeechRecognizer: one loaded Vosk model shared by recognitions running on a thread pool."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+import vosk
+
+from .audio import SAMPLE_WIDTH, DecodedAudio, check_duration, decode_wav, read_audio, resample_for_recognizer
+from .errors import AsrError, AsrTimeoutError, AudioFormatError
+from .model import default_model_path, load_vosk_model
+from .transcript import Transcript, WordTiming
+
+CHUNK_FRAMES = 4000  # ~0.25-0.5 s per AcceptWaveform call: keeps the stop flag responsive
+DEFAULT_TIMEOUT = 120.0
+_MIN_PCM_RATE, _MAX_PCM_RATE = 8000, 48000
+
+_T = TypeVar("_T")
+
+
+class _RecognitionStopped(Exception):
+    """Raised inside a worker thread whose caller timed out or was cancelled."""
+
+
+@dataclass(frozen=True)
+class KeywordGrammar:
+    """The phrases a grammar-restricted recognition may return, checked against the model vocabulary."""
+
+    phrases: tuple[str, ...]
+    with_unk: bool  # only models whose vocabulary has "[unk]" can map out-of-grammar speech to it
+
+    def vosk_json(self) -> str:
+        """The grammar as the JSON list KaldiRecognizer takes."""
+        phrases = list(self.phrases) + (["[unk]"] if self.with_unk else [])
+        # ensure_ascii=False: Vosk's JSON reader keeps \uXXXX escapes literally, so escaped Hangul
+        # would match no vocabulary word and Vosk would drop every keyword without an error.
+        return json.dumps(phrases, ensure_ascii=False)
+
+    def pick(self, words: Sequence[WordTiming]) -> tuple[str, tuple[WordTiming, ...]]:
+        """The single phrase the decoded words support best, with its words ("" when none)."""
+        # Vosk's grammar is a loop over the phrases, so a noisy utterance can come back as several
+        # phrases ("버스 하수도") or one repeated; callers want exactly one keyword. Each phrase scores
+        # the confidence-weighted time its words cover, i.e. how much of the speech it explains.
+        tokens = [phrase.split() for phrase in self.phrases]
+        scores: dict[str, float] = {}
+        found: dict[str, list[WordTiming]] = {}
+        index = 0
+        while index < len(words):
+            best = None
+            for phrase, parts in zip(self.phrases, tokens):
+                span = words[index : index + len(parts)]
+                if [w.word for w in span] == parts and (best is None or len(parts) > len(best[1])):
+                    best = (phrase, span)
+            if best is None:
+                index += 1  # "[unk]" or anything else that is no phrase
+                continue
+            phrase, span = best
+            scores[phrase] = scores.get(phrase, 0.0) + sum(w.conf * (w.end - w.start) for w in span)
+            found.setdefault(phrase, []).extend(span)
+            index += len(span)
+        if not scores:
+            return "", ()
+        winner = max(scores, key=lambda phrase: scores[phrase])  # ties: the phrase heard first
+        return winner, tuple(found[winner])
+
+
+def recognize_pcm(
+    model: vosk.Model,
+    pcm: bytes,
+    sample_rate: int,
+    grammar: KeywordGrammar | None,
+    stop: threading.Event,
+) -> Transcript:
+    """Decode mono 16-bit PCM with a fresh KaldiRecognizer (blocking: run it in a worker thread)."""
+    if grammar is None:
+        recognizer = vosk.KaldiRecognizer(model, sample_rate)
+    else:
+        recognizer = vosk.KaldiRecognizer(model, sample_rate, grammar.vosk_json())
+    recognizer.SetWords(True)
+    words: list[WordTiming] = []
+    step = CHUNK_FRAMES * SAMPLE_WIDTH
+    for offset in range(0, len(pcm), step):
+        if stop.is_set():
+            raise _RecognitionStopped()
+        if recognizer.AcceptWaveform(pcm[offset : offset + step]):
+            # An endpoint closed an utterance; its words are gone from FinalResult, so keep them.
+            words.extend(_parse_words(recognizer.Result()))
+    words.extend(_parse_words(recognizer.FinalResult()))
+    if grammar is None:
+        text, chosen = " ".join(w.word for w in words), tuple(words)
+    else:
+        text, chosen = grammar.pick(words)
+    confidence = sum(w.conf for w in chosen) / len(chosen) if chosen else 0.0
+    duration = len(pcm) / (SAMPLE_WIDTH * sample_rate)
+    return Transcript(text=text, words=chosen, confidence=confidence, duration=duration)
+
+
+def _parse_words(result_json: str) -> list[WordTiming]:
+    """Word timings from one Vosk result document (SetWords(True) output)."""
+    result = json.loads(result_json)
+    return [
+        WordTiming(
+            word=item["word"],
+            start=float(item["start"]),
+            end=float(item["end"]),
+            conf=float(item.get("conf", 1.0)),
+        )
+        for item in result.get("result", ())
+    ]
+
+
+def _worker_count(workers: int | None) -> int:
+    """The thread-pool size: the CPU count when None, else a positive int."""
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer (got {workers!r})")
+    return workers
+
+
+class SpeechRecognizer:
+    """Owns one loaded Vosk model and a thread pool; many recognitions in parallel."""
+
+    def __init__(self, model: vosk.Model, model_path: Path, executor: ThreadPoolExecutor) -> None:
+        """Wrap an already loaded model; use load() or load_sync() instead of calling this."""
+        self._model = model
+        self._model_path = model_path
+        self._executor = executor
+        self._closed = False
+        self._knows_unk = model.vosk_model_find_word("[unk]") != -1
+        # Vosk only applies runtime grammars to lookahead models (HCLr.fst + Gr.fst); a model with
+        # a static HCLG.fst silently ignores them, which would make every keyword answer empty.
+        graph = model_path / "graph"
+        self._supports_grammar = not (graph / "HCLG.fst").exists() and (graph / "HCLr.fst").exists()
+
+    @classmethod
+    async def load(cls, model_path: Path | None = None, workers: int | None = None) -> "SpeechRecognizer":
+        """Check and load the model (default: the packaged Korean one) in a worker thread."""
+        path = Path(model_path) if model_path is not None else default_model_path()
+        executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
+        loaded = False
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(executor, load_vosk_model, path)
+            loaded = True
+        finally:
+            if not loaded:
+                executor.shutdown(wait=False)
+        return cls(model, path, executor)
+
+    @classmethod
+    def load_sync(cls, model_path: Path | None = None, workers: int = 1) -> "SpeechRecognizer":
+        """Check and load the model in the calling thread (for the CLI and scripts)."""
+        path = Path(model_path) if model_path is not None else default_model_path()
+        executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
+        loaded = False
+        try:
+            model = load_vosk_model(path)
+            loaded = True
+        finally:
+            if not loaded:
+                executor.shutdown(wait=False)
+        return cls(model, path, executor)
+
+    @property
+    def model_path(self) -> Path:
+        """Directory of the loaded Vosk model."""
+        return self._model_path
+
+    def check_grammar(self, grammar: Sequence[str]) -> None:
+        """Raise AsrError (one line) if grammar cannot be used with this model, e.g. at start-up."""
+        self._compile_grammar(grammar)
+
+    async def transcribe_file(
+        self, path: Path, grammar: list[str] | None = None, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> Transcript:
+        """Transcribe a WAV file; with a grammar the text is one of its phrases or ""."""
+        path = Path(path)
+        compiled = self._compile_grammar(grammar)
+        return await self._run(f"transcription of {path}", timeout, self._transcribe_file_blocking, path, compiled)
+
+    def transcribe_file_sync(self, path: Path, grammar: list[str] | None = None) -> Transcript:
+        """Transcribe a WAV file in the calling thread."""
+        path = Path(path)
+        compiled = self._compile_grammar(grammar)
+        return self._transcribe_file_blocking(path, compiled, threading.Event())
+
+    async def transcribe_pcm(
+        self,
+        pcm: bytes,
+        sample_rate: int,
+        grammar: list[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Transcript:
+        """Transcribe raw mono signed 16-bit little-endian PCM (e.g. audio captured from a call)."""
+        label = "PCM audio"
+        if not isinstance(pcm, (bytes, bytearray, memoryview)):
+            raise AudioFormatError(f"{label}: expected bytes, got {type(pcm).__name__}")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not (
+            _MIN_PCM_RATE <= sample_rate <= _MAX_PCM_RATE
+        ):
+            raise AudioFormatError(
+                f"{label}: sample rate {sample_rate!r} is not an integer from {_MIN_PCM_RATE} to {_MAX_PCM_RATE} Hz"
+            )
+        pcm = bytes(pcm)
+        if len(pcm) % SAMPLE_WIDTH:
+            raise AudioFormatError(f"{label}: {len(pcm)} bytes is not a whole number of 16-bit samples")
+        check_duration(label, len(pcm) // SAMPLE_WIDTH, sample_rate)
+        compiled = self._compile_grammar(grammar)
+        return await self._run("transcription of PCM audio", timeout, self._transcribe_pcm_blocking, pcm, sample_rate, compiled)
+
+    async def transcribe_stereo(
+        self,
+        path: Path,
+        labels: Sequence[str] = ("citizen", "agent"),
+        grammar: list[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> list[Transcript]:
+        """Transcribe each channel of a multi-channel recording separately, labelled in channel order."""
+        path = Path(path)
+        labels = tuple(labels)
+        if not labels:
+            raise ValueError("labels must name at least one channel")
+        compiled = self._compile_grammar(grammar)
+        audio = await self._run(f"reading {path}", timeout, _decode_blocking, path)
+        if audio.channels != len(labels):
+            plural = "channel" if audio.channels == 1 else "channels"
+            raise AudioFormatError(
+                f"recording {path}: has {audio.channels} {plural}, expected {len(labels)} ({', '.join(labels)})"
+            )
+        return list(
+            await asyncio.gather(
+                *(
+                    self._run(
+                        f"transcription of {path} channel {index} ({label})",
+                        timeout,
+                        self._transcribe_channel_blocking,
+                        audio,
+                        index,
+                        label,
+                        compiled,
+                    )
+                    for index, label in enumerate(labels)
+                )
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Stop accepting work and wait for running recognitions to finish."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    def close(self) -> None:
+        """Synchronous aclose() for the CLI and scripts."""
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> "SpeechRecognizer":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _compile_grammar(self, grammar: Sequence[str] | None) -> KeywordGrammar | None:
+        """Normalise and check a grammar; None or [] means free-form transcription."""
+        if grammar is None:
+            return None
+        if isinstance(grammar, str):
+            raise AsrError(f"grammar must be a list of words or phrases, not the single string {grammar!r}")
+        phrases: list[str] = []
+        for entry in grammar:
+            if not isinstance(entry, str):
+                raise AsrError(f"grammar entries must be strings, got {entry!r}")
+            phrase = " ".join(entry.split())
+            if not phrase:
+                raise AsrError("grammar contains an empty entry")
+            if phrase not in phrases:
+                phrases.append(phrase)
+        if not phrases:
+            return None
+        if not self._supports_grammar:
+            raise AsrError(
+                f"Vosk model at {self._model_path}: has a static graph (graph/HCLG.fst), so it cannot take a grammar"
+            )
+        missing = [w for p in phrases for w in p.split() if self._model.vosk_model_find_word(w) == -1]
+        if missing:
+            listed = ", ".join(repr(w) for w in dict.fromkeys(missing))
+            noun = "word" if len(set(missing)) == 1 else "words"
+            raise AsrError(f"grammar {noun} not in the vocabulary of the Vosk model at {self._model_path}: {listed}")
+        return KeywordGrammar(phrases=tuple(phrases), with_unk=self._knows_unk)
+
+    async def _run(self, what: str, timeout: float | None, func: Callable[..., _T], *args: object) -> _T:
+        """Run func(*args, stop_event) on the pool, bounded by timeout (which includes queueing)."""
+        if self._closed:
+            raise AsrError(f"{what}: the speech recognizer is closed")
+        stop = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, func, *args, stop)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AsrTimeoutError(f"{what}: timed out after {timeout:g} s") from None
+        finally:
+            # A running thread cannot be killed: on timeout or cancellation this makes it give up
+            # at its next chunk, so abandoned work does not keep a worker busy.
+            stop.set()
+
+    def _transcribe_file_blocking(self, path: Path, grammar: KeywordGrammar | None, stop: threading.Event) -> Transcript:
+        pcm, rate = read_audio(path)
+        return recognize_pcm(self._model, pcm, rate, grammar, stop)
+
+    def _transcribe_pcm_blocking(
+        self, pcm: bytes, sample_rate: int, grammar: KeywordGrammar | None, stop: threading.Event
+    ) -> Transcript:
+        pcm, rate = resample_for_recognizer(pcm, sample_rate)
+        return recognize_pcm(self._model, pcm, rate, grammar, stop)
+
+    def _transcribe_channel_blocking(
+        self, audio: DecodedAudio, index: int, label: str, grammar: KeywordGrammar | None, stop: threading.Event
+    ) -> Transcript:
+        pcm, rate = audio.mono(index)
+        return replace(recognize_pcm(self._model, pcm, rate, grammar, stop), channel=label)
+
+
+def _decode_blocking(path: Path, stop: threading.Event) -> DecodedAudio:
+    """decode_wav with the stop-flag signature _run passes (reading is too short to interrupt)."""
+    return decode_wav(path)

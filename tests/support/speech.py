@@ -1,0 +1,66 @@
+"""Synthetic speech for tests: espeak-ng text-to-speech converted by sox to telephone-style WAV files."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class SpeechToolError(RuntimeError):
+    """espeak-ng or sox is missing or failed; the message is one line."""
+
+
+def synthesize(
+    text: str,
+    path: Path,
+    voice: str = "ko",
+    rate: int = 8000,
+    speed: int = 130,
+    pad_seconds: float = 0.0,
+) -> Path:
+    """Speak text with espeak-ng into a mono 16-bit WAV at rate Hz, with pad_seconds of silence each side."""
+    if not text.strip():
+        raise ValueError("synthesize: text is empty")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # espeak-ng writes 22.05 kHz; a temporary file keeps a failed run from leaving a half-made path.
+    with tempfile.TemporaryDirectory(prefix="speech-") as tmp:
+        raw = Path(tmp) / "espeak.wav"
+        _run([_tool("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text])
+        effects = ["pad", f"{pad_seconds:g}", f"{pad_seconds:g}"] if pad_seconds > 0 else []
+        _run([_tool("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(path), *effects])
+    return path
+
+
+def convert(source: Path, path: Path, *sox_output_options: str) -> Path:
+    """Re-encode a WAV with sox output options, e.g. convert(a, b, "-r", "44100", "-c", "2")."""
+    path = Path(path)
+    _run([_tool("sox"), str(source), *sox_output_options, str(path)])
+    return path
+
+
+def merge_channels(paths: list[Path], path: Path) -> Path:
+    """One multi-channel WAV with each input as a channel, in order (sox -M; shorter inputs padded)."""
+    if len(paths) < 2:
+        raise ValueError("merge_channels: needs at least two input files")
+    path = Path(path)
+    _run([_tool("sox"), "-M", *(str(p) for p in paths), str(path)])
+    return path
+
+
+def _tool(name: str) -> str:
+    """Absolute path of a command-line tool, or a one-line error saying how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        raise SpeechToolError(f"{name} is not installed (apt-get install {name}, or run scripts/setup-system.sh)")
+    return found
+
+
+def _run(argv: list[str]) -> None:
+    """Run a tool, turning a failure into a one-line SpeechToolError with its last stderr line."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        detail = lines[-1] if lines else f"exit status {done.returncode}"
+        raise SpeechToolError(f"{Path(argv[0]).name} failed: {detail}")

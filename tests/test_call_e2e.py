@@ -1,0 +1,204 @@
+"""End to end through the real parts: SIPp calls into the project's Asterisk, the FastAGI IVR, Vosk,
+SQLite, Redis and app_queue, with a second SIPp registered as the agent's phone."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from cases import CaseStore, create_engine_from_url
+from queueing import CallRecordStore
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.rtp_pcap import wav_to_rtp_pcap
+from tests.support.sipp import AgentPhone, CitizenCall
+from ivr.prompts import synthesize_speech
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
+
+BASE_PORT = 27000
+
+
+class Probe:
+    """Reads what a user would check: the case store, the call records and Redis live state."""
+
+    def __init__(self, hotline: HotlineUnderTest) -> None:
+        self.hotline = hotline
+        self.settings = hotline.settings()
+        self.engine = create_engine_from_url(self.settings.database_url)
+        self.cases = CaseStore(self.engine)
+        self.records = CallRecordStore(self.engine)
+        self.redis = aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        self.prefix = self.settings.redis_key_prefix
+
+    async def live_call(self, linkedid: str) -> dict[str, Any]:
+        raw = await self.redis.hgetall(f"{self.prefix}:call:{linkedid}")
+        if raw.get("ivr_path"):
+            raw["ivr_path"] = json.loads(raw["ivr_path"])
+        return raw
+
+    async def live_ids(self) -> set[str]:
+        return set(await self.redis.smembers(f"{self.prefix}:calls:live"))
+
+    async def case_by_caller(self, caller: str, timeout: float = 30.0, until: Any = None) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        case = None
+        while asyncio.get_running_loop().time() < deadline:
+            for c in await self.cases.list_recent(limit=100):
+                if c.caller_number == caller:
+                    case = c
+                    break
+            if case is not None and (until is None or until(case)):
+                return case
+            await asyncio.sleep(0.3)
+        return case
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def hotline() -> AsyncIterator[HotlineUnderTest]:
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-e2e", base_port=BASE_PORT)
+    await h.start()
+    yield h
+    code = await h.stop()
+    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    asterisk_conf = h.run_dir / "asterisk" / "etc" / "asterisk.conf"
+    proc = await asyncio.create_subprocess_exec("pgrep", "-f", str(asterisk_conf), stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert not out.strip(), f"Asterisk still running after hotline stopped: {out!r}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def probe(hotline: HotlineUnderTest) -> AsyncIterator[Probe]:
+    p = Probe(hotline)
+    yield p
+    await p.close()
+
+
+def _speech_pcap(tmp: Path, text: str, name: str) -> Path:
+    wav = synthesize_speech(text, "ko", tmp / f"{name}.wav", speed=130)
+    pcap = tmp / f"{name}.pcap"
+    wav_to_rtp_pcap(wav, pcap, pad_seconds=4.0)
+    return pcap
+
+
+async def test_healthz_reports_every_component(hotline: HotlineUnderTest) -> None:
+    health = await hotline.health()
+    assert health is not None and health["ok"] is True
+    for part in ("database", "redis", "ami", "fastagi", "asterisk", "asr"):
+        assert health["components"][part]["ok"] is True, health
+
+
+async def test_complaint_spoken_transcribed_queued_and_answered(hotline: HotlineUnderTest, probe: Probe,
+                                                                 tmp_path: Path) -> None:
+    """A citizen presses 1, describes the problem aloud, hears the case number and reaches agent1."""
+    caller = "01055501001"
+    speech = _speech_pcap(tmp_path, "도로에 쓰레기가 많이 쌓여 있어요. 빨리 치워 주세요.", "complaint")
+    agent = probe.settings.agents[0]
+    async with AgentPhone(agent.name, agent.password, probe.settings.sip_port, talk_ms=3000,
+                          work_dir=tmp_path / "agent") as phone:
+        call = CitizenCall(sip_port=probe.settings.sip_port, number=probe.settings.hotline_number,
+                           from_user=caller, work_dir=tmp_path / "caller", name="complaint",
+                           steps=[("pause", 1500), ("dtmf", "1"), ("pause", 5500), ("audio", speech)],
+                           hangup="wait", wait_bye_ms=90000, timeout=150)
+        call_task = asyncio.create_task(call.run())
+        seen_states: set[str] = set()
+        linkedid = None
+        while not call_task.done():
+            case = await probe.case_by_caller(caller, timeout=0.1)
+            if case is not None and case.source_ref:
+                linkedid = case.source_ref
+                live = await probe.live_call(linkedid)
+                if live.get("state"):
+                    seen_states.add(live["state"])
+            await asyncio.sleep(0.2)
+        result = call_task.result()
+        assert result.answered and result.ok, result.describe()
+        assert result.hung_up_by == "asterisk", result.describe()
+        await phone.wait_call(timeout=30)
+        assert phone.answered
+    case = await probe.case_by_caller(caller, until=lambda c: c.status == "open")
+    assert case is not None
+    assert case.category == "complaint"
+    assert case.menu_path[:1] == ["1"]
+    assert case.transcript_status == "done", case
+    assert case.transcript and case.transcript.strip(), "Vosk produced no transcript"
+    assert case.recording_path and Path(case.recording_path).stat().st_size > 8000
+    assert case.agent == agent.name
+    assert case.status == "open"
+    assert {"ivr", "queued", "connected"} <= seen_states | {"ringing"}, seen_states
+    record = await probe.records.get(linkedid)
+    assert record is not None
+    assert record.case_number == case.case_number
+    assert record.queue == "complaints"
+    assert record.agent == agent.name
+    assert record.queue_wait_seconds is not None and record.queue_wait_seconds >= 0
+    assert record.talk_seconds is not None and record.talk_seconds >= 2
+    assert record.hangup_cause
+    assert record.outcome == "completed"
+    live = await probe.live_call(linkedid)
+    assert live["state"] == "ended" and live["case_number"] == case.case_number
+    assert live["transcript"] == case.transcript
+    assert linkedid not in await probe.live_ids()
+
+
+async def test_invalid_key_reprompts_then_inquiry_abandoned_in_queue(hotline: HotlineUnderTest, probe: Probe,
+                                                                     tmp_path: Path) -> None:
+    caller = "01055501002"
+    call = CitizenCall(sip_port=probe.settings.sip_port, number=probe.settings.hotline_number, from_user=caller,
+                       work_dir=tmp_path, name="invalid",
+                       steps=[("pause", 6500), ("dtmf", "7"), ("pause", 4000), ("dtmf", "2"), ("pause", 20000)],
+                       hangup="caller", timeout=90)
+    result = await call.run()
+    assert result.answered and result.ok, result.describe()
+    case = await probe.case_by_caller(caller, until=lambda c: c.status == "abandoned_in_queue")
+    assert case is not None and case.status == "abandoned_in_queue", case
+    assert case.menu_path == ["invalid:7", "2"]
+    assert case.category == "inquiry"
+    record = await probe.records.get(case.source_ref)
+    assert record.queue == "inquiries" and record.outcome == "abandoned_in_queue"
+    assert record.agent is None
+
+
+async def test_hangup_mid_menu_keeps_the_case(hotline: HotlineUnderTest, probe: Probe, tmp_path: Path) -> None:
+    caller = "01055501003"
+    call = CitizenCall(sip_port=probe.settings.sip_port, number=probe.settings.hotline_number, from_user=caller,
+                       work_dir=tmp_path, name="hangup", steps=[("pause", 2500)], hangup="caller", timeout=30)
+    result = await call.run()
+    assert result.answered and result.ok, result.describe()
+    case = await probe.case_by_caller(caller, until=lambda c: c.status == "abandoned_in_ivr")
+    assert case is not None and case.status == "abandoned_in_ivr", case
+    assert case.menu_path == []
+    record = await probe.records.get(case.source_ref)
+    assert record.outcome == "abandoned_in_ivr" and record.hangup_cause
+    for _ in range(50):
+        if case.source_ref not in await probe.live_ids():
+            break
+        await asyncio.sleep(0.2)
+    assert case.source_ref not in await probe.live_ids()
+    assert (await probe.live_call(case.source_ref))["state"] == "ended"
+
+
+async def test_demo_call_command_and_cases_list(hotline: HotlineUnderTest, probe: Probe) -> None:
+    """`hotline call 12345 --digits 2` places an AMI Local-channel call; `hotline cases list --json` shows it."""
+    env = hotline.env
+    code, out, err = await run_hotline_command(
+        ["call", probe.settings.hotline_number, "--digits", "2", "--caller", "01055501004", "--wait", "60"], env)
+    assert code == 0, err[-2000:]
+    printed = json.loads(out[out.index("{"):])
+    assert printed["caller_number"] == "01055501004"
+    assert printed["category"] == "inquiry"
+    code, out, err = await run_hotline_command(["cases", "list", "--json", "--limit", "50"], env)
+    assert code == 0, err
+    listed = json.loads(out)
+    assert any(c["case_number"] == printed["case_number"] for c in listed)
+    assert {"case_number", "caller_number", "category", "transcript", "status", "created_at"} <= set(listed[0])
+    assert listed == sorted(listed, key=lambda c: c["created_at"], reverse=True)
