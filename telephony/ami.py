@@ -174,11 +174,12 @@ class AmiClient:
         loop = asyncio.get_running_loop()
         self._lost.clear()
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(_GuardedProtocol, self._host, self._port), self._connect_timeout
-            )
+            async with asyncio.timeout(self._connect_timeout):  # not wait_for: see _send
+                _, protocol = await loop.create_connection(_GuardedProtocol, self._host, self._port)
         except TimeoutError:
             raise AmiConnectError(f"AMI at {self._host}:{self._port}: no answer within {self._connect_timeout:g} s") from None
+        except ConnectionRefusedError:
+            raise AmiConnectError(f"AMI at {self._host}:{self._port}: connection refused") from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise AmiConnectError(f"AMI at {self._host}:{self._port}: {reason.lower()}") from None
@@ -310,7 +311,9 @@ class AmiClient:
             raise AmiNotConnected(f"AMI at {self._host}:{self._port}: not connected")
         future = protocol.send(action, as_list=action.as_list)
         try:
-            return await asyncio.wait_for(future, timeout)
+            # not wait_for: on Python 3.11 it swallows a cancel that races with the answer (close() would hang)
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             protocol.responses.pop(action.id, None)
             raise AmiTimeout(f"AMI action {action['Action']} got no answer within {timeout:g} s") from None

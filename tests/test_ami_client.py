@@ -70,7 +70,7 @@ async def test_connection_refused_is_one_line_naming_the_address() -> None:
     with pytest.raises(AmiConnectError) as info:
         await client.start()
     text = str(info.value)
-    assert f"127.0.0.1:{port}" in text
+    assert f"127.0.0.1:{port}" in text and "refused" in text
     assert "\n" not in text and text.strip() == text
     assert not client.connected
     assert client.health_report()["ok"] is False
@@ -343,7 +343,7 @@ async def test_silent_peer_is_noticed_by_ping_and_the_client_reconnects(fake: Fa
 async def test_reconnects_with_backoff_after_asterisk_comes_back(fake: FakeAmiServer, clients: list[AmiClient],
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     fake.channels = [{"Channel": "PJSIP/trunk-00000001", "Uniqueid": "1.1"}]
-    client = client_for(fake, ping_interval=PING_INTERVAL, action_timeout=ACTION_TIMEOUT, backoff_initial=0.05,
+    client = client_for(fake, ping_interval=PING_INTERVAL, action_timeout=ACTION_TIMEOUT, backoff_initial=0.1,
                         backoff_max=0.4)
     clients.append(client)
     live_channels: list[list[str]] = []
@@ -374,7 +374,7 @@ async def test_reconnects_with_backoff_after_asterisk_comes_back(fake: FakeAmiSe
     assert report["ok"] is True and report["reconnects"] >= 1 and report["connects"] == 2
     delays = [float(m.group(1)) for r in caplog.records
               if (m := re.search(r"reconnecting to \S+ in ([\d.]+) s", r.getMessage()))]
-    assert delays[:4] == [0.05, 0.1, 0.2, 0.4]  # doubles from backoff_initial ...
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.4]  # doubles from backoff_initial ...
     assert max(delays) == 0.4  # ... up to backoff_max
     assert (await client.action({"Action": "Ping"}))["Ping"] == "Pong"
     # after a successful reconnect the backoff starts small again
@@ -384,7 +384,7 @@ async def test_reconnects_with_backoff_after_asterisk_comes_back(fake: FakeAmiSe
         await eventually(lambda: client.health.connects == 3, 2.0, "the second reconnect")
     delays = [float(m.group(1)) for r in caplog.records
               if (m := re.search(r"reconnecting to \S+ in ([\d.]+) s", r.getMessage()))]
-    assert delays == [0.05]
+    assert delays == [0.1]
     await client.wait_connected(1.0)
 
 
@@ -408,3 +408,29 @@ async def test_close_during_reconnect_backoff_leaves_no_task(fake: FakeAmiServer
     await eventually(lambda: client.health.reconnects >= 1, 1.0, "reconnecting")
     await client.close()
     assert owned_tasks(client) == []
+
+
+async def test_close_right_as_a_ping_answer_arrives_still_stops_the_ping_loop(fake: FakeAmiServer) -> None:
+    # Python 3.11's asyncio.wait_for swallows a cancel that lands while the awaited answer is already in:
+    # the ping loop then outlived close() (which waited for it forever). Recreate exactly that instant.
+    client = client_for(fake, ping_interval=0.02, action_timeout=1.0)
+    await client.start()
+    protocol = client._protocol
+    assert protocol is not None
+    original = protocol.handle_message
+    fired = asyncio.Event()
+
+    def handle_message(message: Any) -> None:
+        original(message)  # resolves the ping's future ...
+        if message.get("Ping") == "Pong" and not fired.is_set():
+            fired.set()
+            for task in list(client._tasks):  # ... and close() starts cancelling before the ping task resumes
+                task.cancel()
+
+    protocol.handle_message = handle_message  # type: ignore[method-assign]
+    await asyncio.wait_for(fired.wait(), 2.0)
+    await asyncio.wait_for(client.close(), 2.0)
+    assert owned_tasks(client) == []
+    pings = len(fake.actions_named("Ping"))
+    await asyncio.sleep(0.1)
+    assert len(fake.actions_named("Ping")) == pings  # no ping loop left behind

@@ -109,17 +109,18 @@ async def test_complaint_spoken_transcribed_queued_and_answered(hotline: Hotline
                            from_user=caller, work_dir=tmp_path / "caller", name="complaint",
                            steps=[("pause", 1500), ("dtmf", "1"), ("pause", 5500), ("audio", speech)],
                            hangup="wait", wait_bye_ms=90000, timeout=150)
+        pubsub = probe.redis.pubsub()
+        await pubsub.subscribe(f"{probe.prefix}:events")
         call_task = asyncio.create_task(call.run())
-        seen_states: set[str] = set()
-        linkedid = None
+        states: dict[str, list[str]] = {}
         while not call_task.done():
-            case = await probe.case_by_caller(caller, timeout=0.1)
-            if case is not None and case.source_ref:
-                linkedid = case.source_ref
-                live = await probe.live_call(linkedid)
-                if live.get("state"):
-                    seen_states.add(live["state"])
-            await asyncio.sleep(0.2)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None:
+                event = json.loads(message["data"])
+                state = event["fields"].get("state")
+                if state:
+                    states.setdefault(event["linkedid"], []).append(state)
+        await pubsub.aclose()
         result = call_task.result()
         assert result.answered and result.ok, result.describe()
         assert result.hung_up_by == "asterisk", result.describe()
@@ -134,7 +135,11 @@ async def test_complaint_spoken_transcribed_queued_and_answered(hotline: Hotline
     assert case.recording_path and Path(case.recording_path).stat().st_size > 8000
     assert case.agent == agent.name
     assert case.status == "open"
-    assert {"ivr", "queued", "connected"} <= seen_states | {"ringing"}, seen_states
+    linkedid = case.source_ref
+    # Every process sees the call's life on Redis pub/sub, in order.
+    assert states[linkedid][0] == "ivr" and states[linkedid][-1] == "ended", states
+    seen = states[linkedid]
+    assert seen.index("queued") < seen.index("ringing") < seen.index("connected") < seen.index("ended"), seen
     record = await probe.records.get(linkedid)
     assert record is not None
     assert record.case_number == case.case_number

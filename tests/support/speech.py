@@ -49,6 +49,22 @@ def merge_channels(paths: list[Path], path: Path) -> Path:
     return path
 
 
+def concatenate(paths: list[Path], path: Path) -> Path:
+    """One WAV playing the inputs one after another (sox; inputs must share rate and channels)."""
+    if not paths:
+        raise ValueError("concatenate: needs at least one input file")
+    path = Path(path)
+    _run([_tool("sox"), *(str(p) for p in paths), str(path)])
+    return path
+
+
+def silence(path: Path, seconds: float, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV of digital silence."""
+    path = Path(path)
+    _run([_tool("sox"), "-n", "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(path), "trim", "0", f"{seconds:g}"])
+    return path
+
+
 def _tool(name: str) -> str:
     """Absolute path of a command-line tool, or a one-line error saying how to get it."""
     found = shutil.which(name)

@@ -1,0 +1,198 @@
+"""ASR throughput: seconds of audio recognized per wall-clock second, SpeechRecognizer vs bare Vosk.
+
+Runs the same 8 kHz recordings (espeak-ng Korean speech, or WAV files given on the command line)
+through 1, 2 and 4 parallel streams of one SpeechRecognizer, and through a bare single-threaded
+Vosk loop as the baseline, both free-form and with a keyword grammar. Also reports the model-load
+time and the process RSS after the load and per extra stream. Bounded: about a minute on 2 CPUs.
+
+    .venv/bin/python benchmarks/asr_throughput.py [WAV ...]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a plain script: make asr and tests.support importable
+
+import vosk  # noqa: E402
+
+from asr import AsrError, SpeechRecognizer, default_model_path, read_audio  # noqa: E402
+from tests.support.speech import synthesize  # noqa: E402
+
+SENTENCES = [
+    "안녕하세요 우리 집 앞에 쓰레기가 너무 많이 쌓여 있습니다",
+    "버스 정류장 근처 보도블록이 깨져서 위험합니다",
+    "하수도에서 냄새가 심하게 나요 빨리 확인해 주세요",
+    "밤마다 옆집 소음 때문에 잠을 잘 수가 없습니다",
+]
+KEYWORDS = ["버스", "하수도", "보도블록", "위생"]
+STREAM_COUNTS = (1, 2, 4)
+CHUNK_FRAMES = 4000  # same feeding as SpeechRecognizer, so the baseline differs only in plumbing
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured pass: how much audio went through in how long, and the peak RSS meanwhile."""
+
+    mode: str
+    runner: str
+    streams: int
+    audio_seconds: float
+    wall_seconds: float
+    peak_rss_mb: float
+
+    @property
+    def throughput(self) -> float:
+        """Seconds of audio recognized per wall-clock second (all streams together)."""
+        return self.audio_seconds / self.wall_seconds
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS line in /proc/self/status")
+
+
+class RssSampler:
+    """Samples RSS every 20 ms while a pass runs, keeping the peak (recognizer memory is transient)."""
+
+    def __init__(self) -> None:
+        self.peak = rss_mb()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb())
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> "RssSampler":
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # our caller was cancelled too: pass it on
+                raise
+        self.peak = max(self.peak, rss_mb())
+
+
+async def measure_streams(
+    recognizer: SpeechRecognizer, files: list[Path], audio_seconds: float, streams: int, grammar: list[str] | None
+) -> Run:
+    """`streams` concurrent callers, each transcribing every file in turn (like parallel calls)."""
+
+    async def one_stream() -> None:
+        for path in files:
+            await recognizer.transcribe_file(path, grammar, timeout=None)
+
+    async with RssSampler() as sampler:
+        started = time.perf_counter()
+        await asyncio.gather(*(one_stream() for _ in range(streams)))
+        wall = time.perf_counter() - started
+    mode = "grammar" if grammar else "free-form"
+    return Run(mode, "SpeechRecognizer", streams, audio_seconds * streams, wall, sampler.peak)
+
+
+def measure_bare_vosk(model: vosk.Model, pcms: list[tuple[bytes, int]], audio_seconds: float, grammar: list[str] | None) -> Run:
+    """The baseline: one thread, one fresh KaldiRecognizer per file, no asyncio, no pool."""
+    grammar_json = json.dumps(grammar, ensure_ascii=False) if grammar else None
+    peak = rss_mb()
+    started = time.perf_counter()
+    for pcm, rate in pcms:
+        rec = vosk.KaldiRecognizer(model, rate, grammar_json) if grammar_json else vosk.KaldiRecognizer(model, rate)
+        rec.SetWords(True)
+        step = CHUNK_FRAMES * 2
+        for offset in range(0, len(pcm), step):
+            rec.AcceptWaveform(pcm[offset : offset + step])
+        rec.FinalResult()
+        peak = max(peak, rss_mb())
+    wall = time.perf_counter() - started
+    return Run("grammar" if grammar else "free-form", "bare Vosk, 1 thread", 1, audio_seconds, wall, peak)
+
+
+def print_table(runs: list[Run]) -> None:
+    header = f"{'mode':<10} {'runner':<22} {'streams':>7} {'audio s':>8} {'wall s':>7} {'audio s/wall s':>15} {'x baseline':>10} {'peak RSS MB':>11}"
+    print(header)
+    print("-" * len(header))
+    baselines = {r.mode: r.throughput for r in runs if r.runner.startswith("bare")}
+    for r in runs:
+        ratio = r.throughput / baselines[r.mode] if r.mode in baselines else float("nan")
+        print(
+            f"{r.mode:<10} {r.runner:<22} {r.streams:>7} {r.audio_seconds:>8.1f} {r.wall_seconds:>7.2f}"
+            f" {r.throughput:>15.2f} {ratio:>10.2f} {r.peak_rss_mb:>11.0f}"
+        )
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("wavs", nargs="*", type=Path, help="recordings to use instead of synthetic speech")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp:
+        files = args.wavs or [synthesize(text, Path(tmp) / f"s{i}.wav") for i, text in enumerate(SENTENCES)]
+        try:
+            pcms = [read_audio(path) for path in files]
+        except AsrError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        audio_seconds = sum(len(pcm) / 2 / rate for pcm, rate in pcms)
+
+        rss_start = rss_mb()
+        started = time.perf_counter()
+        recognizer = await SpeechRecognizer.load(workers=max(STREAM_COUNTS))
+        load_seconds = time.perf_counter() - started
+        rss_loaded = rss_mb()
+
+        runs: list[Run] = []
+        try:
+            for grammar in (None, KEYWORDS):
+                # One untimed pass first, so page-faulting the model in is not charged to 1 stream.
+                await recognizer.transcribe_file(files[0], grammar, timeout=None)
+                for streams in STREAM_COUNTS:
+                    runs.append(await measure_streams(recognizer, files, audio_seconds, streams, grammar))
+        finally:
+            await recognizer.aclose()
+
+        # The baseline gets its own bare model, loaded after the RSS figures above were taken.
+        vosk.SetLogLevel(-1)
+        started = time.perf_counter()
+        bare_model = vosk.Model(str(default_model_path()))
+        bare_load_seconds = time.perf_counter() - started
+        for grammar in (None, KEYWORDS):
+            measure_bare_vosk(bare_model, pcms[:1], 0.0, grammar)  # same untimed warm-up
+            runs.insert(
+                len([r for r in runs if r.mode == "free-form"]) if grammar else 0,
+                measure_bare_vosk(bare_model, pcms, audio_seconds, grammar),
+            )
+
+    print(f"ASR throughput: {len(files)} recordings, {audio_seconds:.1f} s of audio per stream pass, "
+          f"{os.cpu_count()} CPUs, model {default_model_path()}")
+    print(f"model load: SpeechRecognizer.load {load_seconds:.2f} s (bare vosk.Model {bare_load_seconds:.2f} s)")
+    print(f"RSS: {rss_start:.0f} MB before load, {rss_loaded:.0f} MB after load (+{rss_loaded - rss_start:.0f} MB)")
+    print()
+    print_table(runs)
+    print()
+    for mode in ("free-form", "grammar"):
+        mine = {r.streams: r for r in runs if r.mode == mode and r.runner == "SpeechRecognizer"}
+        per_stream = (mine[max(STREAM_COUNTS)].peak_rss_mb - mine[1].peak_rss_mb) / (max(STREAM_COUNTS) - 1)
+        print(f"RSS per extra stream ({mode}): {per_stream:+.1f} MB (peak with {max(STREAM_COUNTS)} streams vs 1)")
+    print("audio s/wall s above 1.0 means faster than real time; streams beyond the CPU count cannot add throughput.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
