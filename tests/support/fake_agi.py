@@ -1,0 +1,163 @@
+"""A fake Asterisk FastAGI *client*: connects to a FastAGI server like Asterisk's AGI() application does.
+
+It sends the ``agi_*`` variable block and the blank line that ends it, then answers each command
+from a script that maps a command prefix to reply lines, records every command, and can misbehave:
+send ``HANGUP`` out of band, answer with a 520 multi-line usage error, never answer, close the socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Union
+
+# a reply: lines separated by '\n' (sent as they are, each ended by '\n'), one of the tokens below, a list of
+# replies used one per matching command (the last one then repeats), or a function of the command line.
+Reply = Union[str, list[str], Callable[[str], str]]
+
+SILENT = "<silent>"  # never answer this command
+CLOSE = "<close>"  # close the connection instead of answering (the channel went away)
+
+USAGE_ERROR = (
+    "520-Invalid command syntax.  Proper usage follows:\n"
+    " Usage: GET DATA <file to be streamed> [timeout] [max digits]\n"
+    "     Stream the given file, and receive DTMF data.\n"
+    "520 End of proper usage."
+)
+DEAD_CHANNEL = "511 Command Not Permitted on a dead channel or intercept routine"
+INVALID = "510 Invalid or unknown command"
+
+
+def agi_variables(script: str = "ivr", uniqueid: str = "1764400000.1", *, channel: str = "PJSIP/trunk-00000001",
+                  callerid: str = "01012345678", port: int = 4573, **extra: str) -> dict[str, str]:
+    """The variables Asterisk 20 sends for AGI(agi://127.0.0.1:<port>/<script>), in its order."""
+    variables = {
+        "agi_network": "yes",
+        "agi_network_script": script,
+        "agi_request": f"agi://127.0.0.1:{port}/{script}",
+        "agi_channel": channel,
+        "agi_language": "ko",
+        "agi_type": "PJSIP",
+        "agi_uniqueid": uniqueid,
+        "agi_version": "20.5.2",
+        "agi_callerid": callerid,
+        "agi_calleridname": "unknown",
+        "agi_callingpres": "0",
+        "agi_callingani2": "0",
+        "agi_callington": "0",
+        "agi_callingtns": "0",
+        "agi_dnid": "12345",
+        "agi_rdnis": "unknown",
+        "agi_context": "from-trunk",
+        "agi_extension": "12345",
+        "agi_priority": "2",
+        "agi_enhanced": "0.0",
+        "agi_accountcode": "",  # Asterisk sends "agi_accountcode: " (value empty, separator kept)
+        "agi_threadid": "140224375682624",
+    }
+    variables.update(extra)
+    return variables
+
+
+class FakeAgiCall:
+    """One call's AGI connection. ``await start()``, then the server's handler drives it; ``await finished``."""
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", variables: Mapping[str, str] | None = None,
+                 raw_header: bytes | None = None, replies: Mapping[str, Reply] | None = None,
+                 default_reply: str = INVALID) -> None:
+        self.host, self.port = host, port
+        self.variables = dict(variables if variables is not None else agi_variables(port=port))
+        self.raw_header = raw_header
+        self.replies: dict[str, Reply] = dict(replies or {})
+        self.default_reply = default_reply
+        self.commands: list[str] = []
+        self.server_closed = asyncio.Event()  # the server ended the AGI session (EOF)
+        self.command_seen = asyncio.Event()  # set on every command (clear it to wait for the next one)
+        self._used: dict[str, int] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def uniqueid(self) -> str:
+        return self.variables.get("agi_uniqueid", "")
+
+    async def start(self) -> FakeAgiCall:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        if self.raw_header is not None:
+            self._writer.write(self.raw_header)
+        else:
+            self._writer.write("".join(f"{k}: {v}\n" for k, v in self.variables.items()).encode() + b"\n")
+        await self._writer.drain()
+        self._task = asyncio.create_task(self._serve(), name=f"fake-agi-{self.uniqueid}")
+        return self
+
+    async def wait_closed(self, timeout: float = 3.0) -> None:
+        """Wait until the server closed the session."""
+        await asyncio.wait_for(self.server_closed.wait(), timeout)
+
+    async def wait_for_command(self, prefix: str, timeout: float = 3.0) -> str:
+        """Wait until a command starting with prefix arrived; return it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for cmd in self.commands:
+                    if cmd.startswith(prefix):
+                        return cmd
+                self.command_seen.clear()
+                await self.command_seen.wait()
+
+    def send_hangup(self) -> None:
+        """Announce the hang-up out of band, as Asterisk does when the channel goes away mid-command."""
+        self.send_line("HANGUP")
+
+    def send_line(self, line: str) -> None:
+        assert self._writer is not None
+        if not self._writer.is_closing():
+            self._writer.write(line.encode() + b"\n")
+
+    async def close(self) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _reply_for(self, command: str) -> str:
+        matches = [p for p in self.replies if command.startswith(p)]
+        if not matches:
+            return self.default_reply
+        prefix = max(matches, key=len)
+        reply = self.replies[prefix]
+        if callable(reply):
+            return reply(command)
+        if isinstance(reply, list):
+            n = self._used.get(prefix, 0)
+            self._used[prefix] = n + 1
+            return reply[min(n, len(reply) - 1)]
+        return reply
+
+    async def _serve(self) -> None:
+        assert self._reader is not None and self._writer is not None
+        try:
+            while True:
+                raw = await self._reader.readline()
+                if not raw:
+                    return
+                command = raw.decode().rstrip("\n")
+                self.commands.append(command)
+                self.command_seen.set()
+                reply = self._reply_for(command)
+                if reply == SILENT:
+                    continue
+                if reply == CLOSE:
+                    self._writer.close()
+                    return
+                for line in reply.split("\n"):
+                    self._writer.write(line.encode() + b"\n")
+                await self._writer.drain()
+        except ConnectionError:
+            return
+        finally:
+            self.server_closed.set()
+            with contextlib.suppress(Exception):
+                self._writer.close()
