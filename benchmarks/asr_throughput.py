@@ -3,7 +3,8 @@
 Runs the same 8 kHz recordings (espeak-ng Korean speech, or WAV files given on the command line)
 through 1, 2 and 4 parallel streams of one SpeechRecognizer, and through a bare single-threaded
 Vosk loop as the baseline, both free-form and with a keyword grammar. Also reports the model-load
-time and the process RSS after the load and per extra stream. Bounded: about a minute on 2 CPUs.
+time and the process RSS after the load and per extra stream. Bounded: about a minute on 2 idle
+CPUs; no pass starts after --budget seconds.
 
     .venv/bin/python benchmarks/asr_throughput.py [WAV ...]
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import sys
+import subprocess
 import tempfile
 import time
 import wave
@@ -34,7 +35,6 @@ SENTENCES = [
     "안녕하세요 우리 집 앞에 쓰레기가 너무 많이 쌓여 있습니다",
     "버스 정류장 근처 보도블록이 깨져서 위험합니다",
     "하수도에서 냄새가 심하게 나요 빨리 확인해 주세요",
-    "밤마다 옆집 소음 때문에 잠을 잘 수가 없습니다",
 ]
 KEYWORDS = ["버스", "하수도", "보도블록", "위생"]
 STREAM_COUNTS = (1, 2, 4)
@@ -129,6 +129,36 @@ def measure_bare_vosk(model: vosk.Model, files: list[Path], audio_seconds: float
     return Run("grammar" if grammar else "free-form", "bare Vosk, 1 thread", 1, audio_seconds, wall, peak)
 
 
+_LOAD_PROBE = """
+import asyncio, json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from asr import SpeechRecognizer
+
+def rss_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+async def main():
+    before, started = rss_mb(), time.perf_counter()
+    recognizer = await SpeechRecognizer.load(workers=1)
+    print(json.dumps([time.perf_counter() - started, before, rss_mb()]))
+    await recognizer.aclose()
+
+asyncio.run(main())
+"""
+
+
+def measure_load_in_subprocess() -> tuple[float, float, float]:
+    """(seconds for SpeechRecognizer.load, RSS MB before it, RSS MB after), in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_PROBE, str(REPO)], capture_output=True, text=True, check=True
+    )
+    seconds, before, after = json.loads(done.stdout)
+    return seconds, before, after
+
+
 def telephone_audio_seconds(files: list[Path]) -> float:
     """Total length of the recordings, which must be 8 kHz mono 16-bit WAV (as Asterisk writes)."""
     total = 0.0
@@ -158,7 +188,12 @@ def print_table(runs: list[Run]) -> None:
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("wavs", nargs="*", type=Path, help="recordings to use instead of synthetic speech")
+    parser.add_argument(
+        "--budget", type=float, default=90.0, help="seconds after which no further pass starts (default 90)"
+    )
     args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.budget
+    skipped: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp:
         files = args.wavs or [synthesize(text, Path(tmp) / f"s{i}.wav") for i, text in enumerate(SENTENCES)]
@@ -168,15 +203,8 @@ async def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
-        # Load figures come from the real entry point, measured in a process with nothing else loaded.
-        rss_start = rss_mb()
-        started = time.perf_counter()
-        loaded = await SpeechRecognizer.load(workers=1)
-        load_seconds = time.perf_counter() - started
-        rss_loaded = rss_mb()
-        await loaded.aclose()
-        del loaded  # frees its model (vosk_model_free) so two models are never resident at once
-        gc.collect()
+        # Load figures come from the real entry point, in a fresh process holding nothing else.
+        load_seconds, rss_start, rss_loaded = measure_load_in_subprocess()
 
         # The throughput passes share one bare model between the baseline and a SpeechRecognizer
         # built around it, so both decode with the same warm model and differ only in plumbing.
@@ -187,12 +215,15 @@ async def main(argv: list[str] | None = None) -> int:
         recognizer = SpeechRecognizer(bare_model, model_path, executor)
         runs: list[Run] = []
         try:
-            for grammar in (None, KEYWORDS):
+            for grammar in (KEYWORDS, None):  # the cheap grammar passes first, so a tight budget keeps them
                 # One untimed pass each first, so page-faulting the model in is charged to no one.
                 measure_bare_vosk(bare_model, files[:1], 0.0, grammar)
                 await recognizer.transcribe_file(files[0], grammar, timeout=None)
                 runs.append(measure_bare_vosk(bare_model, files, audio_seconds, grammar))
                 for streams in STREAM_COUNTS:
+                    if time.monotonic() > deadline:
+                        skipped.append(f"{'grammar' if grammar else 'free-form'} x{streams}")
+                        continue
                     runs.append(await measure_streams(recognizer, files, audio_seconds, streams, grammar))
         finally:
             await recognizer.aclose()
@@ -204,8 +235,12 @@ async def main(argv: list[str] | None = None) -> int:
     print()
     print_table(runs)
     print()
+    if skipped:
+        print(f"skipped (over the {args.budget:g} s budget; machine busy?): {', '.join(skipped)}")
     for mode in ("free-form", "grammar"):
         mine = {r.streams: r for r in runs if r.mode == mode and r.runner == "SpeechRecognizer"}
+        if 1 not in mine or max(STREAM_COUNTS) not in mine:
+            continue
         per_stream = (mine[max(STREAM_COUNTS)].peak_rss_mb - mine[1].peak_rss_mb) / (max(STREAM_COUNTS) - 1)
         print(f"RSS per extra stream ({mode}): {per_stream:+.1f} MB (peak with {max(STREAM_COUNTS)} streams vs 1)")
     print("audio s/wall s above 1.0 means faster than real time. The recognizer runs with "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from alembic import command
 from alembic.config import Config
@@ -10,6 +11,11 @@ from migrations import MIGRATIONS_DIR
 
 from .engine import normalize_database_url
 from .model import CaseStoreError
+
+# Alembic keeps the running migration's context in a process-wide proxy (alembic.context), so two
+# upgrades in threads of one process would trample each other: they take turns. Across processes
+# the migrations lock the database itself (see migrations/env.py).
+_ALEMBIC_TURN = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
@@ -33,4 +39,6 @@ def migrate_database(url: str) -> None:
         raise CaseStoreError(
             "migrate_database() blocks; call it via loop.run_in_executor(None, migrate_database, url)"
         )
-    command.upgrade(alembic_config(url), "head")
+    config = alembic_config(url)
+    with _ALEMBIC_TURN:
+        command.upgrade(config, "head")

@@ -61,10 +61,20 @@ def run_migrations_offline() -> None:
 
 
 def _run_on_connection(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite" and not connection.in_transaction():
+        # One migrator at a time: take SQLite's write lock before the current version is read, so
+        # another process waits (busy_timeout) and then finds nothing left to do. The upgrade is one
+        # transaction (SQLite DDL is transactional); Alembic sees it as external and leaves it to us.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+        return
     _configure(connection=connection)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            # Held until this transaction ends: a second process waits, then sees the new version.
+            # Held until this transaction ends: another process waits, then sees the new version.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         context.run_migrations()
 
@@ -73,6 +83,11 @@ async def _run_async() -> None:
     engine = create_engine_from_url(_database_url())
     try:
         async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch migrations copy and drop tables; enforced foreign keys would break that.
+                # (Only on this short-lived engine; the pragma cannot change inside a transaction.)
+                await connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                await connection.commit()
             await connection.run_sync(_run_on_connection)
     finally:
         await engine.dispose()

@@ -54,6 +54,7 @@ class AgiResult:
 
 
 _quote_re = re.compile(r'(["\\])')
+_empty_result_re = re.compile(r"200 result=\s*\((.*)\)")
 
 
 def agi_quote(text: str) -> str:
@@ -100,7 +101,8 @@ class AgiSession:
             raise AgiHangup("caller hung up")
         self._writer.write(line.encode("utf-8") + b"\n")
         try:
-            await asyncio.wait_for(self._writer.drain(), 5.0)
+            async with asyncio.timeout(5.0):  # not wait_for: see _read_line
+                await self._writer.drain()
         except (ConnectionError, TimeoutError):
             self.hung_up = True
             raise AgiHangup("AGI connection closed") from None
@@ -131,11 +133,15 @@ class AgiSession:
             if error:
                 raise AgiCommandError(f"AGI command {line.split()[0]!r} rejected: {raw}")
             value, data = parsed.get("result", ("", ""))
+            if not value and (empty := _empty_result_re.match(raw)):  # "200 result= (timeout)": panoramisk drops it
+                data = empty.group(1)
             return AgiResult(value, data or "", raw)
 
     async def _read_line(self, timeout: float, command: str) -> str:
         try:
-            raw = await asyncio.wait_for(self._reader.readline(), timeout)
+            # not wait_for: on Python 3.11 it swallows a cancel that races with the answer (close() would hang)
+            async with asyncio.timeout(timeout):
+                raw = await self._reader.readline()
         except TimeoutError:
             raise AgiTimeout(f"AGI command {command.split()[0]!r}: no answer within {timeout:g} s") from None
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -74,6 +75,7 @@ def pg_unreachable() -> str | None:
     return None
 
 
+@contextlib.asynccontextmanager
 async def _scratch_pg_database(pg_unreachable: str | None) -> AsyncIterator[str]:
     """A fresh, uniquely named database per test: reruns and parallel runs never see each other's tables."""
     if pg_unreachable:
@@ -98,7 +100,7 @@ async def db_url(request, tmp_path: Path, pg_unreachable: str | None) -> AsyncIt
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'not-yet' / 'hotline.db'}"
     else:
-        async for url in _scratch_pg_database(pg_unreachable):
+        async with _scratch_pg_database(pg_unreachable) as url:
             yield url
 
 
@@ -355,6 +357,16 @@ async def test_migrate_twice_is_a_no_op(db_url: str) -> None:
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
         assert versions == [head]
         assert await CaseStore(eng).get(case.case_number) == case
+    finally:
+        await eng.dispose()
+
+
+async def test_concurrent_migrations_take_turns(db_url: str) -> None:
+    # e.g. `hotline db upgrade` while `hotline run` starts: nobody fails, nobody hangs.
+    await asyncio.wait_for(asyncio.gather(*(in_executor(migrate_database, db_url) for _ in range(3))), 60)
+    eng = create_engine_from_url(db_url)
+    try:
+        assert (await CaseStore(eng).create(NewCase("1", "inquiry", None, []))).case_number.isdigit()
     finally:
         await eng.dispose()
 

@@ -359,8 +359,7 @@ async def test_unknown_route_is_logged_and_counted(agi: Harness, caplog: pytest.
 
     server = await agi.start({"ivr": ivr}, command_timeout=1.0)
     with caplog.at_level(logging.ERROR, logger="telephony.fastagi"):
-        call = await agi.call("survey", channel="PJSIP/trunk-00000007",
-                              variables=agi_variables("survey", "1764400000.7", channel="PJSIP/trunk-00000007"))
+        call = await agi.call(variables=agi_variables("survey", "1764400000.7", channel="PJSIP/trunk-00000007"))
         await call.wait_closed()
     assert server.bad_requests == 1 and server.sessions_started == 0 and server.sessions_failed == 0
     assert call.commands == []
@@ -451,18 +450,17 @@ async def test_close_that_lands_as_an_answer_arrives_still_cancels_the_handler(a
         nonlocal commands, handler_task
         handler_task = asyncio.current_task()
         reader = session._reader
-        readline = reader.readline
+        feed_data = reader.feed_data
 
-        async def readline_then_cancel() -> bytes:
-            line = await readline()
+        def feed_data_then_cancel(data: bytes) -> None:  # called by the transport, outside any task
+            feed_data(data)  # the answer is in: the handler is woken up ...
             if commands == 3:
                 assert handler_task is not None
-                handler_task.cancel()  # what close() does once the grace period is over
-            return line
+                handler_task.cancel()  # ... and close() cancels it (grace over) before it resumes
 
-        reader.readline = readline_then_cancel  # type: ignore[method-assign]
+        reader.feed_data = feed_data_then_cancel  # type: ignore[method-assign]
         try:
-            while True:
+            while commands < 50:  # bounded, so that a swallowed cancel fails the test instead of hanging it
                 await session.command("WAIT FOR DIGIT 10")
                 commands += 1
         except asyncio.CancelledError:
@@ -470,9 +468,10 @@ async def test_close_that_lands_as_an_answer_arrives_still_cancels_the_handler(a
             raise
 
     await agi.start({"ivr": ivr}, command_timeout=5.0)
-    await agi.call(replies={"WAIT FOR DIGIT": "200 result=0"})
-    await asyncio.wait_for(cancelled.wait(), 2.0)
-    assert commands == 3
+    call = await agi.call(replies={"WAIT FOR DIGIT": "200 result=0"})
+    await call.wait_closed()
+    assert cancelled.is_set() and commands == 3  # not one more command after the cancel
+    assert len(call.commands) == 4
     assert agi_tasks() == []
 
 

@@ -1,0 +1,152 @@
+"""CallTracker: AMI queue/channel events become live state, call records and case moves; rebuild after reconnect."""
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from queueing import CallTracker, LiveCallState, connect_redis
+
+
+class FakeAmi:
+    """Just enough of AmiClient: handler registration and canned event lists."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, list[Any]] = {}
+        self.connected_handlers: list[Any] = []
+        self.lists: dict[str, list[dict[str, str]]] = {"CoreShowChannels": [], "QueueStatus": []}
+
+    def on_event(self, name: str, handler: Any) -> None:
+        self.handlers.setdefault(name, []).append(handler)
+
+    def on_connected(self, handler: Any) -> None:
+        self.connected_handlers.append(handler)
+
+    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, str]]:
+        return self.lists[fields["Action"]]
+
+    async def emit(self, **event: str) -> None:
+        for handler in self.handlers.get(event["Event"], []):
+            await handler(event)
+
+
+class FakeRecords:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def upsert(self, linkedid: str, **fields: Any) -> Any:
+        self.rows.setdefault(linkedid, {}).update(fields)
+        return self.get_sync(linkedid)
+
+    def get_sync(self, linkedid: str) -> Any:
+        row = self.rows.get(linkedid)
+        return None if row is None else type("Rec", (), {"outcome": row.get("outcome"), **row})()
+
+    async def get(self, linkedid: str) -> Any:
+        return self.get_sync(linkedid)
+
+
+class FakeObserver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def call_queued(self, case_number: str, queue: str) -> None:
+        self.calls.append(("queued", case_number, queue))
+
+    async def call_answered(self, case_number: str, agent: str) -> None:
+        self.calls.append(("answered", case_number, agent))
+
+    async def call_ended(self, case_number: str, outcome: str) -> None:
+        self.calls.append(("ended", case_number, outcome))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def live() -> AsyncIterator[LiveCallState]:
+    client = connect_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    prefix = f"hotline-unit-{os.getpid()}"
+    state = LiveCallState(client, prefix=prefix)
+    try:
+        await state.ping()
+    except Exception as exc:  # noqa: BLE001 - a missing Redis is a skip reason on a developer box only
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Redis not reachable: {exc}")
+    yield state
+    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await state.aclose()
+
+
+pytestmark = pytest.mark.redis
+
+
+async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    CallTracker(ami, live, records, observer)
+    await live.start_call("L1", caller_number="0101", channel_uniqueid="L1", case_number="2611290001")
+    await records.upsert("L1", outcome="in_ivr")
+    await ami.emit(Event="QueueCallerJoin", Linkedid="L1", Queue="complaints", Position="1")
+    assert (await live.get_call("L1"))["state"] == "queued"
+    await ami.emit(Event="AgentCalled", Linkedid="L1", MemberName="agent1")
+    assert (await live.get_call("L1"))["state"] == "ringing"
+    await ami.emit(Event="AgentConnect", Linkedid="L1", MemberName="agent1", HoldTime="4")
+    call = await live.get_call("L1")
+    assert call["state"] == "connected" and call["agent"] == "agent1" and call["queue_wait_seconds"] == "4.0"
+    await ami.emit(Event="Hangup", Linkedid="L1", Uniqueid="L2", Cause="16")  # the agent's leg: not the end
+    assert "L1" in await live.live_ids()
+    await ami.emit(Event="Hangup", Linkedid="L1", Uniqueid="L1", Cause="16", **{"Cause-txt": "Normal Clearing"})
+    await ami.emit(Event="AgentComplete", Linkedid="L1", TalkTime="33", HoldTime="4")
+    assert "L1" not in await live.live_ids()
+    row = records.rows["L1"]
+    assert row["agent"] == "agent1" and row["queue"] == "complaints" and row["talk_seconds"] == 33.0
+    assert row["hangup_cause"] == "16 Normal Clearing" and row["outcome"] == "completed"
+    assert observer.calls == [("queued", "2611290001", "complaints"), ("answered", "2611290001", "agent1"),
+                              ("ended", "2611290001", "completed")]
+
+
+async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState) -> None:
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    CallTracker(ami, live, records, observer)
+    await ami.emit(Event="QueueCallerJoin", Linkedid="stranger", Queue="operator", Position="1")
+    assert await live.get_call("stranger") is None and records.rows == {}
+    await live.start_call("L3", channel_uniqueid="L3", case_number="2611290003")
+    await ami.emit(Event="QueueCallerJoin", Linkedid="L3", Queue="operator", Position="1")
+    await ami.emit(Event="QueueCallerAbandon", Linkedid="L3", Queue="operator", HoldTime="12")
+    await ami.emit(Event="Hangup", Linkedid="L3", Uniqueid="L3", Cause="16")
+    assert records.rows["L3"]["outcome"] == "abandoned_in_queue"
+    assert records.rows["L3"]["queue_wait_seconds"] == 12.0
+    assert observer.calls[-1] == ("ended", "2611290003", "abandoned_in_queue")
+
+
+async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallState) -> None:
+    """Calls that ended while AMI was down are closed; calls still waiting get their queue position back."""
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    tracker = CallTracker(ami, live, records, observer)
+    await live.start_call("gone", channel_uniqueid="gone", case_number="2611290010")
+    await live.start_call("waiting", channel_uniqueid="waiting", case_number="2611290011")
+    await live.update("waiting", state="ivr")
+    ami.lists["CoreShowChannels"] = [{"Event": "CoreShowChannel", "Uniqueid": "waiting", "Linkedid": "waiting"}]
+    ami.lists["QueueStatus"] = [{"Event": "QueueParams", "Queue": "complaints"},
+                                {"Event": "QueueEntry", "Queue": "complaints", "Position": "2", "Uniqueid": "waiting"}]
+    assert tracker.rebuild in ami.connected_handlers
+    await tracker.rebuild()
+    assert await live.live_ids() == {"waiting"}
+    waiting = await live.get_call("waiting")
+    assert waiting["state"] == "queued" and waiting["queue"] == "complaints" and waiting["position"] == "2"
+    gone = await live.get_call("gone")
+    assert gone["state"] == "ended" and "disconnected" in gone["hangup_cause"]
+    assert records.rows["gone"]["outcome"] == "abandoned_in_ivr"
+    assert ("ended", "2611290010", "abandoned_in_ivr") in observer.calls
+
+
+async def test_live_state_survives_redis_errors_without_failing_the_call() -> None:
+    state = LiveCallState(connect_redis("redis://127.0.0.1:1/0", timeout=0.2), prefix="nowhere")
+    await state.start_call("X", case_number="1")  # must not raise: live state is a mirror
+    await state.update("X", state="queued")
+    assert await state.get_call("X") is None
+    assert state.errors >= 3 and state.health_report()["last_error"]
+    await state.aclose()
