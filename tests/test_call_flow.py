@@ -1,0 +1,196 @@
+"""The IVR call flow and its transcription rules, with small fakes for AGI, the stores and Vosk."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asr import AsrError, AudioFormatError
+from cases import CaseStatus
+from ivr import HotlineCallFlow, IvrOptions, TranscriptionService
+from telephony import AgiHangup
+
+
+class FakePrompts:
+    language = "ko"
+
+    def path(self, name: str) -> str:
+        return f"/prompts/{name}"
+
+
+class FakeAgi:
+    """Answers the flow's AGI calls from a script of menu inputs; can hang up at a chosen command."""
+
+    def __init__(self, menu_inputs: list[str], hang_up_on: str | None = None, recording: Path | None = None) -> None:
+        self.menu_inputs = list(menu_inputs)
+        self.hang_up_on = hang_up_on
+        self.recording = recording
+        self.uniqueid = "1700000000.1"
+        self.channel = "PJSIP/trunk-00000001"
+        self.caller_number = "01099998888"
+        self.variables: dict[str, str] = {}
+        self.log: list[str] = []
+
+    def _maybe_hang_up(self, what: str) -> None:
+        self.log.append(what)
+        if self.hang_up_on == what:
+            raise AgiHangup("caller hung up")
+
+    async def get_variable(self, name: str) -> str:
+        return "linked-1"
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str:
+        self._maybe_hang_up(f"play:{path.rsplit('/', 1)[-1]}")
+        return ""
+
+    async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        self._maybe_hang_up("menu")
+        digits = self.menu_inputs.pop(0) if self.menu_inputs else ""
+        return digits, digits == ""
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> None:
+        self._maybe_hang_up(f"say:{digits}")
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+    async def record_file(self, path: str, *args: Any, **kwargs: Any) -> None:
+        if self.recording is not None:
+            Path(path + ".wav").write_bytes(self.recording.read_bytes())
+        self._maybe_hang_up("record")
+
+
+class FakeCases:
+    def __init__(self) -> None:
+        self.cases: dict[str, dict[str, Any]] = {}
+
+    async def create(self, new: Any) -> Any:
+        number = f"26112900{len(self.cases) + 1:02d}"
+        self.cases[number] = {"case_number": number, "status": CaseStatus.NEW, "menu_path": [], "category": new.category,
+                              "transcript_status": "none", "recording_path": None, "notes": None, "transcript": None}
+        return type("C", (), {"case_number": number})()
+
+    async def update(self, case_number: str, **fields: Any) -> None:
+        self.cases[case_number].update(fields)
+
+    async def list_pending_transcripts(self) -> list[Any]:
+        return [type("C", (), c)() for c in self.cases.values() if c["transcript_status"] == "pending"]
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def upsert(self, key: str, **fields: Any) -> None:
+        self.rows.setdefault(key, {}).update(fields)
+
+    async def start_call(self, key: str, **fields: Any) -> None:
+        self.rows[key] = dict(fields, state="ivr")
+
+    async def update(self, key: str, **fields: Any) -> None:
+        self.rows.setdefault(key, {}).update(fields)
+
+
+class FakeRecognizer:
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.calls = 0
+
+    async def transcribe_file(self, path: Path, grammar: Any = None, timeout: float | None = None) -> Any:
+        self.calls += 1
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return type("T", (), {"text": self.outcome})()
+
+
+def _flow(tmp_path: Path, recognizer: FakeRecognizer) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore]:
+    cases, records, live = FakeCases(), FakeStore(), FakeStore()
+    transcription = TranscriptionService(recognizer, cases, live, max_attempts=2)
+    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2), prompts=FakePrompts(),
+                           cases=cases, records=records, live=live, transcription=transcription)
+    return flow, cases, records, live
+
+
+@pytest.fixture
+def wav(tmp_path: Path) -> Path:
+    path = tmp_path / "speech.bin"
+    path.write_bytes(b"RIFF" + b"\0" * 2000)
+    return path
+
+
+async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path) -> None:
+    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("x"))
+    agi = FakeAgi(["", "9", ""])
+    await flow.handle(agi)  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert case["menu_path"] == ["no-input", "invalid:9", "no-input", "fallback:0"]
+    assert case["category"] == "operator"
+    assert agi.variables["HOTLINE_QUEUE"] == "operator"
+    assert agi.log.count("menu") == 3
+
+
+async def test_complaint_transcribed_before_queueing(tmp_path: Path, wav: Path) -> None:
+    recognizer = FakeRecognizer("도로에 쓰레기")
+    flow, cases, records, live = _flow(tmp_path, recognizer)
+    agi = FakeAgi(["1"], recording=wav)
+    await flow.handle(agi)  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert case["transcript"] == "도로에 쓰레기" and case["transcript_status"] == "done"
+    assert case["recording_path"] == str(tmp_path / "2611290001.wav")
+    assert agi.variables == {"HOTLINE_CASE": "2611290001", "HOTLINE_PRIORITY": "1", "HOTLINE_QUEUE": "complaints"}
+    assert "say:2611290001" in agi.log
+    assert live.rows["linked-1"]["transcript"] == "도로에 쓰레기"
+    assert records.rows["linked-1"]["ivr_path"] == ["1", "recorded"]
+
+
+async def test_hang_up_after_describing_keeps_recording_and_transcript(tmp_path: Path, wav: Path) -> None:
+    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("가로등 고장"))
+    await flow.handle(FakeAgi(["1"], hang_up_on="record", recording=wav))  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert case["status"] == CaseStatus.ABANDONED_IN_IVR
+    assert case["transcript"] == "가로등 고장"
+    assert Path(case["recording_path"]).exists()
+    assert records.rows["linked-1"]["outcome"] == "abandoned_in_ivr"
+
+
+async def test_hang_up_at_welcome_keeps_an_abandoned_case(tmp_path: Path) -> None:
+    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("x"))
+    await flow.handle(FakeAgi([], hang_up_on="play:welcome"))  # type: ignore[arg-type]
+    assert cases.cases["2611290001"]["status"] == CaseStatus.ABANDONED_IN_IVR
+    assert records.rows["linked-1"]["outcome"] == "abandoned_in_ivr"
+
+
+async def test_asr_failure_leaves_pending_then_retries_then_reports(tmp_path: Path, wav: Path) -> None:
+    recognizer = FakeRecognizer(AsrError("recognizer crashed"))
+    flow, cases, _, _ = _flow(tmp_path, recognizer)
+    agi = FakeAgi(["1"], recording=wav)
+    await flow.handle(agi)  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert case["transcript_status"] == "pending" and agi.variables["HOTLINE_QUEUE"] == "complaints"
+    service = TranscriptionService(recognizer, cases, FakeStore(), max_attempts=2)
+    assert await service.retry_pending_once() == 1
+    assert case["transcript_status"] == "pending"
+    recognizer.outcome = "이제 됩니다"  # the service is back: the retry fills the transcript in
+    assert await service.retry_pending_once() == 1
+    assert case["transcript"] == "이제 됩니다" and case["transcript_status"] == "done"
+
+
+async def test_retries_give_up_with_a_reason(tmp_path: Path, wav: Path) -> None:
+    recognizer = FakeRecognizer(AsrError("down"))
+    flow, cases, _, _ = _flow(tmp_path, recognizer)
+    await flow.handle(FakeAgi(["1"], recording=wav))  # type: ignore[arg-type]
+    service = TranscriptionService(recognizer, cases, FakeStore(), max_attempts=2)
+    await service.retry_pending_once()
+    await service.retry_pending_once()
+    case = cases.cases["2611290001"]
+    assert case["transcript_status"] == "failed" and "after 2 attempts" in case["notes"]
+    assert Path(case["recording_path"]).exists()
+
+
+async def test_too_short_recording_is_kept_and_says_why(tmp_path: Path, wav: Path) -> None:
+    flow, cases, _, _ = _flow(tmp_path, FakeRecognizer(AudioFormatError("recording x.wav: too short (0.2 s)")))
+    await flow.handle(FakeAgi(["1"], recording=wav))  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert case["transcript_status"] == "failed" and "too short" in case["notes"]
+    assert Path(case["recording_path"]).exists()
