@@ -15,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cases import NAMING_CONVENTION
+
 MIN_PASSWORD_LENGTH = 8
 # Argon2 happily hashes megabytes; a cap keeps a login form from becoming a CPU sink.
 MAX_PASSWORD_LENGTH = 256
@@ -40,15 +42,7 @@ class AccountNotFound(LookupError):
 
 
 # Same convention as the other domains, so constraint names match migrations/versions/0002_accounts.py.
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Base(DeclarativeBase):

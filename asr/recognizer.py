@@ -129,7 +129,7 @@ class SpeechRecognizer:
     """Owns one loaded Vosk model and a thread pool; many recognitions in parallel."""
 
     def __init__(self, model: vosk.Model, model_path: Path, executor: ThreadPoolExecutor) -> None:
-        """Wrap an already loaded model; use load() or load_sync() instead of calling this."""
+        """Wrap an already loaded model; load()/load_sync() are the usual way (this stats model files)."""
         self._model = model
         self._model_path = model_path
         self._executor = executor
@@ -147,12 +147,15 @@ class SpeechRecognizer:
         executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
         loaded = False
         try:
-            model = await asyncio.get_running_loop().run_in_executor(executor, load_vosk_model, path)
+            # The constructor stats model files, so it runs in the pool too, next to the model load.
+            recognizer = await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: cls(load_vosk_model(path), path, executor)
+            )
             loaded = True
         finally:
             if not loaded:
                 executor.shutdown(wait=False)
-        return cls(model, path, executor)
+        return recognizer
 
     @classmethod
     def load_sync(cls, model_path: Path | None = None, workers: int = 1) -> "SpeechRecognizer":
@@ -161,12 +164,12 @@ class SpeechRecognizer:
         executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
         loaded = False
         try:
-            model = load_vosk_model(path)
+            recognizer = cls(load_vosk_model(path), path, executor)
             loaded = True
         finally:
             if not loaded:
                 executor.shutdown(wait=False)
-        return cls(model, path, executor)
+        return recognizer
 
     @property
     def model_path(self) -> Path:
@@ -183,7 +186,9 @@ class SpeechRecognizer:
         """Transcribe a WAV file; with a grammar the text is one of its phrases or ""."""
         path = Path(path)
         compiled = self._compile_grammar(grammar)
-        return await self._run(f"transcription of {path}", timeout, self._transcribe_file_blocking, path, compiled)
+        return await self._run(
+            f"transcription of {path}", timeout, self._transcribe_file_blocking, path, compiled
+        )
 
     def transcribe_file_sync(self, path: Path, grammar: list[str] | None = None) -> Transcript:
         """Transcribe a WAV file in the calling thread."""
@@ -206,14 +211,17 @@ class SpeechRecognizer:
             _MIN_PCM_RATE <= sample_rate <= _MAX_PCM_RATE
         ):
             raise AudioFormatError(
-                f"{label}: sample rate {sample_rate!r} is not an integer from {_MIN_PCM_RATE} to {_MAX_PCM_RATE} Hz"
+                f"{label}: sample rate {sample_rate!r} is not an integer"
+                f" from {_MIN_PCM_RATE} to {_MAX_PCM_RATE} Hz"
             )
         pcm = bytes(pcm)
         if len(pcm) % SAMPLE_WIDTH:
             raise AudioFormatError(f"{label}: {len(pcm)} bytes is not a whole number of 16-bit samples")
         check_duration(label, len(pcm) // SAMPLE_WIDTH, sample_rate)
         compiled = self._compile_grammar(grammar)
-        return await self._run("transcription of PCM audio", timeout, self._transcribe_pcm_blocking, pcm, sample_rate, compiled)
+        return await self._run(
+            "transcription of PCM audio", timeout, self._transcribe_pcm_blocking, pcm, sample_rate, compiled
+        )
 
     async def transcribe_stereo(
         self,
@@ -232,7 +240,8 @@ class SpeechRecognizer:
         if audio.channels != len(labels):
             plural = "channel" if audio.channels == 1 else "channels"
             raise AudioFormatError(
-                f"recording {path}: has {audio.channels} {plural}, expected {len(labels)} ({', '.join(labels)})"
+                f"recording {path}: has {audio.channels} {plural},"
+                f" expected {len(labels)} ({', '.join(labels)})"
             )
         return list(
             await asyncio.gather(
@@ -288,13 +297,16 @@ class SpeechRecognizer:
             return None
         if not self._supports_grammar:
             raise AsrError(
-                f"Vosk model at {self._model_path}: has a static graph (graph/HCLG.fst), so it cannot take a grammar"
+                f"Vosk model at {self._model_path}: has a static graph (graph/HCLG.fst),"
+                " so it cannot take a grammar"
             )
         missing = [w for p in phrases for w in p.split() if self._model.vosk_model_find_word(w) == -1]
         if missing:
             listed = ", ".join(repr(w) for w in dict.fromkeys(missing))
             noun = "word" if len(set(missing)) == 1 else "words"
-            raise AsrError(f"grammar {noun} not in the vocabulary of the Vosk model at {self._model_path}: {listed}")
+            raise AsrError(
+                f"grammar {noun} not in the vocabulary of the Vosk model at {self._model_path}: {listed}"
+            )
         return KeywordGrammar(phrases=tuple(phrases), with_unk=self._knows_unk)
 
     async def _run(self, what: str, timeout: float | None, func: Callable[..., _T], *args: object) -> _T:
@@ -312,7 +324,9 @@ class SpeechRecognizer:
             # at its next chunk, so abandoned work does not keep a worker busy.
             stop.set()
 
-    def _transcribe_file_blocking(self, path: Path, grammar: KeywordGrammar | None, stop: threading.Event) -> Transcript:
+    def _transcribe_file_blocking(
+        self, path: Path, grammar: KeywordGrammar | None, stop: threading.Event
+    ) -> Transcript:
         pcm, rate = read_audio(path)
         return recognize_pcm(self._model, pcm, rate, grammar, stop)
 
@@ -323,7 +337,12 @@ class SpeechRecognizer:
         return recognize_pcm(self._model, pcm, rate, grammar, stop)
 
     def _transcribe_channel_blocking(
-        self, audio: DecodedAudio, index: int, label: str, grammar: KeywordGrammar | None, stop: threading.Event
+        self,
+        audio: DecodedAudio,
+        index: int,
+        label: str,
+        grammar: KeywordGrammar | None,
+        stop: threading.Event,
     ) -> Transcript:
         pcm, rate = audio.mono(index)
         return replace(recognize_pcm(self._model, pcm, rate, grammar, stop), channel=label)

@@ -3,9 +3,11 @@ from .engine import create_engine_from_url
 from .migration import migrate_database
 from .model import Case, CaseNotFound, CaseStatus, CaseStoreError, NewCase, TranscriptStatus
 from .store import CaseStore
-from .tables import metadata
+from .tables import NAMING_CONVENTION, UTCDateTime, metadata
 
 __all__ = [
+    "NAMING_CONVENTION",
+    "UTCDateTime",
     "Case",
     "CaseNotFound",
     "CaseStatus",

@@ -187,7 +187,7 @@ def _print_banner(settings: Settings) -> None:
                      f"{settings.sip_host}:{settings.sip_port} (UDP)")
     lines += [
         f"  Demo call: .venv/bin/hotline call {settings.hotline_number} --digits 1 --say \"도로에 쓰레기가 많아요\"",
-        f"  Cases:     .venv/bin/hotline cases list",
+        "  Cases:     .venv/bin/hotline cases list",
         "  Secrets are kept in " + str(settings.secrets_file) + ". Stop with Ctrl-C.",
         "",
     ]

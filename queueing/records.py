@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, MetaData, Row, String, case, select
+from sqlalchemy import JSON, Float, Index, MetaData, Row, String, case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from cases import NAMING_CONVENTION, UTCDateTime
 
 # How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
 # event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
@@ -30,34 +30,7 @@ class CallRecordError(ValueError):
     """A call record update was refused; the message is one line naming what was wrong."""
 
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-
-class _UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always read back tz-aware (SQLite keeps no zone of its own)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(timezone.utc)
-        # SQLite's DATETIME text format has no offset: store the UTC wall time.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class _Base(DeclarativeBase):
@@ -79,11 +52,11 @@ class CallRecordRow(_Base):
     talk_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     hangup_cause: Mapped[str | None] = mapped_column(String(64), nullable=True)
     outcome: Mapped[str] = mapped_column(String(32), nullable=False, default="in_ivr")
-    started_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
-    answered_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
-    ended_at: Mapped[datetime | None] = mapped_column(_UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # When this store first heard of the call: orders list_recent even if the start event never came.
-    first_seen_at: Mapped[datetime] = mapped_column(_UTCDateTime, nullable=False)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (
         Index("ix_call_records_first_seen_at", "first_seen_at"),

@@ -111,6 +111,16 @@ def test_model_path_that_is_a_file(tmp_path):
     assert_one_line(exc, str(file), "not a directory")
 
 
+def test_model_directory_with_damaged_files(tmp_path):
+    for name, content in [("am/final.mdl", "junk"), ("conf/model.conf", "--no-such-option=1\n"),
+                          ("conf/mfcc.conf", ""), ("graph/HCLG.fst", "")]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    with pytest.raises(AsrModelError) as exc:
+        SpeechRecognizer.load_sync(tmp_path)
+    assert_one_line(exc, f"Vosk model at {tmp_path}: failed to load")
+
+
 def test_loaded_recognizer_reports_its_model_path(recognizer):
     assert recognizer.model_path == default_model_path()
 
