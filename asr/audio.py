@@ -137,8 +137,11 @@ def _find_chunks(blob: bytes) -> tuple[bytes | None, bytes | None]:
     while pos + 8 <= len(blob):
         chunk_id = blob[pos : pos + 4]
         (size,) = struct.unpack_from("<I", blob, pos + 4)
-        # A writer that died (or streams, like Asterisk while recording) leaves a size larger than
-        # the file; slicing keeps whatever audio is actually there.
+        if chunk_id == b"data" and size in (0, 0xFFFFFFFF):
+            # Asterisk writes size 0 and fixes it when the recording closes (streaming writers use
+            # 0xFFFFFFFF): a recording whose writer died still holds its audio up to the end.
+            size = len(blob) - pos - 8
+        # A size larger than the file (a cut copy): slicing keeps whatever audio is there.
         body = blob[pos + 8 : pos + 8 + size]
         if chunk_id == b"fmt ":
             fmt = body

@@ -111,7 +111,11 @@ class RssSampler:
 
 
 async def measure_streams(
-    recognizer: SpeechRecognizer, files: list[Path], audio_seconds: float, streams: int, grammar: list[str] | None
+    recognizer: SpeechRecognizer,
+    files: list[Path],
+    audio_seconds: float,
+    streams: int,
+    grammar: list[str] | None,
 ) -> Run:
     """`streams` concurrent callers, each transcribing every file in turn (like parallel calls)."""
 
@@ -129,7 +133,9 @@ async def measure_streams(
     return Run(mode, "SpeechRecognizer", streams, audio_seconds * streams, wall, before, sampler.peak)
 
 
-def measure_bare_vosk(model: vosk.Model, files: list[Path], audio_seconds: float, grammar: list[str] | None) -> Run:
+def measure_bare_vosk(
+    model: vosk.Model, files: list[Path], audio_seconds: float, grammar: list[str] | None
+) -> Run:
     """The baseline: one thread reading each file with the wave module into a fresh KaldiRecognizer."""
     grammar_json = json.dumps(grammar, ensure_ascii=False) if grammar else None
     release_free_memory()
@@ -138,7 +144,10 @@ def measure_bare_vosk(model: vosk.Model, files: list[Path], audio_seconds: float
     for path in files:
         with wave.open(str(path), "rb") as wav:
             rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
-        rec = vosk.KaldiRecognizer(model, rate, grammar_json) if grammar_json else vosk.KaldiRecognizer(model, rate)
+        if grammar_json:
+            rec = vosk.KaldiRecognizer(model, rate, grammar_json)
+        else:
+            rec = vosk.KaldiRecognizer(model, rate)
         rec.SetWords(True)
         step = CHUNK_FRAMES * 2
         for offset in range(0, len(pcm), step):
@@ -255,7 +264,10 @@ async def main(argv: list[str] | None = None) -> int:
     print(f"ASR throughput: {len(files)} recordings, {audio_seconds:.1f} s of audio per stream pass, "
           f"{os.cpu_count()} CPUs, model {default_model_path()}")
     print(f"model load (SpeechRecognizer.load): {load_seconds:.2f} s")
-    print(f"RSS: {rss_start:.0f} MB before load, {rss_loaded:.0f} MB after load (+{rss_loaded - rss_start:.0f} MB)")
+    print(
+        f"RSS: {rss_start:.0f} MB before load, {rss_loaded:.0f} MB after load"
+        f" (+{rss_loaded - rss_start:.0f} MB)"
+    )
     print()
     print_table(runs)
     print()

@@ -6,6 +6,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+_PCM16_MONO = ("-c", "1", "-b", "16", "-e", "signed-integer")  # sox output options, as Asterisk records
+
 
 class SpeechToolError(RuntimeError):
     """espeak-ng or sox is missing or failed; the message is one line."""
@@ -29,7 +31,7 @@ def synthesize(
         raw = Path(tmp) / "espeak.wav"
         _run([_tool("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text])
         effects = ["pad", f"{pad_seconds:g}", f"{pad_seconds:g}"] if pad_seconds > 0 else []
-        _run([_tool("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(path), *effects])
+        _run([_tool("sox"), str(raw), *_PCM16_MONO, "-r", str(rate), str(path), *effects])
     return path
 
 
@@ -61,7 +63,7 @@ def concatenate(paths: list[Path], path: Path) -> Path:
 def silence(path: Path, seconds: float, rate: int = 8000) -> Path:
     """A mono 16-bit WAV of digital silence."""
     path = Path(path)
-    _run([_tool("sox"), "-n", "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(path), "trim", "0", f"{seconds:g}"])
+    _run([_tool("sox"), "-n", *_PCM16_MONO, "-r", str(rate), str(path), "trim", "0", f"{seconds:g}"])
     return path
 
 
@@ -69,7 +71,7 @@ def _tool(name: str) -> str:
     """Absolute path of a command-line tool, or a one-line error saying how to get it."""
     found = shutil.which(name)
     if found is None:
-        raise SpeechToolError(f"{name} is not installed (apt-get install {name}, or run scripts/setup-system.sh)")
+        raise SpeechToolError(f"{name} is not installed (run scripts/setup-system.sh or apt-get install {name})")
     return found
 
 
