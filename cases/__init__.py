@@ -1,5 +1,5 @@
 """The case store: citizens' cases, their numbers and statuses (no knowledge of calls or telephony)."""
-from .engine import create_engine_from_url
+from .engine import create_engine_from_url, dialect_insert
 from .migration import migrate_database
 from .model import Case, CaseNotFound, CaseStatus, CaseStoreError, NewCase, TranscriptStatus
 from .store import CaseStore
@@ -16,6 +16,7 @@ __all__ = [
     "NewCase",
     "TranscriptStatus",
     "create_engine_from_url",
+    "dialect_insert",
     "metadata",
     "migrate_database",
 ]

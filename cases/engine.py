@@ -75,3 +75,11 @@ def create_engine_from_url(url: str) -> AsyncEngine:
         return engine
     # pool_pre_ping: a PostgreSQL restart must not surface as errors on the next calls.
     return create_async_engine(parsed, pool_pre_ping=True)
+
+
+def dialect_insert(engine: AsyncEngine) -> Any:
+    """The INSERT construct with ON CONFLICT support for the engine's dialect, or None if unsupported."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return {"sqlite": sqlite_insert, "postgresql": pg_insert}.get(engine.dialect.name)

@@ -6,11 +6,10 @@ from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .engine import dialect_insert
 from .model import (
     Case,
     CaseNotFound,
@@ -90,13 +89,10 @@ class CaseStore:
     ) -> None:
         # clock: returns the current tz-aware time (tests pass a fake one).
         # day_zone: the zone whose calendar day starts each case number (YYMMDD); pass the city's zone.
-        dialect = engine.dialect.name
-        if dialect == "sqlite":
-            self._upsert = sqlite_insert
-        elif dialect == "postgresql":
-            self._upsert = pg_insert
-        else:
-            raise CaseStoreError(f"unsupported database dialect {dialect!r}; use SQLite or PostgreSQL")
+        insert = dialect_insert(engine)
+        if insert is None:
+            raise CaseStoreError(f"unsupported database dialect {engine.dialect.name!r}; use SQLite or PostgreSQL")
+        self._upsert = insert
         self._engine = engine
         self._clock = clock
         self._day_zone = day_zone

@@ -7,12 +7,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Float, Index, MetaData, Row, String, case, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, UTCDateTime
+from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert
 
 # How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
 # event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
@@ -201,13 +199,10 @@ class CallRecordStore:
 
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utcnow) -> None:
         # clock: returns the current tz-aware time (tests pass a fake one).
-        dialect = engine.dialect.name
-        if dialect == "sqlite":
-            self._insert = sqlite_insert
-        elif dialect == "postgresql":
-            self._insert = pg_insert
-        else:
-            raise CallRecordError(f"unsupported database dialect {dialect!r}; use SQLite or PostgreSQL")
+        insert = dialect_insert(engine)
+        if insert is None:
+            raise CallRecordError(f"unsupported database dialect {engine.dialect.name!r}; use SQLite or PostgreSQL")
+        self._insert = insert
         self._engine = engine
         self._clock = clock
 

@@ -23,6 +23,21 @@ _DTMF_NAMES = {"*": "star", "#": "pound"}
 _REJECT_CODES = (400, 401, 403, 404, 407, 408, 480, 484, 486, 487, 488, 500, 502, 503, 603)
 
 
+# The SDP offer/answer of every scenario: PCMU plus RFC 4733 telephone-events (SIPp fills the [fields]).
+_SDP = """v=0
+o=- 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=ptime:20
+a=sendrecv
+"""
+
+
 class SippError(RuntimeError):
     """SIPp is missing, or a scenario could not be run; one line naming what was wrong."""
 
@@ -342,18 +357,7 @@ Subject: hotline test call
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=- 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=ptime:20
-a=sendrecv
-
+{_SDP}
 ]]></send>
 <recv response="100" optional="true"/>
 <recv response="180" optional="true"/>
@@ -530,18 +534,7 @@ Contact: <sip:{name}@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=- 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=ptime:20
-a=sendrecv
-
+{_SDP}
 ]]></send>
 <recv request="ACK" timeout="5000"><action><log message="ANSWERED"/></action></recv>
 <recv request="BYE" timeout="{max(1, talk_ms)}" ontimeout="hangup" next="got_bye"/>
