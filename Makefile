@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/hotline run
 
 test: setup
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from . import pages, views
+from . import flow_views, pages, queue_views, transcript_views, views
 from .accounts import AccountStore
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
@@ -19,6 +19,7 @@ from .security import (
     CONSOLE_ROLES,
     POLICIES,
     PUBLIC,
+    SUPERVISOR_ROLES,
     Route,
     access_middleware,
     add_public_static,
@@ -39,9 +40,26 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/cases", views.api_cases, CASE_READER_ROLES),
     Route("GET", "/api/cases/{case_number}", views.api_case, CASE_READER_ROLES),
     Route("POST", "/api/cases/{case_number}/notes", views.api_add_note, CONSOLE_ROLES),
+    Route("GET", "/api/cases/{case_number}/transcripts", transcript_views.api_case_transcripts,
+          CASE_READER_ROLES),  # asr (issue 4): description and whole-call transcripts with word timings
     Route("GET", "/api/call-records", views.api_call_records, CONSOLE_ROLES),
     Route("GET", "/api/accounts", views.api_accounts, ADMIN_ROLES),
     Route("POST", "/api/accounts", views.api_create_account, ADMIN_ROLES),
+    # IVR flows (issue 3): admins edit, validate, publish and roll back the call flow
+    Route("GET", "/flows", flow_views.flows_page, ADMIN_ROLES),
+    Route("GET", "/api/flows", flow_views.api_flows, ADMIN_ROLES),
+    Route("GET", "/api/flows/audit", flow_views.api_flow_audit, ADMIN_ROLES),
+    Route("POST", "/api/flows/validate", flow_views.api_flow_validate, ADMIN_ROLES),
+    Route("POST", "/api/flows/publish", flow_views.api_flow_publish, ADMIN_ROLES),
+    Route("GET", "/api/flows/{name}", flow_views.api_flow, ADMIN_ROLES),
+    Route("GET", "/api/flows/{name}/versions", flow_views.api_flow_versions, ADMIN_ROLES),
+    Route("POST", "/api/flows/{name}/rollback", flow_views.api_flow_rollback, ADMIN_ROLES),
+    # queueing (issue 5): agents act on themselves, supervisors on anyone (checked in the view)
+    Route("GET", "/api/agents", queue_views.api_agents, CONSOLE_ROLES),
+    Route("POST", "/api/agents/{name}/{action}", queue_views.api_agent_action, CONSOLE_ROLES),
+    Route("GET", "/api/queues", queue_views.api_queues, CONSOLE_ROLES),
+    Route("GET", "/api/queues/metrics", queue_views.api_queue_metrics, SUPERVISOR_ROLES),
+    Route("GET", "/metrics", queue_views.metrics, PUBLIC),  # bearer token or loopback, checked in the view
 )
 
 SESSION_COOKIE = "HOTLINE_CONSOLE"

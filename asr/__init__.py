@@ -3,15 +3,19 @@ from .audio import read_audio
 from .errors import AsrError, AsrModelError, AsrTimeoutError, AudioFormatError
 from .model import default_model_path
 from .recognizer import SpeechRecognizer
+from .streaming import RecognitionStream
 from .transcript import Transcript, WordTiming
+from .ws_server import VoskWebsocketServer
 
 __all__ = [
     "AsrError",
     "AsrModelError",
     "AsrTimeoutError",
     "AudioFormatError",
+    "RecognitionStream",
     "SpeechRecognizer",
     "Transcript",
+    "VoskWebsocketServer",
     "WordTiming",
     "default_model_path",
     "read_audio",

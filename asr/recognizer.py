@@ -16,6 +16,7 @@ import vosk
 from .audio import SAMPLE_WIDTH, DecodedAudio, check_duration, decode_wav, read_audio, resample_for_recognizer
 from .errors import AsrError, AsrTimeoutError, AudioFormatError
 from .model import default_model_path, load_vosk_model
+from .streaming import RecognitionStream, check_stream_rate
 from .transcript import Transcript, WordTiming
 
 CHUNK_FRAMES = 4000  # ~0.25-0.5 s per AcceptWaveform call: keeps the stop flag responsive
@@ -133,6 +134,9 @@ class SpeechRecognizer:
         self._model = model
         self._model_path = model_path
         self._executor = executor
+        # Live streams get their own threads: a chunk of a caller speaking must never queue behind a
+        # whole-call transcription holding every batch worker; the OS shares the cores between them.
+        self._live_executor = ThreadPoolExecutor(max_workers=_worker_count(None), thread_name_prefix="asr-live")
         self._closed = False
         self._knows_unk = model.vosk_model_find_word("[unk]") != -1
         # Vosk only applies runtime grammars to lookahead models (HCLr.fst + Gr.fst); a model with
@@ -260,17 +264,48 @@ class SpeechRecognizer:
             )
         )
 
+    async def open_stream(
+        self, sample_rate: int, grammar: Sequence[str] | None = None, *, words: bool = True,
+        partial_words: bool = False, max_alternatives: int = 0,
+    ) -> RecognitionStream:
+        """A streaming recognition of mono 16-bit PCM at sample_rate (grammar: only these phrases, plus [unk])."""
+        if self._closed:
+            raise AsrError("streaming recognition: the speech recognizer is closed")
+        rate = check_stream_rate(sample_rate)
+        compiled = self._compile_grammar(list(grammar) if grammar is not None else None)
+        if isinstance(max_alternatives, bool) or not isinstance(max_alternatives, int) or not (
+            0 <= max_alternatives <= 10
+        ):
+            raise AsrError(f"max_alternatives {max_alternatives!r} is not an integer from 0 to 10")
+
+        def create() -> vosk.KaldiRecognizer:
+            # Compiling a grammar takes a few milliseconds of CPU: off the event loop too.
+            if compiled is None:
+                kaldi = vosk.KaldiRecognizer(self._model, rate)
+            else:
+                kaldi = vosk.KaldiRecognizer(self._model, rate, compiled.vosk_json())
+            kaldi.SetWords(bool(words))
+            kaldi.SetPartialWords(bool(partial_words))
+            if max_alternatives:
+                kaldi.SetMaxAlternatives(max_alternatives)
+            return kaldi
+
+        kaldi = await asyncio.get_running_loop().run_in_executor(self._live_executor, create)
+        return RecognitionStream(kaldi, rate, self._live_executor)
+
     async def aclose(self) -> None:
         """Stop accepting work and wait for running recognitions to finish."""
         if self._closed:
             return
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self._live_executor.shutdown, True)
 
     def close(self) -> None:
         """Synchronous aclose() for the CLI and scripts."""
         self._closed = True
         self._executor.shutdown(wait=True)
+        self._live_executor.shutdown(wait=True)
 
     async def __aenter__(self) -> "SpeechRecognizer":
         return self

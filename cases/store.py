@@ -186,6 +186,17 @@ class CaseStore:
             rows = (await conn.execute(stmt)).all()
         return [_to_case(r) for r in rows]
 
+    async def has_open_case(self, caller_number: str, exclude_case: str | None = None) -> bool:
+        """True if this caller has a case still being worked on (queued, in progress or open), other than one."""
+        stmt = select(_cases.c.id).where(
+            _cases.c.caller_number == check_caller_number(caller_number),
+            _cases.c.status.in_([CaseStatus.QUEUED.value, CaseStatus.IN_PROGRESS.value, CaseStatus.OPEN.value]),
+        ).limit(1)
+        if exclude_case:
+            stmt = stmt.where(_cases.c.case_number != exclude_case)
+        async with self._engine.connect() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
     async def list_pending_transcripts(self, limit: int = 100) -> list[Case]:
         """Cases whose transcription is pending, oldest first (to retry them after a restart)."""
         stmt = (

@@ -38,6 +38,8 @@ class QueueSpec(BaseModel):
     timeout_seconds: int = Field(default=15, ge=1, le=300)  # ring an agent this long
     wrapup_seconds: int = Field(default=5, ge=0, le=600)
     max_wait_seconds: int = Field(default=600, ge=10, le=7200)
+    announce_frequency_seconds: int = Field(default=30, ge=0, le=600)  # position/wait announcement; 0: never
+    on_max_wait: str = Field(default="hangup", pattern=r"^(hangup|callback|overflow:[a-z][a-z0-9_]{1,31})$")
 
 
 class Settings(BaseSettings):
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HOTLINE_VOSK_MODEL_PATH", "VOSK_MODEL_PATH", "vosk_model_path"),
     )
     asr_workers: int = Field(default=max(1, os.cpu_count() or 1), ge=1, le=64)
+    # ASR (issue 4): vosk-server protocol websocket on its own listener (port 0: off); durable job workers.
+    asr_ws_host: str = "127.0.0.1"
+    asr_ws_port: int = Field(default=2700, ge=0, le=65535)
+    asr_job_workers: int = Field(default=1, ge=1, le=16)  # whole-call jobs; the rest of the pool stays for live calls
     redis_key_prefix: str = "hotline"
 
     # IVR behaviour.
@@ -108,13 +114,28 @@ class Settings(BaseSettings):
     )
     agents: list[AgentAccount] = Field(default_factory=lambda: [AgentAccount(name="agent1"), AgentAccount(name="agent2")])
 
+    # Queueing (issue 5): metrics, priority. metrics_token None: /metrics answers loopback clients only.
+    service_level_seconds: int = Field(default=20, ge=1, le=3600)
+    metrics_interval_minutes: int = Field(default=15, ge=1, le=1440)
+    metrics_token: str | None = None
+    urgent_categories: list[str] = Field(default_factory=lambda: ["safety"])
+    callback_after_seconds: int = Field(default=30, ge=0, le=3600)  # waited this long: key 5 asks for a callback
+    callback_max_attempts: int = Field(default=3, ge=1, le=10)
+    callback_retry_seconds: int = Field(default=60, ge=1, le=86400)
+    callback_dial_template: str = Field(default="PJSIP/trunk/sip:{number}@127.0.0.1:5070",
+                                        pattern=r"^PJSIP/[^\s;,]*\{number\}[^\s;,]*$")  # via the carrier's SBC
+
     language: str = Field(default="ko", pattern=r"^[a-z]{2,3}$")
     prompts_file: Path = PROJECT_ROOT / "config" / "prompts.yaml"
     prompts_override_dir: Path | None = None
+    ivr_flow_file: Path = PROJECT_ROOT / "config" / "ivr" / "default.yaml"  # shipped flow (issue 3)
+    # Dial() target of IVR transfer nodes, "{number}" replaced, e.g. "PJSIP/trunk/sip:{number}@carrier:5060";
+    # None: transfer nodes end the call (no outbound route configured).
+    transfer_dial: str | None = Field(default=None, pattern=r"^PJSIP/[A-Za-z0-9_.-]+/sip:\{number\}@[A-Za-z0-9_.:-]+$")
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    @field_validator("sip_host", "ami_host", "agi_host", "http_host")
+    @field_validator("sip_host", "ami_host", "agi_host", "http_host", "asr_ws_host")
     @classmethod
     def _is_ip(cls, value: str) -> str:
         try:
@@ -141,6 +162,9 @@ class Settings(BaseSettings):
         for needed in ("complaints", "inquiries", "operator"):
             if needed not in queue_names:
                 raise ValueError(f"queues must include {needed!r} (the IVR routes to it)")
+        for q in self.queues:
+            if q.on_max_wait.startswith("overflow:") and q.on_max_wait[9:] not in queue_names - {q.name}:
+                raise ValueError(f"queue {q.name!r}: on_max_wait overflows to {q.on_max_wait[9:]!r}, not another queue")
         for agent in self.agents:
             unknown = set(agent.queues) - queue_names
             if unknown:

@@ -6,9 +6,10 @@ listens or spawns is started and stopped by a ``cleanup_ctx`` entry, each under 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,13 +18,24 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import AccountStore, create_console_app
-from asr import AsrError, SpeechRecognizer
+from agent_console.transcript_views import TRANSCRIPT_JOBS
+from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStatus, CaseStore, CaseStoreError, create_engine_from_url, migrate_database
 from config import Settings
-from ivr import HotlineCallFlow, IvrOptions, PromptError, PromptLibrary, TranscriptionService, load_prompt_sets
+from agent_console.flow_views import FLOW_ADMIN
+from config.settings import PROJECT_ROOT
+from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, TranscriptionService
+from ivr.flow_service import FlowServices
+from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from queueing import CallRecordStore, CallTracker, LiveCallState, connect_redis
-from telephony import (AgiError, AmiClient, AmiError, AsteriskConfig, AsteriskProcess, AsteriskStartError,
-                       FastAgiServer, render_asterisk_config)
+from queueing import (AgentService, AgentStore, CallbackDispatcher, CallbackRoute, CallbackStore,
+                      PjsipAgentProvisioner, PriorityPolicy, QueueConsole, QueueEntryRoute, QueueEventTracker,
+                      QueueLiveState, QueueMetricsStore, QueueTimeoutRoute)
+from transcripts import TranscriptionJobStore, TranscriptionWorker
+
+from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver
+from telephony import (AgiError, AmiActionFailed, AmiClient, AmiError, AsteriskConfig, AsteriskProcess,
+                       AsteriskStartError, FastAgiServer, render_asterisk_config)
 
 log = logging.getLogger("hotline")
 
@@ -44,6 +56,17 @@ ASR = web.AppKey("asr", SpeechRecognizer)
 FASTAGI = web.AppKey("fastagi", FastAgiServer)
 CALL_FLOW = web.AppKey("call_flow", HotlineCallFlow)
 TRANSCRIPTION = web.AppKey("transcription", TranscriptionService)
+# ASR (issue 4): websocket service, durable transcription jobs, hooks run when a call ends.
+ASR_WS = web.AppKey("asr_ws", VoskWebsocketServer)
+TRANSCRIPT_JOB_STORE = web.AppKey("transcript_job_store", TranscriptionJobStore)
+TRANSCRIPTION_WORKER = web.AppKey("transcription_worker", TranscriptionWorker)
+CALL_END_HOOKS = web.AppKey("call_end_hooks", list)
+FLOWS = web.AppKey("flows", FlowServices)
+AGENT_STORE = web.AppKey("agent_store", AgentStore)
+QUEUE_METRICS = web.AppKey("queue_metrics", QueueMetricsStore)
+QUEUE_LIVE = web.AppKey("queue_live", QueueLiveState)
+QUEUE_TRACKER = web.AppKey("queue_tracker", QueueEventTracker)
+CALLBACKS = web.AppKey("callbacks", CallbackStore)
 
 
 def safe_url(url: str) -> str:
@@ -57,8 +80,10 @@ def safe_url(url: str) -> str:
 class CaseCallObserver:
     """Moves a case along as its call goes through the queue (queueing → cases, wired here)."""
 
-    def __init__(self, cases: CaseStore) -> None:
+    def __init__(self, cases: CaseStore, end_hooks: list[Callable[[str], Awaitable[Any]]] | None = None) -> None:
         self._cases = cases
+        # Called with the case number after a call ended (e.g. the whole-call transcription intake).
+        self._end_hooks = end_hooks if end_hooks is not None else []
 
     async def call_queued(self, case_number: str, queue: str) -> None:
         """The caller joined a queue."""
@@ -78,6 +103,11 @@ class CaseCallObserver:
                 await self._cases.update(case_number, status=CaseStatus.ABANDONED_IN_IVR)
         elif case.status in (CaseStatus.IN_PROGRESS, CaseStatus.QUEUED, CaseStatus.NEW):
             await self._cases.update(case_number, status=CaseStatus.OPEN)
+        for hook in list(self._end_hooks):
+            try:
+                await hook(case_number)
+            except Exception:  # one hook failing must not stop the others or the call tracking
+                log.exception("case %s: call-end hook %r failed", case_number, hook)
 
 
 class HealthMonitor:
@@ -146,7 +176,23 @@ def build_app(settings: Settings) -> web.Application:
     app[CALL_RECORDS] = records
     app[ACCOUNTS] = accounts
     app[LIVE_STATE] = live
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, asr_ctx, asterisk_ctx, ami_ctx, fastagi_ctx])
+    app[FLOWS] = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
+                                     override_dir=settings.prompts_override_dir,
+                                     queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT)
+    app[FLOW_ADMIN] = app[FLOWS].admin
+    app[AGENT_STORE] = AgentStore(engine, [q.name for q in settings.queues])
+    app[QUEUE_METRICS] = QueueMetricsStore(engine, interval_minutes=settings.metrics_interval_minutes,
+                                           service_level_seconds=settings.service_level_seconds)
+    app[QUEUE_LIVE] = QueueLiveState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
+                                     prefix=settings.redis_key_prefix)
+    app[METRICS_TOKEN] = settings.metrics_token
+    app[CALLBACKS] = CallbackStore(engine)
+    app.cleanup_ctx.extend([database_ctx, redis_ctx, agents_ctx, asr_ctx, asterisk_ctx, ami_ctx, queueing_ctx,
+                            fastagi_ctx])
+    app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
+    app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
+    app[CALL_END_HOOKS] = []
+    app.cleanup_ctx.extend([asr_ws_ctx, transcription_jobs_ctx])  # issue 4; after the database and the model
     return app
 
 
@@ -212,7 +258,8 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
     """Render the Asterisk configuration and run Asterisk as a child process (unless --no-asterisk)."""
     settings = app[SETTINGS]
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    config = AsteriskConfig.from_settings(settings)
+    # Agents are not static: their endpoints come from pjsip_agents.conf and queue membership from AMI.
+    config = dataclasses.replace(AsteriskConfig.from_settings(settings), agents=())
     if not settings.manage_asterisk:
         # An external Asterisk (compose, production) reads the configuration rendered here.
         render_asterisk_config(config)
@@ -238,7 +285,7 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
                     action_timeout=settings.ami_action_timeout, ping_interval=settings.ami_ping_interval,
                     connect_timeout=settings.connect_timeout)
-    CallTracker(ami, app[LIVE_STATE], app[CALL_RECORDS], CaseCallObserver(app[CASES]))
+    CallTracker(ami, app[LIVE_STATE], app[CALL_RECORDS], CaseCallObserver(app[CASES], app[CALL_END_HOOKS]))
     try:
         await ami.start()
     except AmiError as exc:
@@ -254,14 +301,15 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
 async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     """Prepare prompts, start the FastAGI server running the call flow, and the transcription retries."""
     settings = app[SETTINGS]
-    sets = load_prompt_sets(settings.prompts_file)
-    if settings.language not in sets:
-        raise HotlineStartError(f"language {settings.language!r} has no prompts in {settings.prompts_file}")
-    prompts = PromptLibrary(sets[settings.language], settings.prompts_dir, settings.prompts_override_dir)
+    flows = app[FLOWS]
+    flows.models.attach_default(app[ASR])
     try:
-        await prompts.prepare_all()
-    except PromptError as exc:
-        raise HotlineStartError(str(exc)) from None
+        live_flow = await flows.live.current()  # validates the live flow and synthesizes its prompts
+    except (FlowRejected, PromptError, OSError, LookupError) as exc:
+        raise HotlineStartError(f"IVR flow: {str(exc).splitlines()[0]}") from None
+    if settings.language not in live_flow.document.languages:
+        raise HotlineStartError(f"language {settings.language!r} is not one of the IVR flow's languages "
+                                f"({', '.join(live_flow.document.languages)})")
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     transcription = TranscriptionService(app[ASR], app[CASES], app[LIVE_STATE],
                                          grammar=settings.complaint_grammar or None)
@@ -272,12 +320,23 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
             menu_retries=settings.menu_retries,
             record_max_ms=settings.record_max_seconds * 1000,
             record_silence_s=settings.record_silence_seconds,
+            language=settings.language,
+            transfer_dial=settings.transfer_dial,
         ),
-        prompts=prompts, cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE],
-        transcription=transcription,
+        flows=flows.live, speech=flows.models.recognizer, surveys=flows.store,
+        cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], transcription=transcription,
     )
     server = FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout)
     server.add_route("ivr", flow.handle)
+    entry = QueueEntryRoute(PriorityPolicy(urgent_categories=frozenset(settings.urgent_categories)),
+                            app[CASES].has_open_case, app[LIVE_STATE],
+                            max_wait={q.name: q.max_wait_seconds for q in settings.queues})
+    server.add_route("queue-entry", entry.handle)
+    server.add_route("queue-timeout", QueueTimeoutRoute({q.name: q.on_max_wait for q in settings.queues},
+                                                        app[CALLBACKS], app[LIVE_STATE],
+                                                        {q.name: q.max_wait_seconds for q in settings.queues}).handle)
+    server.add_route("callback-request", CallbackRoute(app[CALLBACKS], app[LIVE_STATE],
+                                                       after_seconds=settings.callback_after_seconds).handle)
     try:
         await server.start()
     except AgiError as exc:
@@ -293,6 +352,115 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(retries, return_exceptions=True)
         await server.close()
         await flow.aclose()
+        flows.models.close()
+
+
+
+# ---------------------------------------------------------------------------------------------- queueing (issue 5)
+
+
+def _agent_provisioner(settings: Settings) -> PjsipAgentProvisioner:
+    config = AsteriskConfig.from_settings(settings)
+    return PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part", settings.sip_host)
+
+
+async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
+    settings = app[SETTINGS]
+    store = app[AGENT_STORE]
+    created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
+    if created:
+        log.info("agents created from the configuration (logged in): %s", ", ".join(created))
+    await _agent_provisioner(settings).apply(await store.list(), None)
+    yield
+
+
+async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Agents' queue membership via AMI, live queue/agent state in Redis, queue metrics; rebuilt on reconnect."""
+    settings = app[SETTINGS]
+    ami = app[AMI]
+    live = app[QUEUE_LIVE]
+    agents = AgentService(app[AGENT_STORE], ami, _agent_provisioner(settings), ami_error=AmiActionFailed)
+
+    async def known_agents() -> list[str]:
+        return [a.name for a in await app[AGENT_STORE].list()]
+
+    ami.on_connected(agents.sync)  # after a reconnect (or an Asterisk restart) members are re-applied from the DB
+    tracker = QueueEventTracker(ami, live, app[QUEUE_METRICS], app[LIVE_STATE], queues=[q.name for q in settings.queues],
+                                wrapup_seconds={q.name: float(q.wrapup_seconds) for q in settings.queues},
+                                known_agents=known_agents)  # registers its rebuild after agents.sync
+    try:
+        await agents.sync()
+        await tracker.rebuild()
+    except AmiError as exc:  # the supervisor reconnects and the on-connect handlers retry
+        log.warning("queueing: first sync with Asterisk failed: %s", exc)
+    app[QUEUE_TRACKER] = tracker
+    app[QUEUE_CONSOLE] = QueueConsole(agents, live, app[QUEUE_METRICS], [q.name for q in settings.queues])
+    callbacks = CallbackDispatcher(app[CALLBACKS], ami, live, app[LIVE_STATE],
+                                   dial_template=settings.callback_dial_template,
+                                   max_attempts=settings.callback_max_attempts,
+                                   retry_seconds=settings.callback_retry_seconds, ami_error=AmiError)
+    try:
+        await callbacks.recover()
+    except AmiError as exc:
+        log.warning("queueing: callback recovery failed (retried on reconnect): %s", exc)
+    tasks = [asyncio.create_task(tracker.watch_redis(), name="queue-state-redis-watch"),
+             asyncio.create_task(callbacks.run(), name="callback-dispatcher"),
+             asyncio.create_task(app[QUEUE_METRICS].run_flusher(), name="queue-metrics-flusher")]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await callbacks.aclose()
+        await tracker.aclose()
+        try:
+            await app[QUEUE_METRICS].flush()  # the last second of counts
+        except Exception as exc:  # the database is going away too; say what was not kept
+            log.warning("queue metrics: final flush failed: %s", exc)
+        await live.aclose()
+
+
+# ---------------------------------------------------------------------------------------------- ASR (issue 4)
+
+
+async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Serve the loaded model over the vosk-server websocket protocol on its own listener (port 0: off)."""
+    settings = app[SETTINGS]
+    if not settings.asr_ws_port:
+        yield
+        return
+    server = VoskWebsocketServer(app[ASR])
+    try:
+        await server.start(settings.asr_ws_host, settings.asr_ws_port)
+    except OSError as exc:
+        raise HotlineStartError(f"ASR websocket cannot listen on {settings.asr_ws_host}:{settings.asr_ws_port}: "
+                                f"{exc.strerror or exc}") from None
+    app[ASR_WS] = server
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the durable transcription worker; enqueue each ended call's MixMonitor recordings."""
+    settings = app[SETTINGS]
+    calls_dir = settings.recordings_dir / "calls"
+    calls_dir.mkdir(parents=True, exist_ok=True)
+    worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR], CaseTranscriptObserver(app[CASES]),
+                                 concurrency=settings.asr_job_workers)
+    intake = CallTranscriptIntake(app[TRANSCRIPT_JOB_STORE], worker, calls_dir)
+    app[TRANSCRIPTION_WORKER] = worker
+    app[CALL_END_HOOKS].append(intake.call_ended)
+    task = asyncio.create_task(worker.run(), name="transcription-worker")
+    try:
+        yield
+    finally:
+        app[CALL_END_HOOKS].remove(intake.call_ended)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,6 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("file", type=Path)
     tr.add_argument("--grammar", nargs="+", metavar="WORD", help="recognize only these words")
     tr.add_argument("--json", action="store_true")
+    bench = asr_sub.add_parser("bench", help="throughput, memory, keyword accuracy and latency tables")
+    _add_common(bench)
+    bench.add_argument("files", nargs="*", type=Path, help="WAV files to measure (default: synthesized speech)")
+
+    agents = sub.add_parser("agents", help="call-center agents: records, log-in and pause (through AMI)")
+    agents_sub = agents.add_subparsers(dest="agents_command", required=True)
+    for verb, helptext in (("list", "agents with their live state"), ("add", "create an agent and its SIP endpoint"),
+                           ("remove", "delete an agent"), ("login", "join the agent's queues"),
+                           ("pause", "pause in all queues"), ("resume", "end a pause"), ("logout", "leave all queues")):
+        cmd = agents_sub.add_parser(verb, help=helptext)
+        _add_common(cmd)
+        if verb == "list":
+            cmd.add_argument("--json", action="store_true")
+        else:
+            cmd.add_argument("name")
+        if verb == "add":
+            cmd.add_argument("--password", required=True, help="SIP (and console) password, 8+ characters")
+            cmd.add_argument("--queue", action="append", required=True, metavar="QUEUE[:PENALTY]",
+                             help="a queue the agent serves (repeat for more)")
+            cmd.add_argument("--display-name", default="")
+        if verb == "pause":
+            cmd.add_argument("--reason", required=True, help="break, training, case_work or meeting")
 
     call = sub.add_parser("call", help="place a demo call into the running hotline")
     _add_common(call)
@@ -84,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--audio", type=Path, help="a WAV file the caller plays")
     call.add_argument("--caller", default="01012345678", help="the caller's number")
     call.add_argument("--wait", type=float, default=90.0, help="seconds to wait for the case (0: do not wait)")
+
+    from ivr.flow_cli import add_flows_parser
+
+    add_flows_parser(sub, _add_common)
     return parser
 
 
@@ -103,12 +129,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cases":
         return asyncio.run(_cases_list(settings, args.json, args.limit))
     if args.command == "asr":
+        if args.asr_command == "bench":
+            return _asr_bench(args.files)
         from asr.cli import transcribe_command
 
         return transcribe_command(args.file, args.grammar, args.json, settings.vosk_model_path)
     if args.command == "call":
         return asyncio.run(_call(settings, args))
+    if args.command == "flows":
+        from ivr.flow_cli import flows_command
+
+        return flows_command(args, settings)
+    if args.command == "agents":
+        return asyncio.run(_agents(settings, args))
     return 2
+
+
+def _asr_bench(files: list[Path]) -> int:
+    """Run the ASR benchmark scripts (they print their tables with the bare-Vosk baseline beside)."""
+    import subprocess
+
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not bench_dir.is_dir():
+        print(f"error: benchmarks directory {bench_dir} is missing (installed without the source tree?)",
+              file=sys.stderr)
+        return 2
+    code = subprocess.call([sys.executable, str(bench_dir / "asr_throughput.py"), *map(str, files)])
+    return code or subprocess.call([sys.executable, str(bench_dir / "asr_latency.py")])
 
 
 def _db_upgrade(settings: Settings) -> int:
@@ -287,3 +334,74 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(case.to_dict(), ensure_ascii=False, indent=2))
     return 0
+
+
+async def _agents(settings: Settings, args: argparse.Namespace) -> int:
+    """`hotline agents ...`: the database is changed first, then Asterisk through AMI (the running bridge
+    re-applies the database on its next AMI connect if Asterisk cannot be reached now)."""
+    from agent_console import AccountStore
+    from cases import create_engine_from_url
+    from queueing import AgentError, AgentService, AgentStore, PjsipAgentProvisioner, QueueLiveState, connect_redis
+    from queueing import parse_skills
+    from sqlalchemy.exc import SQLAlchemyError
+    from telephony import AmiActionFailed, AmiClient, AmiError, AsteriskConfig
+
+    engine = create_engine_from_url(settings.database_url)
+    store = AgentStore(engine, [q.name for q in settings.queues])
+    config = AsteriskConfig.from_settings(settings)
+    provisioner = PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part",
+                                        settings.sip_host)
+    assert settings.ami_secret is not None
+    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
+                    connect_timeout=settings.connect_timeout)
+    verb = args.agents_command
+    try:
+        if verb == "list":
+            live = QueueLiveState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
+                                  settings.redis_key_prefix)
+            try:
+                states = {a["name"]: a for a in await live.agents()}
+            finally:
+                await live.aclose()
+            rows = [{**a.to_dict(), "state": (states.get(a.name) or {}).get("state") or "logged_out"}
+                    for a in await store.list()]
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=2))
+            for r in [] if args.json else rows:
+                skills = ",".join(f"{q}:{p}" for q, p in r["skills"].items())
+                print(f"{r['name']:<16} {r['state']:<12} {r['pause_reason'] or '':<10} {skills}")
+            return 0
+        try:
+            await ami.start()
+            service = AgentService(store, ami, provisioner, ami_error=AmiActionFailed)
+        except AmiError as exc:
+            print(f"warning: {exc}; the change is stored and applied when the hotline reconnects", file=sys.stderr)
+            service = AgentService(store, None, provisioner)
+        if verb == "add":
+            agent = await service.add(args.name, args.password, parse_skills(args.queue), args.display_name)
+            accounts = AccountStore(engine)
+            if await accounts.get(agent.name) is None:
+                await accounts.create(agent.name, args.password, "agent", display_name=agent.display_name,
+                                      sip_endpoint=agent.name)
+        elif verb == "remove":
+            await service.remove(args.name)
+            print(f"agent {args.name} removed")
+            return 0
+        elif verb == "pause":
+            agent = await service.pause(args.name, args.reason)
+        else:
+            agent = await getattr(service, verb)(args.name)
+        print(json.dumps(agent.to_dict(), ensure_ascii=False))
+        return 0
+    except (AgentError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AmiError as exc:
+        print(f"error: Asterisk refused the change: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"error: database: {str(exc).splitlines()[0]} (run `hotline db upgrade`?)", file=sys.stderr)
+        return 1
+    finally:
+        await ami.close()
+        await engine.dispose()

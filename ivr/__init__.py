@@ -1,7 +1,13 @@
-"""The IVR: the call flow each citizen's call walks, its prompts and the transcription of descriptions."""
-from .call_flow import HotlineCallFlow, IvrOptions, MenuChoice
+"""The IVR: admin-configured call flows (model, validator, versions, engine), prompts and transcription."""
+from .call_flow import HotlineCallFlow, IvrOptions
+from .flow_model import NODE_KINDS, FlowDocument, parse_flow
+from .flow_prompts import FixedPrompts, FlowPrompts
+from .flow_source import FileFlowSource, FlowRejected, LiveFlowSource, LoadedFlow, compile_flow
+from .flow_validator import FlowIssue, FlowReport, FlowValidator
 from .prompts import PromptError, PromptLibrary, PromptSet, load_prompt_sets
 from .transcription import TranscriptionService
 
-__all__ = ["HotlineCallFlow", "IvrOptions", "MenuChoice", "PromptError", "PromptLibrary", "PromptSet",
-           "TranscriptionService", "load_prompt_sets"]
+__all__ = ["NODE_KINDS", "FileFlowSource", "FixedPrompts", "FlowDocument", "FlowIssue", "FlowPrompts",
+           "FlowRejected", "FlowReport", "FlowValidator", "HotlineCallFlow", "IvrOptions", "LiveFlowSource",
+           "LoadedFlow", "PromptError", "PromptLibrary", "PromptSet", "TranscriptionService", "compile_flow",
+           "load_prompt_sets", "parse_flow"]

@@ -1,35 +1,51 @@
-"""The 12345 call flow run on each FastAGI call: welcome, DTMF menu, recorded description, case, queue."""
+"""The flow engine: runs each FastAGI call through the flow version live when it started, node by node."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cases import CaseStatus, NewCase, TranscriptStatus
 from telephony import AgiHangup, AgiSession
 
-from .prompts import PromptLibrary
+from .flow_model import (
+    WEEKDAYS,
+    AnnounceCaseNode,
+    CallbackNode,
+    CaseStatusNode,
+    GotoNode,
+    HangupNode,
+    HoursNode,
+    LanguageNode,
+    MenuNode,
+    PlayNode,
+    QueueNode,
+    RecordNode,
+    SetNode,
+    SurveyNode,
+    TransferNode,
+)
+from .flow_prompts import FixedPrompts
+from .flow_source import FileFlowSource, LoadedFlow
+from .flow_validator import FlowValidator
 from .transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class MenuChoice:
-    """What one DTMF key of the main menu leads to."""
-
-    category: str
-    queue: str
-    priority: int = 0
-    record: bool = False
+ALL_KEYS = "0123456789*#"
+MAX_STEPS = 1000  # validated flows cannot loop forever; this guards a call against a bug all the same
+DEFAULT_FLOW_FILE = Path(__file__).resolve().parent.parent / "config" / "ivr" / "default.yaml"
 
 
 @dataclass(frozen=True)
 class IvrOptions:
-    """Timing and routing of the call flow (from Settings)."""
+    """Timing defaults of the flow engine (from Settings); a node's own values win."""
 
     recordings_dir: Path
     menu_timeout_ms: int = 6000
@@ -37,27 +53,66 @@ class IvrOptions:
     record_max_ms: int = 60000
     record_silence_s: int = 3
     transcript_wait_s: float = 30.0
-    choices: dict[str, MenuChoice] = field(default_factory=lambda: {
-        "1": MenuChoice("complaint", "complaints", priority=1, record=True),
-        "2": MenuChoice("inquiry", "inquiries"),
-        "0": MenuChoice("operator", "operator"),
-    })
-    fallback: str = "0"  # where callers go after silence or invalid keys: a person
+    speech_silence_s: int = 2  # a spoken menu answer ends after this much silence
+    flow_file: Path = DEFAULT_FLOW_FILE
+    language: str | None = None  # the language calls start in (None: the flow's default_language)
+    transfer_dial: str | None = None  # Dial() target of transfer nodes ("{number}" replaced); None: no route
+
+
+@dataclass
+class CallContext:
+    """Everything one call carries through the flow."""
+
+    agi: Any
+    linkedid: str
+    caller: str
+    case_number: str
+    flow: LoadedFlow
+    language: str
+    path: list[str] = field(default_factory=list)
+    category: str | None = None
+    priority: int = 0
+    recording: Path | None = None
+    transcribing: asyncio.Task[str | None] | None = None
+
+    def prompt(self, ref: str) -> str:
+        """Playable path of a prompt in the caller's language."""
+        return self.flow.prompts.path(ref, self.language)
 
 
 class HotlineCallFlow:
-    """Runs one call through the IVR; every step is mirrored to live state, the case and the call record."""
+    """Runs one call through the live flow; every step is mirrored to live state, the case and the call record.
 
-    def __init__(self, *, options: IvrOptions, prompts: PromptLibrary, cases: Any, records: Any, live: Any,
-                 transcription: TranscriptionService) -> None:
+    flows: where each call gets its flow (LiveFlowSource in the hotline); default: the shipped YAML file with
+    the given prompt library. speech: language → recognizer (transcribe_file with a grammar) or None for DTMF.
+    """
+
+    def __init__(self, *, options: IvrOptions, cases: Any, records: Any, live: Any,
+                 transcription: TranscriptionService, prompts: Any = None, flows: Any = None,
+                 speech: Callable[[str, str | None], Any] | None = None, surveys: Any = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self._o = options
-        self._prompts = prompts
         self._cases = cases
         self._records = records
         self._live = live
         self._transcription = transcription
+        if flows is None:
+            if prompts is None:
+                raise ValueError("HotlineCallFlow needs flows or a prompt library")
+            flows = FileFlowSource(options.flow_file, FlowValidator(base_dir=options.flow_file.parent),
+                                   lambda _doc: FixedPrompts(prompts, options.flow_file.parent))
+        self._flows = flows
+        self._speech = speech
+        self._surveys = surveys
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.calls_handled = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._runners: dict[type, Callable[[CallContext, Any], Any]] = {
+            PlayNode: self._play, MenuNode: self._menu, RecordNode: self._record_node,
+            AnnounceCaseNode: self._announce_case, CaseStatusNode: self._case_status, HoursNode: self._hours,
+            LanguageNode: self._language, SetNode: self._set, QueueNode: self._queue, TransferNode: self._transfer,
+            CallbackNode: self._callback, SurveyNode: self._survey, GotoNode: self._goto, HangupNode: self._hangup,
+        }
 
     async def aclose(self) -> None:
         """Cancel and await transcriptions still running past their call (their cases stay 'pending')."""
@@ -66,106 +121,303 @@ class HotlineCallFlow:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     async def handle(self, agi: AgiSession) -> None:
-        """FastAGI route handler for agi://.../ivr."""
+        """FastAGI route handler for agi://.../ivr (each connection is its own task in FastAgiServer)."""
         self.calls_handled += 1
+        flow: LoadedFlow = await self._flows.current()  # this call runs this version to its end
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         caller = agi.caller_number or "anonymous"
         case = await self._cases.create(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
                                                 menu_path=[]))
-        case_number = case.case_number
+        ctx = CallContext(agi=agi, linkedid=linkedid, caller=caller, case_number=case.case_number, flow=flow,
+                          language=self._o.language if self._o.language in flow.document.languages
+                          else flow.document.default_language)
         started = datetime.now(UTC)
         await self._live.start_call(linkedid, caller_number=caller, channel=agi.channel,
-                                    channel_uniqueid=agi.uniqueid, case_number=case_number, category=None,
-                                    transcript=None, language=self._prompts.language)
-        await self._records.upsert(linkedid, caller_number=caller, case_number=case_number, ivr_path=[],
+                                    channel_uniqueid=agi.uniqueid, case_number=ctx.case_number, category=None,
+                                    transcript=None, language=ctx.language)
+        await self._records.upsert(linkedid, caller_number=caller, case_number=ctx.case_number, ivr_path=[],
                                    started_at=started, outcome="in_ivr")
-        log.info("call %s from %s: case %s", linkedid, caller, case_number)
-        path: list[str] = []
-        recording: Path | None = None
+        log.info("call %s from %s: case %s, flow %s v%d", linkedid, caller, ctx.case_number, flow.name,
+                 flow.version)
         try:
-            key = await agi.stream_file(self._prompts.path("welcome"), "".join(self._o.choices))
-            choice_key = key or await self._menu(agi, linkedid, path)
-            if key:
-                await self._step(linkedid, path, key)
-            choice = self._o.choices[choice_key]
-            await self._cases.update(case_number, category=choice.category, priority=choice.priority, menu_path=path)
-            await self._live.update(linkedid, category=choice.category)
-            transcribing: asyncio.Task[str | None] | None = None
-            if choice.record:
-                recording = await self._record(agi, case_number, linkedid, path)
-                if recording is not None:
-                    transcribing = asyncio.create_task(
-                        self._transcription.transcribe_case(case_number, recording, linkedid),
-                        name=f"transcribe-{case_number}")
-            try:
-                await agi.stream_file(self._prompts.path("case_number"))
-                await agi.say_digits(case_number)
-            finally:
-                if transcribing is not None:
-                    await self._await_transcript(transcribing, case_number)
-            await agi.set_variable("HOTLINE_CASE", case_number)
-            await agi.set_variable("HOTLINE_PRIORITY", str(choice.priority))
-            await agi.set_variable("HOTLINE_QUEUE", choice.queue)
-            await agi.stream_file(self._prompts.path("to_agent"))
-            await self._records.upsert(linkedid, ivr_path=path)
-        except AgiHangup:
-            log.info("call %s: caller hung up in the IVR after %s", linkedid, path or "the welcome")
-            await self._cases.update(case_number, status=CaseStatus.ABANDONED_IN_IVR, menu_path=path)
-            await self._records.upsert(linkedid, ivr_path=path, outcome="abandoned_in_ivr")
-            await self._keep_partial_recording(case_number, linkedid, recording)
-
-    async def _step(self, linkedid: str, path: list[str], step: str) -> None:
-        path.append(step)
-        await self._live.update(linkedid, ivr_path=path)
-
-    async def _menu(self, agi: AgiSession, linkedid: str, path: list[str]) -> str:
-        for _attempt in range(self._o.menu_retries + 1):
-            digits, _ = await agi.get_data(self._prompts.path("menu"), self._o.menu_timeout_ms, 1)
-            if digits in self._o.choices:
-                await self._step(linkedid, path, digits)
-                return digits
-            if digits:
-                await self._step(linkedid, path, f"invalid:{digits}")
-                await agi.stream_file(self._prompts.path("invalid"))
+            node_name: str | None = flow.document.start
+            for _ in range(MAX_STEPS):
+                if node_name is None:
+                    break
+                node = flow.document.nodes[node_name]
+                node_name = await self._runners[type(node)](ctx, node)
             else:
-                await self._step(linkedid, path, "no-input")
-                await agi.stream_file(self._prompts.path("no_input"))
-        # Silence or wrong keys every time: a person takes over rather than hanging up on the citizen.
-        await self._step(linkedid, path, f"fallback:{self._o.fallback}")
-        return self._o.fallback
-
-    async def _record(self, agi: AgiSession, case_number: str, linkedid: str, path: list[str]) -> Path | None:
-        await agi.stream_file(self._prompts.path("describe"))
-        base = self._o.recordings_dir / case_number
-        wav = base.with_suffix(".wav")
-        await self._cases.update(case_number, recording_path=str(wav), transcript_status=TranscriptStatus.PENDING)
-        await self._live.update(linkedid, transcript_status=TranscriptStatus.PENDING.value)
-        try:
-            await agi.record_file(str(base), "wav", "#", self._o.record_max_ms, self._o.record_silence_s, beep=True)
+                log.error("call %s: flow %s v%d ran %d steps without ending; handing over", linkedid, flow.name,
+                          flow.version, MAX_STEPS)
+            await self._settle_transcript(ctx)
         except AgiHangup:
-            raise
-        finally:
-            await self._step(linkedid, path, "recorded")
-        if not wav.exists():
-            log.warning("case %s: Asterisk wrote no recording at %s", case_number, wav)
-            await self._cases.update(case_number, transcript_status=TranscriptStatus.FAILED, recording_path=None,
-                                     notes="no recording was made")
-            return None
-        return wav
+            log.info("call %s: caller hung up in the IVR after %s", linkedid, ctx.path or "the welcome")
+            await self._settle_transcript(ctx)
+            await self._cases.update(ctx.case_number, status=CaseStatus.ABANDONED_IN_IVR, menu_path=ctx.path)
+            await self._records.upsert(linkedid, ivr_path=ctx.path, outcome="abandoned_in_ivr")
+            await self._keep_partial_recording(ctx)
 
-    async def _await_transcript(self, task: asyncio.Task[str | None], case_number: str) -> None:
+    # -- helpers ------------------------------------------------------------------------------------
+    async def _step(self, ctx: CallContext, step: str) -> None:
+        ctx.path.append(step)
+        await self._live.update(ctx.linkedid, ivr_path=ctx.path)
+
+    async def _settle_transcript(self, ctx: CallContext) -> None:
+        task, ctx.transcribing = ctx.transcribing, None
+        if task is None:
+            return
         try:
             await asyncio.wait_for(asyncio.shield(task), self._o.transcript_wait_s)
         except TimeoutError:
             # The caller goes on to the queue; the transcript lands on the case when it is done.
-            log.warning("case %s: transcript not ready within %.0f s; queueing anyway", case_number,
+            log.warning("case %s: transcript not ready within %.0f s; going on", ctx.case_number,
                         self._o.transcript_wait_s)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _keep_partial_recording(self, case_number: str, linkedid: str, recording: Path | None) -> None:
-        wav = recording or self._o.recordings_dir / f"{case_number}.wav"
+    async def _keep_partial_recording(self, ctx: CallContext) -> None:
+        if ctx.recording is not None:
+            return  # recorded to the end: its transcription already ran
+        wav = self._o.recordings_dir / f"{ctx.case_number}.wav"
         if wav.exists() and wav.stat().st_size > 44:
             # The caller described the problem, then hung up: the description still becomes the case's.
-            await self._cases.update(case_number, recording_path=str(wav), transcript_status=TranscriptStatus.PENDING)
-            await self._transcription.transcribe_case(case_number, wav, linkedid)
+            await self._cases.update(ctx.case_number, recording_path=str(wav),
+                                     transcript_status=TranscriptStatus.PENDING)
+            await self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid)
+
+    async def _key_press(self, ctx: CallContext, prompt: str, timeout_s: float, max_digits: int = 1) -> str:
+        digits, _ = await ctx.agi.get_data(ctx.prompt(prompt), int(timeout_s * 1000), max_digits)
+        return digits
+
+    # -- node runners: each returns the next node's name, or None when the IVR part of the call ends ---
+    async def _play(self, ctx: CallContext, node: PlayNode) -> str | None:
+        menu = ctx.flow.document.nodes.get(node.barge_in) if node.barge_in else None
+        keys = "".join(o.key for o in menu.options) if isinstance(menu, MenuNode) else ""
+        key = await ctx.agi.stream_file(ctx.prompt(node.prompt), keys)
+        if key and isinstance(menu, MenuNode) and (option := menu.option(key)) is not None:
+            await self._step(ctx, key)
+            return option.next
+        return node.next
+
+    async def _menu(self, ctx: CallContext, node: MenuNode) -> str | None:
+        retries = self._o.menu_retries if node.retries is None else node.retries
+        timeout_ms = self._o.menu_timeout_ms if node.timeout_seconds is None else int(node.timeout_seconds * 1000)
+        recognizer = self._recognizer(ctx, node)
+        for attempt in range(retries + 1):
+            if recognizer is not None:
+                digits, word = await self._speech_attempt(ctx, node, recognizer, timeout_ms, attempt)
+            else:
+                digits, _ = await ctx.agi.get_data(ctx.prompt(node.prompt), timeout_ms, 1)
+                word = ""
+            option = node.option(digits) if digits else self._option_for_word(ctx, node, word)
+            if option is not None:
+                await self._step(ctx, f"speech:{word}:{option.key}" if word else digits)
+                return option.next
+            if digits:
+                await self._step(ctx, f"invalid:{digits}")
+                if node.invalid_prompt:
+                    await ctx.agi.stream_file(ctx.prompt(node.invalid_prompt))
+            else:
+                await self._step(ctx, "no-input")
+                if node.no_input_prompt:
+                    await ctx.agi.stream_file(ctx.prompt(node.no_input_prompt))
+        if node.fallback is not None:
+            # Silence or wrong keys every time: the flow's fallback (a person, in the default flow).
+            await self._step(ctx, f"fallback:{node.fallback}")
+            option = node.option(node.fallback)
+            assert option is not None
+            return option.next
+        await self._step(ctx, "failure")
+        return node.on_failure
+
+    def _recognizer(self, ctx: CallContext, node: MenuNode) -> Any:
+        if not node.speech or self._speech is None:
+            return None
+        if not any(o.keywords.get(ctx.language) for o in node.options):
+            return None
+        spec = ctx.flow.document.languages.get(ctx.language)
+        return self._speech(ctx.language, spec.asr_model if spec else None)  # None: no model, DTMF only
+
+    @staticmethod
+    def _option_for_word(ctx: CallContext, node: MenuNode, word: str) -> Any:
+        if not word:
+            return None
+        return next((o for o in node.options if word in o.keywords.get(ctx.language, [])), None)
+
+    async def _speech_attempt(self, ctx: CallContext, node: MenuNode, recognizer: Any, timeout_ms: int,
+                              attempt: int) -> tuple[str, str]:
+        """Play the prompt, then listen: a key press ends it at once; otherwise the answer is recognized
+        with Vosk restricted to this menu's keywords. Returns (digit, "") or ("", keyword) or ("", "")."""
+        key = await ctx.agi.stream_file(ctx.prompt(node.prompt), ALL_KEYS)
+        if key:
+            return key, ""
+        listen_dir = self._o.recordings_dir / "menu-speech"
+        listen_dir.mkdir(parents=True, exist_ok=True)
+        base = listen_dir / f"{ctx.case_number}-{attempt}-{uuid.uuid4().hex[:6]}"
+        wav = base.with_suffix(".wav")
+        try:
+            result = await ctx.agi.record_file(str(base), "wav", ALL_KEYS, timeout_ms, self._o.speech_silence_s,
+                                               beep=False)
+            if result is not None and "dtmf" in (result.data or "") and result.value > 0:
+                return chr(result.value), ""
+            if not wav.exists() or wav.stat().st_size <= 44 + 1600:  # under 0.1 s of audio: nothing said
+                return "", ""
+            grammar = [w for o in node.options for w in o.keywords.get(ctx.language, [])]
+            try:
+                transcript = await recognizer.transcribe_file(wav, grammar=grammar, timeout=10.0)
+            except Exception as exc:  # recognition trouble is "no answer": the caller can still press a key
+                log.warning("call %s: speech menu %s: %s", ctx.linkedid, node.prompt, str(exc).splitlines()[0])
+                return "", ""
+            return "", (transcript.text or "").strip()
+        finally:
+            wav.unlink(missing_ok=True)
+
+    async def _record_node(self, ctx: CallContext, node: RecordNode) -> str | None:
+        await ctx.agi.stream_file(ctx.prompt(node.prompt))
+        base = self._o.recordings_dir / ctx.case_number
+        wav = base.with_suffix(".wav")
+        await self._cases.update(ctx.case_number, recording_path=str(wav), transcript_status=TranscriptStatus.PENDING)
+        await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.PENDING.value)
+        max_ms = self._o.record_max_ms if node.max_seconds is None else node.max_seconds * 1000
+        silence = self._o.record_silence_s if node.silence_seconds is None else node.silence_seconds
+        try:
+            await ctx.agi.record_file(str(base), "wav", "#", max_ms, silence, beep=True)
+        finally:
+            await self._step(ctx, "recorded")
+        if not wav.exists():
+            log.warning("case %s: Asterisk wrote no recording at %s", ctx.case_number, wav)
+            await self._cases.update(ctx.case_number, transcript_status=TranscriptStatus.FAILED, recording_path=None,
+                                     notes="no recording was made")
+            return node.next
+        ctx.recording = wav
+        if node.transcribe:
+            ctx.transcribing = asyncio.create_task(
+                self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid),
+                name=f"transcribe-{ctx.case_number}")
+        return node.next
+
+    async def _announce_case(self, ctx: CallContext, node: AnnounceCaseNode) -> str | None:
+        try:
+            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+            await ctx.agi.say_digits(ctx.case_number)
+        finally:
+            await self._settle_transcript(ctx)
+        return node.next
+
+    async def _case_status(self, ctx: CallContext, node: CaseStatusNode) -> str | None:
+        digits = await self._key_press(ctx, node.prompt, node.timeout_seconds, node.max_digits)
+        prompt = node.not_found_prompt
+        if digits:
+            try:
+                case = await self._cases.get(digits)
+            except Exception as exc:  # CaseNotFound or a malformed number: the caller hears "not found"
+                log.info("call %s: case status lookup %s: %s", ctx.linkedid, digits, str(exc).splitlines()[0])
+                case = None
+            if case is not None:
+                status = str(getattr(case.status, "value", case.status))
+                prompt = node.status_prompts.get(status, node.status_prompts.get("other", node.not_found_prompt))
+        await self._step(ctx, f"status:{digits or '-'}")
+        await ctx.agi.stream_file(ctx.prompt(prompt))
+        if digits and prompt != node.not_found_prompt:
+            await ctx.agi.say_digits(digits)
+        return node.next
+
+    async def _hours(self, ctx: CallContext, node: HoursNode) -> str | None:
+        now = self._clock().astimezone(ZoneInfo(node.timezone))
+        is_open = False
+        if now.date() not in node.holidays:
+            for spec in node.weekly.get(WEEKDAYS[now.weekday()], []):
+                start, end = spec.split("-")
+                begin = time.fromisoformat(start)
+                finish = time(23, 59, 59, 999999) if end == "24:00" else time.fromisoformat(end)
+                if begin <= now.time().replace(tzinfo=None) < finish:
+                    is_open = True
+        await self._step(ctx, "open" if is_open else "closed")
+        return node.open if is_open else node.closed
+
+    async def _language(self, ctx: CallContext, node: LanguageNode) -> str | None:
+        digits = await self._key_press(ctx, node.prompt, node.timeout_seconds)
+        language = node.options.get(digits)
+        if language is not None:
+            ctx.language = language
+            await self._live.update(ctx.linkedid, language=language)
+        await self._step(ctx, f"language:{ctx.language}")
+        return node.next
+
+    async def _set(self, ctx: CallContext, node: SetNode) -> str | None:
+        fields: dict[str, Any] = {"menu_path": ctx.path}
+        if node.category is not None:
+            ctx.category = node.category
+            fields["category"] = node.category
+        if node.priority is not None:
+            ctx.priority = node.priority
+            fields["priority"] = node.priority
+        await self._cases.update(ctx.case_number, **fields)
+        if node.category is not None:
+            await self._live.update(ctx.linkedid, category=node.category)
+        return node.next
+
+    async def _queue(self, ctx: CallContext, node: QueueNode) -> str | None:
+        await self._settle_transcript(ctx)
+        priority = ctx.priority if node.priority is None else node.priority
+        await ctx.agi.set_variable("HOTLINE_CASE", ctx.case_number)
+        await ctx.agi.set_variable("HOTLINE_PRIORITY", str(priority))
+        await ctx.agi.set_variable("HOTLINE_QUEUE", node.queue)
+        if node.max_wait_seconds is not None:
+            await ctx.agi.set_variable("HOTLINE_QUEUE_MAXWAIT", str(node.max_wait_seconds))
+        if node.prompt:
+            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+        await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
+        return None
+
+    async def _transfer(self, ctx: CallContext, node: TransferNode) -> str | None:
+        await self._settle_transcript(ctx)
+        await ctx.agi.set_variable("HOTLINE_CASE", ctx.case_number)
+        await ctx.agi.set_variable("HOTLINE_TRANSFER", node.number)
+        if self._o.transfer_dial:
+            await ctx.agi.set_variable("HOTLINE_TRANSFER_DIAL", self._o.transfer_dial.replace("{number}", node.number))
+        else:
+            log.warning("call %s: transfer to %s but no transfer_dial route is configured; the call ends",
+                        ctx.linkedid, node.number)
+        if node.prompt:
+            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+        await self._step(ctx, f"transfer:{node.number}")
+        await self._cases.update(ctx.case_number, menu_path=ctx.path)
+        await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
+        return None
+
+    async def _callback(self, ctx: CallContext, node: CallbackNode) -> str | None:
+        digits = await self._key_press(ctx, node.prompt, node.timeout_seconds)
+        if digits == node.accept_key:
+            await self._step(ctx, "callback:yes")
+            await self._cases.update(ctx.case_number, menu_path=ctx.path,
+                                     notes=f"callback requested to {ctx.caller}")
+            if node.accepted_prompt:
+                await ctx.agi.stream_file(ctx.prompt(node.accepted_prompt))
+            return node.accepted
+        await self._step(ctx, "callback:no")
+        return node.declined
+
+    async def _survey(self, ctx: CallContext, node: SurveyNode) -> str | None:
+        digits = await self._key_press(ctx, node.prompt, node.timeout_seconds)
+        if digits in ("1", "2", "3", "4", "5"):
+            await self._step(ctx, f"survey:{digits}")
+            if self._surveys is not None:
+                await self._surveys.record_survey(ctx.case_number, int(digits), ctx.flow.name, ctx.flow.version)
+            if node.thanks_prompt:
+                await ctx.agi.stream_file(ctx.prompt(node.thanks_prompt))
+        else:
+            await self._step(ctx, "survey:none")
+        return node.next
+
+    async def _goto(self, ctx: CallContext, node: GotoNode) -> str | None:
+        return node.next
+
+    async def _hangup(self, ctx: CallContext, node: HangupNode) -> str | None:
+        await self._settle_transcript(ctx)
+        if node.prompt:
+            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+        await self._step(ctx, "hangup")
+        await self._cases.update(ctx.case_number, menu_path=ctx.path)
+        await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
+        return None  # no HOTLINE_QUEUE: the dialplan hangs up

@@ -12,13 +12,19 @@ from sqlalchemy.types import TypeDecorator
 from agent_console import metadata as accounts_metadata
 from cases import create_engine_from_url
 from cases import metadata as cases_metadata
+from queueing.queue_tables import metadata as queueing_metadata
 from queueing.records import metadata as call_records_metadata
+from ivr.flow_store import metadata as ivr_flows_metadata
+from transcripts import metadata as transcription_jobs_metadata
 
 # Every table the migrations manage: add the metadata of each new domain here (and nowhere else).
 TARGET_METADATA: list[MetaData] = [
     cases_metadata,
     call_records_metadata,
     accounts_metadata,
+    queueing_metadata,
+    ivr_flows_metadata,
+    transcription_jobs_metadata,
 ]
 
 # Any number works as long as it is fixed: concurrent `upgrade`s on one PostgreSQL database queue on it.

@@ -74,6 +74,7 @@ class QueueConf:
     timeout_seconds: int = 15
     wrapup_seconds: int = 5
     max_wait_seconds: int = 600
+    announce_frequency_seconds: int = 0
 
 
 def _agent(item: Any) -> AgentSpec:
@@ -97,6 +98,7 @@ def _queue(item: Any) -> QueueConf:
         timeout_seconds=int(item.timeout_seconds),
         wrapup_seconds=int(item.wrapup_seconds),
         max_wait_seconds=int(item.max_wait_seconds),
+        announce_frequency_seconds=int(getattr(item, "announce_frequency_seconds", 0)),
     )
 
 
@@ -312,6 +314,7 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         ),
         agi_host=cfg.agi_host,
         agi_port=str(cfg.agi_port),
+        call_recordings_dir=str(cfg.recordings_dir / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
     )
     agent_tpl = _template(cfg, "pjsip_agent.conf.part")
@@ -335,6 +338,7 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
                     "timeout_seconds": str(q.timeout_seconds),
                     "wrapup_seconds": str(q.wrapup_seconds),
                     "max_wait_seconds": str(q.max_wait_seconds),
+                    "announce_frequency_seconds": str(q.announce_frequency_seconds),
                     "members": members,
                 },
             )

@@ -113,13 +113,22 @@ async def test_complaint_spoken_transcribed_queued_and_answered(hotline: Hotline
         await pubsub.subscribe(f"{probe.prefix}:events")
         call_task = asyncio.create_task(call.run())
         states: dict[str, list[str]] = {}
-        while not call_task.done():
+
+        async def read_one() -> None:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
             if message is not None:
                 event = json.loads(message["data"])
                 state = event["fields"].get("state")
                 if state:
                     states.setdefault(event["linkedid"], []).append(state)
+
+        while not call_task.done():
+            await read_one()
+        # The citizen's SIPp ends on Asterisk's BYE; the Hangup event may still be on its way to Redis.
+        deadline = asyncio.get_running_loop().time() + 15
+        while asyncio.get_running_loop().time() < deadline and not any(
+                seen and seen[-1] == "ended" for seen in states.values()):
+            await read_one()
         await pubsub.aclose()
         result = call_task.result()
         assert result.answered and result.ok, result.describe()

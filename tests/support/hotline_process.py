@@ -27,6 +27,7 @@ class HotlineUnderTest:
             "HOTLINE_AMI_PORT": str(base_port + 38),
             "HOTLINE_AGI_PORT": str(base_port + 73),
             "HOTLINE_HTTP_PORT": str(base_port + 80),
+            "HOTLINE_ASR_WS_PORT": str(base_port + 27),
             "HOTLINE_RTP_PORT_START": str(base_port + 1000),
             "HOTLINE_RTP_PORT_END": str(base_port + 1999),
             "DATABASE_URL": f"sqlite+aiosqlite:///{run_dir / 'hotline.db'}",
@@ -65,11 +66,11 @@ class HotlineUnderTest:
         env.update(self.env)
         return env
 
-    async def start(self, timeout: float = 120.0) -> None:
-        """Start `hotline run` and wait until /healthz says ok."""
-        if self.run_dir.exists():
+    async def start(self, timeout: float = 120.0, *, keep_run_dir: bool = False) -> None:
+        """Start `hotline run` and wait until /healthz says ok (keep_run_dir: restart on what is there)."""
+        if self.run_dir.exists() and not keep_run_dir:
             shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,

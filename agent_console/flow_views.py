@@ -1,0 +1,162 @@
+"""Admin routes for IVR flows: list, get, validate, publish, roll back, audit, and the flow editor page.
+
+Roles are declared in app.ROUTES (admin only). The views go through the flow admin service (ivr.FlowAdmin)
+set on the app under FLOW_ADMIN by the composition root.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from html import escape
+from typing import Any, Final
+
+from aiohttp import web
+
+from .flow_diagram import render_flow_svg
+from .security import csrf_token, current_account, json_error
+from .views import TEMPLATES
+
+log = logging.getLogger(__name__)
+
+FLOW_ADMIN: Final = web.AppKey("console_flow_admin", object)
+MAX_FLOW_BYTES = 60_000
+
+
+def _admin(request: web.Request) -> Any:
+    admin = request.app.get(FLOW_ADMIN)
+    if admin is None:
+        raise web.HTTPServiceUnavailable(reason="flows are not available in this console")
+    return admin
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.json_response(payload, status=status, dumps=lambda v: json.dumps(v, default=str, ensure_ascii=False))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="the body must be JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return data
+
+
+def _yaml_of(data: dict[str, Any]) -> str:
+    text = data.get("yaml")
+    if not isinstance(text, str) or not text.strip():
+        raise web.HTTPBadRequest(reason="'yaml' (the flow document text) is required")
+    if len(text.encode()) > MAX_FLOW_BYTES:
+        raise web.HTTPBadRequest(reason=f"the flow is larger than {MAX_FLOW_BYTES} bytes")
+    return text
+
+
+def _report_payload(report: Any) -> dict[str, Any]:
+    payload = report.to_dict()
+    if report.document is not None:
+        payload["diagram_svg"] = render_flow_svg(report.document, {e.node for e in report.errors if e.node})
+        payload["name"] = report.document.name
+    else:
+        payload["diagram_svg"] = ""
+    return payload
+
+
+async def flows_page(request: web.Request) -> web.Response:
+    """The flow editor: YAML on the left, validation and the diagram on the right, publish and history."""
+    account = current_account(request)
+    admin = _admin(request)
+    live = await admin.get(admin.live_name)
+    html = request.app[TEMPLATES]["flows"].substitute(
+        csrf=escape(await csrf_token(request)),
+        css_url=escape(str(request.app.router["static"].url_for(filename="console.css"))),
+        flows_css_url=escape(str(request.app.router["static"].url_for(filename="flows.css"))),
+        js_url=escape(str(request.app.router["static"].url_for(filename="flows.js"))),
+        username=escape(account.username),
+        flow_name=escape(live["flow_name"]),
+        live_version=escape(str(live["version"])),
+        yaml_text=escape(live["text"]),
+    )
+    return web.Response(text=html, content_type="text/html")
+
+
+async def api_flows(request: web.Request) -> web.Response:
+    """GET /api/flows: every flow with its live version."""
+    admin = _admin(request)
+    return _json({"live_flow": admin.live_name, "flows": await admin.list_flows()})
+
+
+async def api_flow(request: web.Request) -> web.Response:
+    """GET /api/flows/{name}[?version=N]: a version's YAML (the live one by default)."""
+    admin = _admin(request)
+    raw = request.query.get("version")
+    try:
+        version = int(raw) if raw is not None else None
+    except ValueError:
+        return json_error(400, f"version {raw!r} is not a number")
+    try:
+        return _json(await admin.get(request.match_info["name"], version))
+    except LookupError as exc:
+        return json_error(404, str(exc))
+
+
+async def api_flow_versions(request: web.Request) -> web.Response:
+    """GET /api/flows/{name}/versions: newest first, without texts."""
+    versions = await _admin(request).versions(request.match_info["name"])
+    return _json({"versions": [v.to_dict(with_text=False) for v in versions]})
+
+
+async def api_flow_audit(request: web.Request) -> web.Response:
+    """GET /api/flows/audit: who published what, when, from which version."""
+    entries = await _admin(request).audit(limit=200)
+    return _json({"audit": [e.to_dict() for e in entries]})
+
+
+async def api_flow_validate(request: web.Request) -> web.Response:
+    """POST /api/flows/validate {"yaml": …}: errors and warnings (each naming its node) and the diagram."""
+    text = _yaml_of(await _body(request))
+    report = await _admin(request).validate(text)
+    return _json(_report_payload(report))
+
+
+async def api_flow_publish(request: web.Request) -> web.Response:
+    """POST /api/flows/publish {"yaml": …, "comment": …}: a new immutable version, live from the next call."""
+    from ivr import FlowRejected, PromptError
+
+    data = await _body(request)
+    text = _yaml_of(data)
+    comment = str(data.get("comment") or "")[:500]
+    actor = current_account(request).username
+    try:
+        version = await _admin(request).publish(text, actor, comment)
+    except FlowRejected as exc:
+        payload = _report_payload(exc.report)
+        payload["error"] = str(exc)
+        return _json(payload, status=422)
+    except PromptError as exc:
+        return json_error(422, str(exc))
+    log.info("flow %s version %d published by %s", version.flow_name, version.version, actor)
+    return _json({"ok": True, **version.to_dict(with_text=False)}, status=201)
+
+
+async def api_flow_rollback(request: web.Request) -> web.Response:
+    """POST /api/flows/{name}/rollback {"version": N}: re-publish version N as a new version."""
+    from ivr import FlowRejected, PromptError
+
+    data = await _body(request)
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return json_error(400, "'version' must be a published version number (1 or more)")
+    actor = current_account(request).username
+    try:
+        new = await _admin(request).rollback(request.match_info["name"], version, actor)
+    except LookupError as exc:
+        return json_error(404, str(exc))
+    except FlowRejected as exc:
+        payload = _report_payload(exc.report)
+        payload["error"] = f"version {version} no longer validates: {exc}"
+        return _json(payload, status=422)
+    except PromptError as exc:
+        return json_error(422, str(exc))
+    log.info("flow %s rolled back to version %d (now version %d) by %s", new.flow_name, version, new.version, actor)
+    return _json({"ok": True, **new.to_dict(with_text=False)}, status=201)

@@ -1,0 +1,104 @@
+"""Console/API routes of queueing: agents and their states, queues, metrics, and Prometheus' /metrics.
+
+/metrics is a public route (Prometheus cannot log in to the console) guarded here instead: with a
+configured bearer token it must be presented; without one only loopback clients are answered, so a
+default install never shows queue figures to the network.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from datetime import datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from queueing import AgentError, AgentNotFound
+
+from .accounts import Role
+from .security import current_account, json_error
+from .views import ok
+
+QUEUE_CONSOLE: Final = web.AppKey("queue_console", object)  # queueing.QueueConsole
+METRICS_TOKEN: Final = web.AppKey("metrics_token", object)  # str | None
+
+_ACTIONS = ("login", "pause", "resume", "logout")
+
+
+def _console(request: web.Request) -> Any:
+    return request.app[QUEUE_CONSOLE]
+
+
+async def api_agents(request: web.Request) -> web.Response:
+    """Every agent with its record and live state."""
+    return ok({"agents": await _console(request).list_agents()})
+
+
+async def api_agent_action(request: web.Request) -> web.Response:
+    """POST /api/agents/{name}/{action}: login, pause ({"reason"}), resume, logout. Agents act on themselves only."""
+    name = request.match_info["name"]
+    action = request.match_info["action"]
+    if action not in _ACTIONS:
+        return json_error(404, f"unknown agent action {action!r}; use one of {', '.join(_ACTIONS)}")
+    account = current_account(request)
+    if account.role == Role.AGENT and name not in (account.username, account.sip_endpoint):
+        return json_error(403, "agents may change only their own state")
+    reason = None
+    if action == "pause":
+        body: dict[str, Any] = {}
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                return json_error(400, "body: not valid JSON")
+        else:
+            body = dict(await request.post())
+        reason = body.get("reason") if isinstance(body, dict) else None
+    agents = _console(request).agents
+    try:
+        if action == "pause":
+            agent = await agents.pause(name, reason)
+        else:
+            agent = await getattr(agents, action)(name)
+    except AgentNotFound as exc:
+        return json_error(404, str(exc))
+    except AgentError as exc:
+        return json_error(400, str(exc))
+    return ok({"agent": agent.to_dict()})
+
+
+async def api_queues(request: web.Request) -> web.Response:
+    """Each queue's waiting calls (positions, IVR context) and counters."""
+    return ok({"queues": await _console(request).queues()})
+
+
+async def api_queue_metrics(request: web.Request) -> web.Response:
+    """Metrics per queue since ?since=ISO-8601 (default today, UTC)."""
+    since = None
+    if request.query.get("since"):
+        try:
+            since = datetime.fromisoformat(request.query["since"])
+        except ValueError:
+            return json_error(400, "since: not an ISO 8601 time")
+        if since.tzinfo is None:
+            return json_error(400, "since: must include a time zone (e.g. +00:00)")
+    return ok({"queues": await _console(request).figures(since)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; bearer token if configured, else loopback clients only."""
+    token = request.app[METRICS_TOKEN]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.Response(status=401, text="401: bearer token required\n", content_type="text/plain")
+    else:
+        try:
+            loopback = ipaddress.ip_address(request.remote or "").is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return web.Response(status=403, text="403: /metrics answers loopback only (set metrics_token)\n",
+                                content_type="text/plain")
+    body = await _console(request).prometheus()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

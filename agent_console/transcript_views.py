@@ -1,0 +1,33 @@
+"""Console/API route of the transcripts attached to a case (descriptions and whole calls, labelled, timed)."""
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from .security import json_error
+from .views import _case_number, _cases, ok
+
+# transcripts.TranscriptionJobStore (or anything with list_for_case(case_number) -> jobs with to_dict()).
+TRANSCRIPT_JOBS: Final = web.AppKey("console_transcript_jobs", object)
+
+
+def _summary(jobs: list[Any]) -> str:
+    """One word for the case: pending while any job is unfinished, failed if one failed, else done (none: no job)."""
+    states = {job.to_dict()["status"] for job in jobs}
+    if not states:
+        return "none"
+    if states & {"pending", "running"}:
+        return "pending"
+    return "failed" if "failed" in states else "done"
+
+
+async def api_case_transcripts(request: web.Request) -> web.Response:
+    """GET /api/cases/{case_number}/transcripts: every transcription job of the case with its transcripts."""
+    number = _case_number(request)
+    try:
+        await _cases(request).get(number)
+    except LookupError:
+        return json_error(404, f"case {number} not found")
+    jobs = await request.app[TRANSCRIPT_JOBS].list_for_case(number)  # type: ignore[attr-defined]
+    return ok({"case_number": number, "status": _summary(jobs), "jobs": [job.to_dict() for job in jobs]})

@@ -1,0 +1,65 @@
+"""Prompt audio of a flow: per-language libraries (espeak-ng, cached by hash) and recorded "file:" sounds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from .flow_model import FILE_PREFIX, FlowDocument
+from .flow_validator import resolve_sound_file
+from .prompts import PromptError, PromptLibrary, PromptSet
+
+
+class PromptResolver(Protocol):
+    """Turns a node's prompt reference into a path Asterisk can play."""
+
+    def path(self, ref: str, language: str) -> str:
+        """Playable path (no extension)."""
+
+
+def _playable(path: Path) -> str:
+    return str(path.with_suffix("")) if path.suffix else str(path)
+
+
+class FlowPrompts:
+    """The prepared prompts of one flow document, every language; prepare() synthesizes what is missing."""
+
+    def __init__(self, document: FlowDocument, cache_dir: Path, override_dir: Path | None = None,
+                 base_dir: Path | None = None) -> None:
+        self._doc = document
+        self._base_dir = base_dir
+        self._libraries = {
+            language: PromptLibrary(PromptSet(language, spec.voice, dict(spec.prompts)), cache_dir, override_dir)
+            for language, spec in document.languages.items()
+        }
+
+    async def prepare(self) -> None:
+        """Synthesize (or find cached/recorded) audio of every prompt in every language; PromptError on failure."""
+        for library in self._libraries.values():
+            await library.prepare_all()
+
+    def path(self, ref: str, language: str) -> str:
+        """Playable path of a prompt reference in a language (the default language's if that one lacks it)."""
+        if ref.startswith(FILE_PREFIX):
+            return _playable(resolve_sound_file(ref, self._base_dir))
+        library = self._libraries.get(language) or self._libraries[self._doc.default_language]
+        try:
+            return library.path(ref)
+        except PromptError:
+            return self._libraries[self._doc.default_language].path(ref)
+
+
+class FixedPrompts:
+    """One prepared prompt library used for every language (tests, or a single-language deployment)."""
+
+    def __init__(self, library: Any, base_dir: Path | None = None) -> None:
+        self._library = library
+        self._base_dir = base_dir
+
+    async def prepare(self) -> None:
+        """Nothing to do: the library was prepared by its owner."""
+
+    def path(self, ref: str, language: str) -> str:
+        """Playable path of a prompt reference."""
+        if ref.startswith(FILE_PREFIX):
+            return _playable(resolve_sound_file(ref, self._base_dir))
+        return self._library.path(ref)

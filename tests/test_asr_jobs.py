@@ -1,0 +1,278 @@
+"""Durable transcription jobs: the store and worker with small fakes, and a real worker killed mid-job."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript, WordTiming
+from cases import create_engine_from_url, migrate_database
+from tests.support.hotline_process import PROJECT_ROOT
+from tests.support.speech import concatenate, merge_channels, silence, synthesize
+from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
+
+
+class FakeRecognizer:
+    """Answers from a script: a Transcript, or an exception to raise, per call."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.calls: list[Path] = []
+
+    async def transcribe_file(self, path, grammar=None, timeout=None):
+        self.calls.append(Path(path))
+        answer = self.answers.pop(0) if self.answers else Transcript(text="안녕", duration=1.0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def transcribe_stereo(self, path, labels=("citizen", "agent"), grammar=None, timeout=None):
+        self.calls.append(Path(path))
+        return [Transcript(text=f"{label} words", channel=label,
+                           words=(WordTiming("words", 0.1, 0.5, 0.9),)) for label in labels]
+
+
+class Observer:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.done: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+        self.fail_times = fail_times
+
+    async def transcript_done(self, job):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise RuntimeError("database down")
+        self.done.append(job.job_key)
+
+    async def transcript_failed(self, job):
+        self.failed.append((job.job_key, job.last_error))
+
+
+@pytest.fixture
+async def store(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
+    engine = create_engine_from_url(url)
+    yield TranscriptionJobStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def wav(tmp_path) -> Path:
+    return silence(tmp_path / "rec.wav", 1.0)
+
+
+async def test_job_runs_and_stores_labelled_transcript(store, wav):
+    observer = Observer()
+    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    job = await store.enqueue("description:2601010001", JobKind.DESCRIPTION, [Recording(str(wav), ("citizen",))],
+                              case_number="2601010001")
+    assert job.status == JobStatus.PENDING
+    assert await worker.run_once()
+    job = await store.get("description:2601010001")
+    assert job.status == JobStatus.DONE and job.attempts == 1 and job.notified
+    assert job.result[0]["text"] == "안녕" and job.result[0]["channel"] == "citizen"
+    assert observer.done == ["description:2601010001"]
+    assert not await worker.run_once()
+    assert wav.exists()
+
+
+async def test_enqueue_is_idempotent_and_checks_input(store, wav):
+    first = await store.enqueue("call:x", "call", [Recording(str(wav), ("citizen", "agent"))], case_number="c1")
+    again = await store.enqueue("call:x", "call", [Recording("/other.wav")], case_number="c1")
+    assert again.id == first.id and again.recordings == first.recordings
+    with pytest.raises(TranscriptionJobError, match="kind 'video'"):
+        await store.enqueue("k", "video", [Recording(str(wav))])
+    with pytest.raises(TranscriptionJobError, match="no recordings"):
+        await store.enqueue("k", "call", [])
+
+
+async def test_stereo_call_recording_is_split_per_party(store, wav):
+    worker = TranscriptionWorker(store, FakeRecognizer(), Observer())
+    await store.enqueue("call:1", JobKind.CALL, [Recording(str(wav), ("citizen", "agent"))], case_number="c1")
+    await worker.run_once()
+    job = await store.get("call:1")
+    assert [t["channel"] for t in job.result] == ["citizen", "agent"]
+    assert job.result[1]["words"][0] == {"word": "words", "start": 0.1, "end": 0.5, "conf": 0.9}
+
+
+async def test_bad_audio_fails_at_once_and_is_reported_with_the_recording_kept(store, wav):
+    observer = Observer()
+    worker = TranscriptionWorker(store, FakeRecognizer(AudioFormatError(f"recording {wav}: empty (0 s of audio)")),
+                                 observer)
+    await store.enqueue("d:1", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c1")
+    await worker.run_once()
+    job = await store.get("d:1")
+    assert job.status == JobStatus.FAILED and job.attempts == 1
+    assert observer.failed == [("d:1", f"recording {wav}: empty (0 s of audio)")]
+    assert wav.exists()
+
+
+async def test_missing_recording_is_a_reported_failure(store, tmp_path):
+    observer = Observer()
+    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    await store.enqueue("d:2", JobKind.DESCRIPTION, [Recording(str(tmp_path / "gone.wav"))], case_number="c1")
+    await worker.run_once()
+    assert observer.failed and "does not exist" in observer.failed[0][1]
+
+
+async def test_transient_errors_are_retried_then_reported(store, wav):
+    observer = Observer()
+    worker = TranscriptionWorker(store, FakeRecognizer(AsrError("pool busy"), AsrError("pool busy"),
+                                                       AsrError("pool busy")), observer, retry_delay=0.0)
+    await store.enqueue("d:3", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c1", max_attempts=3)
+    await worker.run_once()
+    assert (await store.get("d:3")).status == JobStatus.PENDING
+    assert observer.failed == []
+    await worker.run_once()
+    await worker.run_once()
+    job = await store.get("d:3")
+    assert job.status == JobStatus.FAILED and job.attempts == 3 and job.last_error == "pool busy"
+    assert observer.failed == [("d:3", "pool busy")]
+
+
+async def test_retry_succeeds_after_a_transient_error(store, wav):
+    worker = TranscriptionWorker(store, FakeRecognizer(AsrError("timed out")), Observer(), retry_delay=0.0)
+    await store.enqueue("d:4", JobKind.DESCRIPTION, [Recording(str(wav))])
+    await worker.run_once()
+    await worker.run_once()
+    job = await store.get("d:4")
+    assert job.status == JobStatus.DONE and job.attempts == 2
+
+
+async def test_expired_lease_is_taken_over_and_live_lease_is_not(store, wav):
+    await store.enqueue("d:5", JobKind.DESCRIPTION, [Recording(str(wav))])
+    dead = await store.claim("dead-worker", lease_seconds=0.5)
+    assert dead is not None and dead.status == JobStatus.RUNNING
+    assert await store.claim("other", lease_seconds=30) is None  # lease still live
+    await asyncio.sleep(0.7)
+    taken = await store.claim("other", lease_seconds=30)
+    assert taken is not None and taken.attempts == 2 and taken.lease_owner == "other"
+    # The dead worker's late answer is refused: only the lease holder may store a result.
+    assert not await store.complete(dead, "dead-worker", [{"text": "late"}])
+    assert await store.complete(taken, "other", [{"text": "ok"}])
+
+
+async def test_observer_failure_is_told_again_at_next_start(store, wav):
+    observer = Observer(fail_times=1)
+    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    await store.enqueue("d:6", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c6")
+    await worker.run_once()
+    job = await store.get("d:6")
+    assert job.status == JobStatus.DONE and not job.notified and observer.done == []
+    restarted = TranscriptionWorker(store, FakeRecognizer(), observer, poll_interval=0.1)
+    task = asyncio.create_task(restarted.run())
+    try:
+        for _ in range(50):
+            if observer.done:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert observer.done == ["d:6"] and (await store.get("d:6")).notified
+
+
+async def test_wait_finished_returns_when_the_worker_is_done(store, wav):
+    worker = TranscriptionWorker(store, FakeRecognizer(), Observer(), poll_interval=5.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        await store.enqueue("d:7", JobKind.DESCRIPTION, [Recording(str(wav))])
+        worker.wake()
+        job = await worker.wait_finished("d:7", timeout=5.0)
+        assert job is not None and job.status == JobStatus.DONE
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+# --- through the real parts: a real Vosk worker process killed mid-job --------------------------------
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys
+    from asr import SpeechRecognizer
+    from cases import create_engine_from_url
+    from transcripts import TranscriptionJobStore, TranscriptionWorker
+
+    class Quiet:
+        async def transcript_done(self, job): print("done", job.job_key, flush=True)
+        async def transcript_failed(self, job): print("failed", job.job_key, flush=True)
+
+    async def main():
+        recognizer = await SpeechRecognizer.load(workers=1)
+        engine = create_engine_from_url(sys.argv[1])
+        worker = TranscriptionWorker(TranscriptionJobStore(engine), recognizer, Quiet(), owner="child",
+                                     lease_seconds=3.0, poll_interval=0.2)
+        print("ready", flush=True)
+        await worker.run()
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.vosk
+async def test_job_survives_a_worker_killed_mid_transcription(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
+    engine = create_engine_from_url(url)
+    store = TranscriptionJobStore(engine)
+    # A long two-party call (free-form recognition runs at ~2x real time: ~15 s of work per channel),
+    # so the kill lands while the child is decoding.
+    sentence = "안녕하세요 우리 집 앞에 하수도가 막혔습니다 빨리 와 주세요"
+    citizen = concatenate([synthesize(sentence, tmp_path / f"c{i}.wav", pad_seconds=0.5) for i in range(5)],
+                          tmp_path / "citizen.wav")
+    agent = concatenate([silence(tmp_path / "gap.wav", 2.0),
+                         *(synthesize("네 알겠습니다 하수도 위치를 말씀해 주세요", tmp_path / f"a{i}.wav",
+                                      pad_seconds=0.5) for i in range(4))], tmp_path / "agent.wav")
+    recording = merge_channels([citizen, agent], tmp_path / "call.wav")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, url, cwd=str(PROJECT_ROOT), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    try:
+        assert (await asyncio.wait_for(child.stdout.readline(), 60)).strip() == b"ready"
+        await store.enqueue("call:survivor", JobKind.CALL, [Recording(str(recording), ("citizen", "agent"))],
+                            case_number="2601010042")
+        for _ in range(100):
+            job = await store.get("call:survivor")
+            if job.status == JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        assert job.status == JobStatus.RUNNING and job.lease_owner == "child"
+        await asyncio.sleep(1.5)  # mid-decoding
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    job = await store.get("call:survivor")
+    assert job.status == JobStatus.RUNNING and job.result is None, "the child finished before it was killed"
+    assert recording.exists()
+
+    observer = Observer()
+    recognizer = await SpeechRecognizer.load(workers=2)
+    try:
+        worker = TranscriptionWorker(store, recognizer, observer, owner="successor", lease_seconds=30.0,
+                                     poll_interval=0.5)
+        task = asyncio.create_task(worker.run())
+        try:
+            job = await worker.wait_finished("call:survivor", timeout=180.0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await recognizer.aclose()
+        await engine.dispose()
+    assert job.status == JobStatus.DONE and job.attempts == 2 and job.notified
+    assert observer.done == ["call:survivor"]
+    assert [t["channel"] for t in job.result] == ["citizen", "agent"]
+    for transcript in job.result:
+        assert transcript["text"].strip() and transcript["words"]
+    # Word timings say who spoke when: the agent starts after the 2 s gap.
+    assert job.result[1]["words"][0]["start"] >= 1.5
+    assert recording.exists(), "the recording must outlive the job"
