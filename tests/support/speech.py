@@ -38,7 +38,8 @@ def synthesize(
 def convert(source: Path, path: Path, *sox_output_options: str) -> Path:
     """Re-encode a WAV with sox output options, e.g. convert(a, b, "-r", "44100", "-c", "2")."""
     path = Path(path)
-    _run([_tool("sox"), str(source), *sox_output_options, str(path)])
+    # -D: no dither, so a re-encoded signal is deterministic (sox otherwise adds random noise on bit-depth cuts).
+    _run([_tool("sox"), "-D", str(source), *sox_output_options, str(path)])
     return path
 
 
