@@ -39,7 +39,7 @@ class QueueSpec(BaseModel):
     wrapup_seconds: int = Field(default=5, ge=0, le=600)
     max_wait_seconds: int = Field(default=600, ge=10, le=7200)
     announce_frequency_seconds: int = Field(default=30, ge=0, le=600)  # position/wait announcement; 0: never
-    on_max_wait: str = Field(default="hangup", pattern=r"^(hangup|callback|overflow:[a-z][a-z0-9_]{1,31})$")
+    on_max_wait: str = Field(default="hangup", pattern=r"^(hangup|callback|record|overflow:[a-z][a-z0-9_]{1,31})$")
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,8 @@ from cases import CaseStatus, CaseStore, CaseStoreError, create_engine_from_url,
 from config import Settings
 from agent_console.flow_views import FLOW_ADMIN
 from config.settings import PROJECT_ROOT
-from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, TranscriptionService
+from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, TranscriptionService, load_prompt_sets
+from ivr.prompts import synthesize_speech
 from ivr.flow_service import FlowServices
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from queueing import CallRecordStore, CallTracker, LiveCallState, connect_redis
@@ -34,6 +36,7 @@ from queueing import (AgentService, AgentStore, CallbackDispatcher, CallbackRout
 from transcripts import TranscriptionJobStore, TranscriptionWorker
 
 from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver
+from queueing import MaxWaitRecordingRoute, QueueWaitAnnouncer, WaitEstimator, periodic_rotation
 from telephony import (AgiError, AmiActionFailed, AmiClient, AmiError, AsteriskConfig, AsteriskProcess,
                        AsteriskStartError, FastAgiServer, render_asterisk_config)
 
@@ -260,6 +263,11 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     # Agents are not static: their endpoints come from pjsip_agents.conf and queue membership from AMI.
     config = dataclasses.replace(AsteriskConfig.from_settings(settings), agents=())
+    # queueing: each queue's wait estimate, then the callback offer once eligible (kept current by queueing_ctx).
+    config = dataclasses.replace(config, queues=[dataclasses.replace(
+        q, periodic_announce_frequency=q.announce_frequency_seconds,
+        periodic_announce=periodic_rotation(settings.prompts_dir, q.name, q.announce_frequency_seconds,
+                                            settings.callback_after_seconds)) for q in config.queues])
     if not settings.manage_asterisk:
         # An external Asterisk (compose, production) reads the configuration rendered here.
         render_asterisk_config(config)
@@ -322,6 +330,7 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
             record_silence_s=settings.record_silence_seconds,
             language=settings.language,
             transfer_dial=settings.transfer_dial,
+            live_transcript_command=live_transcript_command(settings),  # issue 4: record nodes with mode: stream
         ),
         flows=flows.live, speech=flows.models.recognizer, surveys=flows.store,
         cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], transcription=transcription,
@@ -337,6 +346,16 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
                                                         {q.name: q.max_wait_seconds for q in settings.queues}).handle)
     server.add_route("callback-request", CallbackRoute(app[CALLBACKS], app[LIVE_STATE],
                                                        after_seconds=settings.callback_after_seconds).handle)
+    prompt_set = load_prompt_sets(settings.prompts_file).get(settings.language)
+    try:
+        maxwait_record = MaxWaitRecordingRoute(
+            app[CASES], transcription, app[LIVE_STATE], recordings_dir=settings.recordings_dir,
+            prompts_dir=settings.prompts_dir, voice=prompt_set.voice if prompt_set else "",
+            texts=prompt_set.texts if prompt_set else {}, synthesize=synthesize_speech,
+            record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
+    except ValueError as exc:
+        raise HotlineStartError(f"on_max_wait record ({settings.language}): {exc}") from None
+    server.add_route("queue-maxwait-record", maxwait_record.handle)  # queueing: on_max_wait record
     try:
         await server.start()
     except AgiError as exc:
@@ -404,8 +423,16 @@ async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
         await callbacks.recover()
     except AmiError as exc:
         log.warning("queueing: callback recovery failed (retried on reconnect): %s", exc)
+    prompt_set = load_prompt_sets(settings.prompts_file).get(settings.language)
+    try:
+        announcer = QueueWaitAnnouncer(WaitEstimator(app[QUEUE_METRICS]), [q.name for q in settings.queues],
+                                       settings.prompts_dir, voice=prompt_set.voice if prompt_set else "",
+                                       texts=prompt_set.texts if prompt_set else {}, synthesize=synthesize_speech)
+    except ValueError as exc:
+        raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
     tasks = [asyncio.create_task(tracker.watch_redis(), name="queue-state-redis-watch"),
              asyncio.create_task(callbacks.run(), name="callback-dispatcher"),
+             asyncio.create_task(announcer.run(), name="queue-wait-announcer"),
              asyncio.create_task(app[QUEUE_METRICS].run_flusher(), name="queue-metrics-flusher")]
     try:
         yield
@@ -423,6 +450,15 @@ async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- ASR (issue 4)
+
+
+def live_transcript_command(settings: Settings) -> tuple[str, ...] | None:
+    """The EAGI program + arguments of live transcription (ivr.live_transcript), or None if the websocket is off."""
+    if not settings.asr_ws_port:
+        return None
+    return (sys.executable, "-m", "ivr.live_transcript", "--ws-url",
+            f"ws://{settings.asr_ws_host}:{settings.asr_ws_port}/", "--redis-url", settings.redis_url,
+            "--redis-prefix", settings.redis_key_prefix)
 
 
 async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:

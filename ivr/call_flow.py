@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cases import CaseStatus, NewCase, TranscriptStatus
-from telephony import AgiHangup, AgiSession
+from telephony import AgiHangup, AgiSession, agi_quote
 
 from .flow_model import (
     WEEKDAYS,
@@ -57,6 +57,9 @@ class IvrOptions:
     flow_file: Path = DEFAULT_FLOW_FILE
     language: str | None = None  # the language calls start in (None: the flow's default_language)
     transfer_dial: str | None = None  # Dial() target of transfer nodes ("{number}" replaced); None: no route
+    # EAGI program and leading arguments of live transcription (ivr.live_transcript) for record nodes with
+    # mode "stream"; None (no ASR websocket): such nodes record to a file as mode "record" does.
+    live_transcript_command: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -280,6 +283,8 @@ class HotlineCallFlow:
         await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.PENDING.value)
         max_ms = self._o.record_max_ms if node.max_seconds is None else node.max_seconds * 1000
         silence = self._o.record_silence_s if node.silence_seconds is None else node.silence_seconds
+        if node.mode == "stream" and self._o.live_transcript_command:
+            return await self._stream_record(ctx, node, wav, max_ms)
         try:
             await ctx.agi.record_file(str(base), "wav", "#", max_ms, silence, beep=True)
         finally:
@@ -291,6 +296,40 @@ class HotlineCallFlow:
             return node.next
         ctx.recording = wav
         if node.transcribe:
+            ctx.transcribing = asyncio.create_task(
+                self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid),
+                name=f"transcribe-{ctx.case_number}")
+        return node.next
+
+    async def _stream_record(self, ctx: CallContext, node: RecordNode, wav: Path, max_ms: int) -> str | None:
+        """Live transcription: EXEC EAGI streams the caller to the ASR websocket until they stop talking."""
+        silence = 1.5 if node.silence_seconds is None else float(node.silence_seconds)
+        args = [*(self._o.live_transcript_command or ()), "--linkedid", ctx.linkedid, "--wav", str(wav),
+                "--max-seconds", str(max_ms / 1000), "--silence-seconds", str(silence)]
+        if any("," in a for a in args):
+            raise ValueError(f"live transcription argument with a comma cannot pass through EAGI: {args}")
+        await self._live.update(ctx.linkedid, transcript_partial="", transcript="")
+        await ctx.agi.stream_file("beep")
+        try:
+            # The EAGI script runs inside this AGI command; it ends on its own (silence, max length, hang-up).
+            result = await ctx.agi.command(f"EXEC EAGI {agi_quote(','.join(args))}", timeout=max_ms / 1000 + 30)
+        finally:
+            await self._step(ctx, "recorded")
+        if result.value == -1:
+            log.warning("case %s: live transcription EAGI failed (%s)", ctx.case_number, result.line)
+        if not wav.exists():
+            log.warning("case %s: the live transcription wrote no recording at %s", ctx.case_number, wav)
+            await self._cases.update(ctx.case_number, transcript_status=TranscriptStatus.FAILED, recording_path=None,
+                                     notes="no recording was made")
+            return node.next
+        ctx.recording = wav
+        call = await self._live.get_call(ctx.linkedid) or {}
+        text = (call.get("transcript") or "").strip()
+        if text:
+            await self._cases.update(ctx.case_number, transcript=text, transcript_status=TranscriptStatus.DONE)
+            await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.DONE.value)
+        elif node.transcribe:
+            # Nothing came live (websocket down, Redis away): the kept recording is transcribed as usual.
             ctx.transcribing = asyncio.create_task(
                 self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid),
                 name=f"transcribe-{ctx.case_number}")

@@ -94,6 +94,9 @@ class RecordNode(_Node):
     max_seconds: int | None = Field(default=None, ge=3, le=600)
     silence_seconds: int | None = Field(default=None, ge=1, le=30)
     transcribe: bool = True
+    # "stream": transcribe live during the call (EAGI → ASR websocket → live state), ending when the caller
+    # stops talking; "record": record to silence/#, transcribe afterwards.
+    mode: Literal["record", "stream"] = "record"
 
     def branches(self) -> dict[str, str]:
         return {"next": self.next}

@@ -5,14 +5,17 @@ from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStor
 from .call_tracker import CallObserver, CallTracker
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
+from .max_wait_recording import MaxWaitRecordingRoute
 from .metrics import QueueFigures, QueueMetricsStore
 from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecord, CallRecordStore
+from .wait_announcements import QueueWaitAnnouncer, WaitEstimator, periodic_rotation
 
 __all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotFound", "AgentService", "AgentStore", "CallObserver", "Callback", "CallbackDispatcher", "CallbackRoute",
            "CallbackStore",
            "CallRecord", "CallRecordStore", "CallTracker", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
            "QueueConsole", "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState",
-           "QueueMetricsStore", "QueueTimeoutRoute", "connect_redis", "parse_skills"]
+           "MaxWaitRecordingRoute", "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis",
+           "parse_skills", "periodic_rotation"]

@@ -21,13 +21,16 @@ class QueueTimeoutRoute:
         self._live = live_calls
 
     async def handle(self, agi: Any) -> None:
-        """Sets HOTLINE_OVERFLOW (a queue) or HOTLINE_CALLBACK=accepted; nothing means hang up."""
+        """Sets HOTLINE_OVERFLOW (a queue), HOTLINE_CALLBACK=accepted or HOTLINE_MAXWAIT_RECORD=1; nothing: hang up."""
         queue = await agi.get_variable("HOTLINE_QUEUE") or ""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         action = self._actions.get(queue, "hangup")
         call = await self._live.get_call(linkedid) or {}
         log.info("call %s reached the maximum wait of %s: %s", linkedid, queue, action)
         await agi.set_variable("HOTLINE_OVERFLOW", "")  # set on every pass: the dialplan loops through here
+        if action == "record":  # the dialplan runs the queue-maxwait-record route (MaxWaitRecordingRoute)
+            await agi.set_variable("HOTLINE_MAXWAIT_RECORD", "1")
+            return
         if action.startswith("overflow:"):
             target = action.split(":", 1)[1]
             await agi.set_variable("HOTLINE_OVERFLOW", target)

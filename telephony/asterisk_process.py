@@ -75,6 +75,8 @@ class QueueConf:
     wrapup_seconds: int = 5
     max_wait_seconds: int = 600
     announce_frequency_seconds: int = 0
+    periodic_announce: tuple[str, ...] = ()  # sound files played in rotation every periodic_announce_frequency s
+    periodic_announce_frequency: int = 0
 
 
 def _agent(item: Any) -> AgentSpec:
@@ -339,6 +341,8 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
                     "wrapup_seconds": str(q.wrapup_seconds),
                     "max_wait_seconds": str(q.max_wait_seconds),
                     "announce_frequency_seconds": str(q.announce_frequency_seconds),
+                    "periodic_announce": ",".join(q.periodic_announce) or "queue-periodic-announce",
+                    "periodic_announce_frequency": str(q.periodic_announce_frequency if q.periodic_announce else 0),
                     "members": members,
                 },
             )

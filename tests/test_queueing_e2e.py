@@ -82,8 +82,9 @@ async def hotline() -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-queueing", base_port=BASE_PORT, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-e2e-{os.getpid()}",
         "HOTLINE_QUEUES": json.dumps(QUEUES),
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),  # stay inside this test's port range
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 399),
+        # RTP clear of the other queueing modules' listeners (37100+, 37200+), which may run at the same time.
+        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 1000),
+        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 1199),
     })
     await h.start()
     yield h

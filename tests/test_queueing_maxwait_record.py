@@ -1,0 +1,160 @@
+"""`on_max_wait: record` with small fakes: the timeout route asks for it; the recording route keeps it on the case."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from cases import (
+    CaseStore,
+    NewCase,
+    TranscriptStatus,
+    create_engine_from_url,
+    migrate_database,
+)
+from config.settings import PROJECT_ROOT
+from ivr import load_prompt_sets
+from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
+from telephony import AgiHangup
+
+
+@pytest_asyncio.fixture
+async def cases(tmp_path: Path) -> AsyncIterator[CaseStore]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
+    engine = create_engine_from_url(url)
+    yield CaseStore(engine)
+    await engine.dispose()
+
+
+class FakeAgi:
+    """Plays nothing; RECORD FILE writes `spoken` bytes of audio (or hangs up first when told to)."""
+
+    def __init__(self, variables: dict[str, str], spoken: int = 16000, hang_up_while_recording: bool = False) -> None:
+        self.variables = dict(variables)
+        self.caller_number = "01055504201"
+        self.uniqueid = "500.1"
+        self.played: list[str] = []
+        self.recorded: list[str] = []
+        self._spoken = spoken
+        self._hang_up = hang_up_while_recording
+
+    async def get_variable(self, name: str) -> str | None:
+        return self.variables.get(name)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str:
+        self.played.append(path)
+        return ""
+
+    async def record_file(self, path: str, fmt: str, escape: str, max_ms: int, silence_s: int,
+                          beep: bool = True) -> None:
+        self.recorded.append(path)
+        Path(f"{path}.{fmt}").write_bytes(b"\0" * (44 + self._spoken))
+        if self._hang_up:
+            raise AgiHangup("caller hung up")
+
+
+class FakeLive:
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+
+    async def get_call(self, linkedid: str) -> dict[str, Any]:
+        return {}
+
+    async def update(self, linkedid: str, **fields: Any) -> None:
+        self.updates.append(fields)
+
+
+class FakeTranscription:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Path]] = []
+
+    async def transcribe_case(self, case_number: str, recording: Path, linkedid: str | None = None) -> str:
+        self.calls.append((case_number, recording))
+        return "하수도"
+
+
+def _synth(text: str, voice: str, target: Path) -> Path:
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def _route(cases: CaseStore, tmp_path: Path, transcription: FakeTranscription) -> MaxWaitRecordingRoute:
+    ko = load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml")["ko"]
+    return MaxWaitRecordingRoute(cases, transcription, FakeLive(), recordings_dir=tmp_path / "rec",
+                                 prompts_dir=tmp_path / "prompts", voice=ko.voice, texts=ko.texts, synthesize=_synth)
+
+
+async def test_timeout_route_asks_the_dialplan_to_record() -> None:
+    agi = FakeAgi({"HOTLINE_QUEUE": "inquiries", "CHANNEL(linkedid)": "500.1"})
+    await QueueTimeoutRoute({"inquiries": "record"}, None, FakeLive()).handle(agi)  # type: ignore[arg-type]
+    assert agi.variables["HOTLINE_MAXWAIT_RECORD"] == "1" and agi.variables["HOTLINE_OVERFLOW"] == ""
+    assert "HOTLINE_CALLBACK" not in agi.variables
+
+
+def test_settings_accept_record_as_on_max_wait() -> None:
+    from config.settings import QueueSpec
+
+    assert QueueSpec(name="inquiries", on_max_wait="record").on_max_wait == "record"
+
+
+async def test_case_without_recording_keeps_the_max_wait_description_and_transcribes_it(
+        cases: CaseStore, tmp_path: Path) -> None:
+    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]))
+    transcription = FakeTranscription()
+    route = _route(cases, tmp_path, transcription)
+    agi = FakeAgi({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
+    await route.handle(agi)
+    wav = tmp_path / "rec" / f"{case.case_number}-maxwait.wav"
+    stored = await cases.get(case.case_number)
+    assert stored.recording_path == str(wav) and wav.exists()
+    assert stored.transcript_status == TranscriptStatus.PENDING  # the (fake) service would set the transcript
+    assert transcription.calls == [(case.case_number, wav)]
+    assert agi.variables["HOTLINE_MAXWAIT_RECORDED"] == case.case_number
+    [prompt] = agi.played
+    assert Path(prompt + ".wav").read_text(encoding="utf-8").startswith("오래 기다리시게 해서 죄송합니다")
+
+
+async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, tmp_path: Path) -> None:
+    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry"))
+    transcription = FakeTranscription()
+    agi = FakeAgi({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
+    await _route(cases, tmp_path, transcription).handle(agi)
+    assert (await cases.get(case.case_number)).recording_path.endswith("-maxwait.wav")
+    assert len(transcription.calls) == 1 and "HOTLINE_MAXWAIT_RECORDED" not in agi.variables
+
+
+async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseStore, tmp_path: Path) -> None:
+    case = await cases.create(NewCase(caller_number="01055504201", category="complaint", menu_path=["1"]))
+    await cases.update(case.case_number, recording_path="/rec/ivr.wav", transcript="버스",
+                       transcript_status=TranscriptStatus.DONE)
+    transcription = FakeTranscription()
+    await _route(cases, tmp_path, transcription).handle(FakeAgi({"HOTLINE_CASE": case.case_number}))
+    stored = await cases.get(case.case_number)
+    assert stored.recording_path == "/rec/ivr.wav" and stored.transcript == "버스"
+    assert f"{case.case_number}-maxwait.wav" in (stored.notes or "")
+    assert transcription.calls == []
+
+
+async def test_silence_or_no_case_records_nothing(cases: CaseStore, tmp_path: Path) -> None:
+    transcription = FakeTranscription()
+    route = _route(cases, tmp_path, transcription)
+    no_case = FakeAgi({})
+    await route.handle(no_case)
+    assert no_case.variables["HOTLINE_MAXWAIT_RECORDED"] == "none" and no_case.recorded == []
+    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry"))
+    await route.handle(FakeAgi({"HOTLINE_CASE": case.case_number}, spoken=0))
+    assert (await cases.get(case.case_number)).recording_path is None and transcription.calls == []
+
+
+def test_route_refuses_a_language_without_the_prompt(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="queue_maxwait_describe"):
+        MaxWaitRecordingRoute(None, None, None, recordings_dir=tmp_path, prompts_dir=tmp_path, voice="ko", texts={},
+                              synthesize=_synth)
