@@ -214,8 +214,8 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     first = "01055502002"
     call_a = CitizenCall(sip_port=sip_port, number=probe.settings.hotline_number, from_user=first,
                          work_dir=tmp_path / "a", name="first", steps=[("pause", 1500), ("dtmf", "2"),
-                                                                        ("pause", 45000)],
-                         hangup="caller", timeout=120)
+                                                                        ("pause", 80000)],
+                         hangup="caller", timeout=150)
     task_a = asyncio.create_task(call_a.run())
     await probe.until(lambda: _waiting_caller(probe, "inquiries", first), timeout=40, what="first caller waiting")
     call_b = CitizenCall(sip_port=sip_port, number=probe.settings.hotline_number, from_user=repeat,
@@ -228,7 +228,9 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     assert int(entry_b["priority"]) == 5 and entry_b["position"] == 1, entry_b
     entry_a = await _waiting_caller(probe, "inquiries", first)
     assert entry_a and entry_a["position"] == 2, entry_a
-    async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=3000, work_dir=tmp_path / "a3",
+    # agent3 talks long enough that its logout (a CLI process, slow on a loaded machine) lands before it is free
+    # again; otherwise the earlier caller would rightly be handed to it after the wrap-up.
+    async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=12000, work_dir=tmp_path / "a3",
                           timeout=90) as phone3:
         await probe.agents_cli("login", "agent3")
         await probe.until(lambda: _case_of(probe, repeat, "in_progress"), timeout=30, what="repeat caller answered")
