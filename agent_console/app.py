@@ -49,12 +49,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/flows", flow_views.flows_page, ADMIN_ROLES),
     Route("GET", "/api/flows", flow_views.api_flows, ADMIN_ROLES),
     Route("GET", "/api/flows/audit", flow_views.api_flow_audit, ADMIN_ROLES),
+    Route("GET", "/api/flows/routes", flow_views.api_flow_routes, ADMIN_ROLES),  # which flow each number runs
+    Route("POST", "/api/flows/routes", flow_views.api_flow_route, ADMIN_ROLES),
     Route("POST", "/api/flows/validate", flow_views.api_flow_validate, ADMIN_ROLES),
     Route("POST", "/api/flows/publish", flow_views.api_flow_publish, ADMIN_ROLES),
     Route("GET", "/api/flows/{name}", flow_views.api_flow, ADMIN_ROLES),
     Route("GET", "/api/flows/{name}/versions", flow_views.api_flow_versions, ADMIN_ROLES),
     Route("POST", "/api/flows/{name}/rollback", flow_views.api_flow_rollback, ADMIN_ROLES),
     # queueing (issue 5): agents act on themselves, supervisors on anyone (checked in the view)
+    Route("GET", "/agents", queue_views.agents_page, CONSOLE_ROLES),  # own state; supervisors/admins: everyone
     Route("GET", "/api/agents", queue_views.api_agents, CONSOLE_ROLES),
     Route("POST", "/api/agents/{name}/{action}", queue_views.api_agent_action, CONSOLE_ROLES),
     Route("GET", "/api/queues", queue_views.api_queues, CONSOLE_ROLES),

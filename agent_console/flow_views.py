@@ -160,3 +160,25 @@ async def api_flow_rollback(request: web.Request) -> web.Response:
         return json_error(422, str(exc))
     log.info("flow %s rolled back to version %d (now version %d) by %s", new.flow_name, version, new.version, actor)
     return _json({"ok": True, **new.to_dict(with_text=False)}, status=201)
+
+
+async def api_flow_routes(request: web.Request) -> web.Response:
+    """GET /api/flows/routes: each number the IVR answers with the flow it runs (routed by an admin or configured)."""
+    return _json({"routes": await _admin(request).routes()})
+
+
+async def api_flow_route(request: web.Request) -> web.Response:
+    """POST /api/flows/routes {"number": …, "flow": …}: the number runs that flow from its next call on (audited)."""
+    data = await _body(request)
+    number, flow = data.get("number"), data.get("flow")
+    if not isinstance(number, str) or not isinstance(flow, str) or not number or not flow:
+        return json_error(400, "'number' and 'flow' are required")
+    actor = current_account(request).username
+    try:
+        routed = await _admin(request).route(number, flow, actor)
+    except LookupError as exc:
+        return json_error(404, str(exc))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    log.info("number %s now runs flow %s (routed by %s)", number, flow, actor)
+    return _json({"ok": True, **routed})

@@ -276,5 +276,198 @@ def render_console(
         role=escape(str(account.role)),
         live="1" if console_role else "0",
         sip_endpoint=escape(account.sip_endpoint or ""),
+        agents_link=(f'<a href="/agents" id="agents-link">{"My queue state" if account.role == Role.AGENT else "Agents"}'
+                     "</a> · ") if console_role else "",
+        flows_link='<a href="/flows" id="flows-link">IVR flows</a> · ' if account.role == Role.ADMIN else "",
+        sections="".join(parts),
+    )
+
+
+# --- queue agents (/agents) -------------------------------------------------------------------------
+
+AGENT_STATE_LABELS = {
+    "logged_out": "logged out", "available": "available", "ringing": "ringing", "on_call": "on call",
+    "wrap_up": "wrap-up", "paused": "paused", "unreachable": "unreachable",
+}
+AGENT_ACTION_LABELS = (("login", "Log in"), ("pause", "Pause"), ("resume", "Resume"), ("logout", "Log out"))
+
+
+def reason_label(reason: Any) -> str:
+    """'case_work' -> 'case work'."""
+    return str(reason).replace("_", " ")
+
+
+def _agent_state(agent: Mapping[str, Any]) -> str:
+    return str(agent.get("state") or "logged_out")
+
+
+def agent_actions(agent: Mapping[str, Any]) -> frozenset[str]:
+    """The controls that make sense in the agent's state; keep in step with allowedActions() in static/agents.js.
+
+    The database says what was asked (logged_in, paused); the live state what Asterisk does. Where they
+    disagree (the change did not reach Asterisk) the command that would apply it again stays offered.
+    """
+    if not agent.get("name"):
+        return frozenset()
+    state = _agent_state(agent)
+    if not agent.get("logged_in"):
+        return frozenset({"login", "logout"} if state != "logged_out" else {"login"})
+    actions = {"logout", "resume" if agent.get("paused") else "pause"}
+    if state == "logged_out":
+        actions.add("login")
+    return frozenset(actions)
+
+
+def agent_fields(agent: Mapping[str, Any]) -> dict[str, str]:
+    """Display text of an agent's fields; keep in step with agentFields() in static/agents.js."""
+    state = _agent_state(agent)
+    reason = agent.get("live_pause_reason") or agent.get("pause_reason")
+    paused = state == "paused" or bool(agent.get("paused"))
+    label = AGENT_STATE_LABELS.get(state, state.replace("_", " "))
+    if state == "paused" and reason:
+        label = f"{label} ({reason_label(reason)})"
+    pending = ""
+    if agent.get("logged_in") and state == "logged_out":
+        pending = "log-in not applied in Asterisk yet"
+    elif not agent.get("logged_in") and state != "logged_out":
+        pending = "log-out not applied in Asterisk yet"
+    elif agent.get("paused") and state == "available":
+        pending = "pause not applied in Asterisk yet"
+    elif agent.get("logged_in") and not agent.get("paused") and state == "paused":
+        pending = "resume not applied in Asterisk yet"
+    since = "—"
+    if agent.get("state_since") not in (None, ""):
+        try:
+            since = datetime.fromtimestamp(float(agent["state_since"])).strftime("%H:%M:%S")
+        except (TypeError, ValueError, OverflowError, OSError):
+            since = "—"
+    skills = agent.get("skills") or {}
+    return {
+        "name": str(agent.get("name") or ""),
+        "display_name": str(agent.get("display_name") or ""),
+        "state": label,
+        "pending": pending,
+        "pause_reason": reason_label(reason) if paused and reason else "—",
+        "queues": ", ".join(sorted(skills)) if skills else "—",
+        "since": since,
+    }
+
+
+def _agent_field(tag: str, texts: Mapping[str, str], name: str, cls: str = "") -> str:
+    class_attr = f' class="{cls}"' if cls else ""
+    return f'<{tag}{class_attr} data-agent-field="{name}">{escape(texts[name])}</{tag}>'
+
+
+def _agent_state_badge(agent: Mapping[str, Any], texts: Mapping[str, str]) -> str:
+    state = escape(_agent_state(agent)) if agent.get("name") else "none"
+    return (f'<span class="state agent-state agent-state-{state}" data-agent-field="state">'
+            f'{escape(texts["state"])}</span> {_agent_field("small", texts, "pending", "pending")}')
+
+
+def agent_controls(agent: Mapping[str, Any], *, csrf: str, reasons: Sequence[str]) -> str:
+    """Log in / Pause (with a reason) / Resume / Log out for one agent, only the sensible ones enabled.
+
+    A form posting to /api/agents/{name}/{action} (the JS sends it as JSON; without JS it is a form post).
+    """
+    name = str(agent.get("name") or "")
+    enabled = agent_actions(agent)
+    base = f"/api/agents/{escape(name)}/" if name else ""
+    options = "".join(f'<option value="{escape(r)}">{escape(reason_label(r))}</option>' for r in reasons)
+    pause_off = "" if "pause" in enabled else " disabled"
+    parts = [f'<form class="agent-actions" method="post" action="{base}login">'
+             f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">']
+    for action, text in AGENT_ACTION_LABELS:
+        if action == "pause":
+            parts.append(f'<select name="reason" aria-label="Pause reason"{pause_off}>{options}</select>')
+        off = "" if action in enabled else " disabled"
+        parts.append(f'<button type="submit" data-action="{action}" formaction="{base}{action}"{off}>'
+                     f"{text}</button>")
+    parts.append("</form>")
+    return "".join(parts)
+
+
+def agent_panel(agent: Mapping[str, Any], *, csrf: str, reasons: Sequence[str]) -> str:
+    """The signed-in agent's own queue state, queues and controls."""
+    texts = agent_fields(agent)
+    return (
+        f'<div class="agent agent-panel" data-agent="{escape(texts["name"])}">'
+        f'<p class="agent-state-line">{_agent_state_badge(agent, texts)}</p>'
+        '<dl class="pop-facts">'
+        f'<dt>Agent</dt><dd>{_agent_field("span", texts, "display_name")} '
+        f'{_agent_field("span", texts, "name", "mono muted")}</dd>'
+        f'<dt>Queues</dt><dd>{_agent_field("span", texts, "queues")}</dd>'
+        f'<dt>Since</dt><dd>{_agent_field("span", texts, "since")}</dd>'
+        "</dl>"
+        f"{agent_controls(agent, csrf=csrf, reasons=reasons)}</div>"
+    )
+
+
+def agent_row(agent: Mapping[str, Any], *, csrf: str, reasons: Sequence[str]) -> str:
+    """One row of the supervisors' all-agents table."""
+    texts = agent_fields(agent)
+    return (
+        f'<tr class="agent" data-agent="{escape(texts["name"])}">'
+        f'<td>{_agent_field("span", texts, "name", "mono strong")}<br>'
+        f'{_agent_field("small", texts, "display_name", "muted")}</td>'
+        f"<td>{_agent_state_badge(agent, texts)}</td>"
+        f'<td>{_agent_field("span", texts, "pause_reason")}</td>'
+        f'<td>{_agent_field("span", texts, "queues")}</td>'
+        f'<td>{_agent_field("span", texts, "since", "nowrap")}</td>'
+        f"<td>{agent_controls(agent, csrf=csrf, reasons=reasons)}</td>"
+        "</tr>"
+    )
+
+
+def render_agents(
+    templates: dict[str, Template],
+    *,
+    account: Account,
+    csrf: str,
+    css_url: str,
+    agents_css_url: str,
+    js_url: str,
+    agents: list[dict[str, Any]] | None,
+    mine: dict[str, Any] | None,
+    supervisor: bool,
+    pause_reasons: Sequence[str],
+    error: str = "",
+) -> str:
+    """The /agents page: your own queue state and controls; supervisors also every agent's."""
+    parts: list[str] = []
+    if mine is not None:
+        parts.append(
+            '<section class="card agent-card" id="my-queue-state"><h2>Your queue state</h2>'
+            f"{agent_panel(mine, csrf=csrf, reasons=pause_reasons)}</section>"
+        )
+    elif not supervisor and agents is not None:
+        linked = account.sip_endpoint or account.username
+        parts.append(
+            '<section class="card agent-card" id="my-queue-state"><h2>Your queue state</h2>'
+            f'<p class="muted">No queue agent named {escape(linked)}: ask an admin to add you as an agent.</p>'
+            "</section>"
+        )
+    if supervisor:
+        parts.append(
+            '<section class="card" id="all-agents"><h2>All agents <span class="count" id="agent-count">'
+            f'{len(agents or [])}</span></h2><div class="table-wrap"><table class="grid agents-table">'
+            "<thead><tr><th>Agent</th><th>State</th><th>Pause reason</th><th>Queues</th><th>Since</th>"
+            "<th>Controls</th></tr></thead>"
+            f'<tbody id="agent-rows">{_rows(agents, lambda a: agent_row(a, csrf=csrf, reasons=pause_reasons), 6, "No agents.")}'
+            "</tbody></table></div>"
+            f'<template id="agent-row-template">{agent_row({}, csrf=csrf, reasons=pause_reasons)}</template>'
+            "</section>"
+        )
+    return templates["agents"].substitute(
+        css_url=escape(css_url),
+        agents_css_url=escape(agents_css_url),
+        js_url=escape(js_url),
+        csrf=escape(csrf),
+        display_name=escape(account.display_name),
+        username=escape(account.username),
+        role=escape(str(account.role)),
+        own_agent=escape(str((mine or {}).get("name") or "")),
+        supervisor="1" if supervisor else "0",
+        error=escape(error),
+        error_hidden="" if error else " hidden",
         sections="".join(parts),
     )

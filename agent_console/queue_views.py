@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
+import logging
 from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
 
-from queueing import AgentError, AgentNotFound
+from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
 
-from .accounts import Role
-from .security import current_account, json_error
-from .views import ok
+from . import pages
+from .accounts import Account, Role
+from .security import csrf_token, current_account, json_error
+from .views import TEMPLATES, dumps, ok
+
+log = logging.getLogger(__name__)
 
 QUEUE_CONSOLE: Final = web.AppKey("queue_console", object)  # queueing.QueueConsole
 METRICS_TOKEN: Final = web.AppKey("metrics_token", object)  # str | None
@@ -62,9 +67,56 @@ async def api_agent_action(request: web.Request) -> web.Response:
             agent = await getattr(agents, action)(name)
     except AgentNotFound as exc:
         return json_error(404, str(exc))
+    except AgentNotApplied as exc:  # saved, but Asterisk is away or refused: the caller must know
+        return json_error(503, str(exc))
     except AgentError as exc:
         return json_error(400, str(exc))
+    if _is_browser_form(request):  # the page's forms work without JS too
+        raise web.HTTPSeeOther("/agents")
     return ok({"agent": agent.to_dict()})
+
+
+def _is_browser_form(request: web.Request) -> bool:
+    return (request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+            and "text/html" in request.headers.get("Accept", ""))
+
+
+def own_agent(account: Account, agents: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The queue agent this console account acts as (the same names the API lets an agent act on), or None."""
+    names = [n for n in (account.sip_endpoint, account.username) if n]
+    by_name = {a.get("name"): a for a in agents}
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+async def agents_page(request: web.Request) -> web.Response:
+    """/agents: the signed-in agent's queue state and controls; supervisors and admins also get every agent."""
+    account = current_account(request)
+    console = request.app.get(QUEUE_CONSOLE)
+    agents: list[dict[str, Any]] | None = None
+    error = ""
+    if console is None:
+        error = "Queue agents are not available in this console."
+    else:
+        try:
+            agents = json.loads(dumps(await console.list_agents()))
+        except Exception as exc:  # the page still loads; the JS keeps retrying and says why it cannot
+            log.exception("agents page: could not load the agents")
+            error = f"Could not load the agents: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+    static = request.app.router["static"]
+    html = pages.render_agents(
+        request.app[TEMPLATES],
+        account=account,
+        csrf=await csrf_token(request),
+        css_url=str(static.url_for(filename="console.css")),
+        agents_css_url=str(static.url_for(filename="agents.css")),
+        js_url=str(static.url_for(filename="agents.js")),
+        agents=agents,
+        mine=own_agent(account, agents or []),
+        supervisor=account.role in (Role.SUPERVISOR, Role.ADMIN),
+        pause_reasons=PAUSE_REASONS,
+        error=error,
+    )
+    return web.Response(text=html, content_type="text/html")
 
 
 async def api_queues(request: web.Request) -> web.Response:

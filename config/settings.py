@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
@@ -129,11 +130,17 @@ class Settings(BaseSettings):
     prompts_file: Path = PROJECT_ROOT / "config" / "prompts.yaml"
     prompts_override_dir: Path | None = None
     ivr_flow_file: Path = PROJECT_ROOT / "config" / "ivr" / "default.yaml"  # shipped flow (issue 3)
+    # More numbers answered by the IVR, each with the flow it runs ({"12399": "flood-warning"}); the hotline
+    # number runs "default" unless mapped here. A flow of another name is published, or <name>.yaml beside
+    # ivr_flow_file; admins switch a number's flow without restart with `hotline flows route`.
+    ivr_numbers: dict[str, str] = Field(default_factory=dict)
     # Dial() target of IVR transfer nodes, "{number}" replaced, e.g. "PJSIP/trunk/sip:{number}@carrier:5060";
     # None: transfer nodes end the call (no outbound route configured).
     transfer_dial: str | None = Field(default=None, pattern=r"^PJSIP/[A-Za-z0-9_.-]+/sip:\{number\}@[A-Za-z0-9_.:-]+$")
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # uvloop: libuv's event loop, about a third less CPU per AGI command than asyncio's own (benchmarks/ivr_load.py)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("sip_host", "ami_host", "agi_host", "http_host", "asr_ws_host")
     @classmethod
@@ -142,6 +149,22 @@ class Settings(BaseSettings):
             ipaddress.ip_address(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+    @field_validator("ivr_numbers", mode="before")
+    @classmethod
+    def _numbers_are_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 12399 as an int; a dialed number is text.
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("ivr_numbers")
+    @classmethod
+    def _are_number_routes(cls, value: dict[str, str]) -> dict[str, str]:
+        for number, flow in value.items():
+            if not re.fullmatch(r"[0-9]{2,15}", number):
+                raise ValueError(f"number {number!r} must be 2-15 digits")
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", flow):
+                raise ValueError(f"number {number}: {flow!r} is not a flow name (lower-case letters, digits, - and _)")
         return value
 
     @field_validator("trunk_addresses")
@@ -181,6 +204,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} and {seen[port]} are both {port}")
             seen[port] = name
         return self
+
+    @property
+    def flow_numbers(self) -> dict[str, str]:
+        """Every number the IVR answers → the flow it runs (the hotline number runs "default" unless mapped)."""
+        return {self.hotline_number: "default", **self.ivr_numbers}
 
     @property
     def secrets_file(self) -> Path:

@@ -36,7 +36,7 @@ from queueing import (AgentService, AgentStore, CallbackDispatcher, CallbackRout
 from transcripts import TranscriptionJobStore, TranscriptionWorker
 
 from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver
-from queueing import MaxWaitRecordingRoute, QueueWaitAnnouncer, WaitEstimator, periodic_rotation
+from queueing import MaxWaitRecordingRoute, QueueWaitAnnouncer, SpokenPrompts, WaitEstimator
 from telephony import (AgiError, AmiActionFailed, AmiClient, AmiError, AsteriskConfig, AsteriskProcess,
                        AsteriskStartError, FastAgiServer, render_asterisk_config)
 
@@ -181,7 +181,8 @@ def build_app(settings: Settings) -> web.Application:
     app[LIVE_STATE] = live
     app[FLOWS] = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
                                      override_dir=settings.prompts_override_dir,
-                                     queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT)
+                                     queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
+                                     hotline_number=settings.hotline_number, numbers=settings.flow_numbers)
     app[FLOW_ADMIN] = app[FLOWS].admin
     app[AGENT_STORE] = AgentStore(engine, [q.name for q in settings.queues])
     app[QUEUE_METRICS] = QueueMetricsStore(engine, interval_minutes=settings.metrics_interval_minutes,
@@ -263,11 +264,11 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     # Agents are not static: their endpoints come from pjsip_agents.conf and queue membership from AMI.
     config = dataclasses.replace(AsteriskConfig.from_settings(settings), agents=())
-    # queueing: each queue's wait estimate, then the callback offer once eligible (kept current by queueing_ctx).
+    # queueing: position, wait estimate and callback offer are whispered per caller by the bridge
+    # (QueueWaitAnnouncer, on time and for their own position), so app_queue's shared announcements stay off.
     config = dataclasses.replace(config, queues=[dataclasses.replace(
-        q, periodic_announce_frequency=q.announce_frequency_seconds,
-        periodic_announce=periodic_rotation(settings.prompts_dir, q.name, q.announce_frequency_seconds,
-                                            settings.callback_after_seconds)) for q in config.queues])
+        q, announce_frequency_seconds=0, periodic_announce=(), periodic_announce_frequency=0)
+        for q in config.queues])
     if not settings.manage_asterisk:
         # An external Asterisk (compose, production) reads the configuration rendered here.
         render_asterisk_config(config)
@@ -318,6 +319,9 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.language not in live_flow.document.languages:
         raise HotlineStartError(f"language {settings.language!r} is not one of the IVR flow's languages "
                                 f"({', '.join(live_flow.document.languages)})")
+    routes = {r.number: r.flow_name for r in await flows.store.routes()}
+    for problem in await flows.router.check(routes):  # ivr flows: every number's flow, loaded now
+        log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     transcription = TranscriptionService(app[ASR], app[CASES], app[LIVE_STATE],
                                          grammar=settings.complaint_grammar or None)
@@ -332,8 +336,10 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
             transfer_dial=settings.transfer_dial,
             live_transcript_command=live_transcript_command(settings),  # issue 4: record nodes with mode: stream
         ),
-        flows=flows.live, speech=flows.models.recognizer, surveys=flows.store,
+        flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
         cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], transcription=transcription,
+        # queueing: callback nodes book durable requests, dialed like the queue key's (first queue if none named)
+        callbacks=app[CALLBACKS], callback_queue=settings.queues[0].name if settings.queues else None,
     )
     server = FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout)
     server.add_route("ivr", flow.handle)
@@ -345,8 +351,9 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
                                                         app[CALLBACKS], app[LIVE_STATE],
                                                         {q.name: q.max_wait_seconds for q in settings.queues}).handle)
     server.add_route("callback-request", CallbackRoute(app[CALLBACKS], app[LIVE_STATE],
-                                                       after_seconds=settings.callback_after_seconds).handle)
-    prompt_set = load_prompt_sets(settings.prompts_file).get(settings.language)
+                                                       after_seconds=settings.callback_after_seconds,
+                                                       too_early_prompt=_callback_too_early_prompt(settings)).handle)
+    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
     try:
         maxwait_record = MaxWaitRecordingRoute(
             app[CASES], transcription, app[LIVE_STATE], recordings_dir=settings.recordings_dir,
@@ -383,6 +390,16 @@ def _agent_provisioner(settings: Settings) -> PjsipAgentProvisioner:
     return PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part", settings.sip_host)
 
 
+def _callback_too_early_prompt(settings: Settings) -> Callable[[], Awaitable[str]] | None:
+    """"Not yet; you keep your place" in the hotline's language, synthesized on first use (None: no such text)."""
+    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
+    text = prompt_set.texts.get("queue_callback_too_early") if prompt_set else None
+    if prompt_set is None or not text:
+        return None
+    prompts = SpokenPrompts(settings.prompts_dir, prompt_set.voice, synthesize_speech)
+    return lambda: prompts.path(text)
+
+
 async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
     settings = app[SETTINGS]
@@ -399,7 +416,8 @@ async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     ami = app[AMI]
     live = app[QUEUE_LIVE]
-    agents = AgentService(app[AGENT_STORE], ami, _agent_provisioner(settings), ami_error=AmiActionFailed)
+    agents = AgentService(app[AGENT_STORE], ami, _agent_provisioner(settings), ami_error=AmiActionFailed,
+                          ami_failure=AmiError)  # console: "saved, not applied yet" when Asterisk is away
 
     async def known_agents() -> list[str]:
         return [a.name for a in await app[AGENT_STORE].list()]
@@ -423,11 +441,15 @@ async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
         await callbacks.recover()
     except AmiError as exc:
         log.warning("queueing: callback recovery failed (retried on reconnect): %s", exc)
-    prompt_set = load_prompt_sets(settings.prompts_file).get(settings.language)
+    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
     try:
-        announcer = QueueWaitAnnouncer(WaitEstimator(app[QUEUE_METRICS]), [q.name for q in settings.queues],
-                                       settings.prompts_dir, voice=prompt_set.voice if prompt_set else "",
-                                       texts=prompt_set.texts if prompt_set else {}, synthesize=synthesize_speech)
+        announcer = QueueWaitAnnouncer(
+            WaitEstimator(app[QUEUE_METRICS], live.agents,
+                          wrapup_seconds={q.name: float(q.wrapup_seconds) for q in settings.queues}),
+            live, ami,
+            SpokenPrompts(settings.prompts_dir, prompt_set.voice if prompt_set else "", synthesize_speech),
+            frequency={q.name: q.announce_frequency_seconds for q in settings.queues},
+            callback_after=settings.callback_after_seconds, texts=prompt_set.texts if prompt_set else {})
     except ValueError as exc:
         raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
     tasks = [asyncio.create_task(tracker.watch_redis(), name="queue-state-redis-watch"),
@@ -441,6 +463,7 @@ async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await callbacks.aclose()
+        await announcer.aclose()
         await tracker.aclose()
         try:
             await app[QUEUE_METRICS].flush()  # the last second of counts

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_event_loop(main: Coroutine[Any, Any, int], kind: str = "uvloop") -> int:
+    """Run the hotline's main coroutine on the configured event loop (uvloop or asyncio's own)."""
+    if kind == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hotline` console script."""
     args = build_parser().parse_args(argv)
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "run":
-        return asyncio.run(_run(settings))
+        return run_event_loop(_run(settings), settings.event_loop)
     if args.command == "db":
         return _db_upgrade(settings)
     if args.command == "cases":

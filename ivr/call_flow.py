@@ -32,6 +32,7 @@ from .flow_model import (
     TransferNode,
 )
 from .flow_prompts import FixedPrompts
+from .flow_routes import dialed_number
 from .flow_source import FileFlowSource, LoadedFlow
 from .flow_validator import FlowValidator
 from .transcription import TranscriptionService
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ALL_KEYS = "0123456789*#"
 MAX_STEPS = 1000  # validated flows cannot loop forever; this guards a call against a bug all the same
+MAX_HEARD_CHARS = 64  # of words heard in a speech menu kept in the call path
 DEFAULT_FLOW_FILE = Path(__file__).resolve().parent.parent / "config" / "ivr" / "default.yaml"
 
 
@@ -86,15 +88,22 @@ class CallContext:
 class HotlineCallFlow:
     """Runs one call through the live flow; every step is mirrored to live state, the case and the call record.
 
-    flows: where each call gets its flow (LiveFlowSource in the hotline); default: the shipped YAML file with
+    flows: where each call gets its flow (FlowRouter in the hotline: by the number dialed; or one source with
+    current(), e.g. LiveFlowSource); default: the shipped YAML file with
     the given prompt library. speech: language → recognizer (transcribe_file with a grammar) or None for DTMF.
     """
 
     def __init__(self, *, options: IvrOptions, cases: Any, records: Any, live: Any,
                  transcription: TranscriptionService, prompts: Any = None, flows: Any = None,
                  speech: Callable[[str, str | None], Any] | None = None, surveys: Any = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, callbacks: Any = None,
+                 callback_queue: str | None = None) -> None:
         self._o = options
+        # callback nodes: callbacks.request(queue=, caller_number=, case_number=, linkedid=, priority=, queued_at=)
+        # books a durable request (the queueing CallbackStore in the hotline; ValueError: cannot be called back);
+        # callback_queue is the queue of nodes that name none. None: the request is only noted on the case.
+        self._callbacks = callbacks
+        self._callback_queue = callback_queue
         self._cases = cases
         self._records = records
         self._live = live
@@ -126,8 +135,10 @@ class HotlineCallFlow:
     async def handle(self, agi: AgiSession) -> None:
         """FastAGI route handler for agi://.../ivr (each connection is its own task in FastAgiServer)."""
         self.calls_handled += 1
-        flow: LoadedFlow = await self._flows.current()  # this call runs this version to its end
-        linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
+        flow: LoadedFlow = await self._flow_for(agi)  # this call runs this version to its end
+        # The dialplan passes the linkedid in the AGI URL (?linkedid=); asking for it would cost a round trip.
+        linkedid = agi.params.get("linkedid") \
+            or await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         caller = agi.caller_number or "anonymous"
         case = await self._cases.create(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
                                                 menu_path=[]))
@@ -161,6 +172,13 @@ class HotlineCallFlow:
             await self._keep_partial_recording(ctx)
 
     # -- helpers ------------------------------------------------------------------------------------
+    async def _flow_for(self, agi: Any) -> LoadedFlow:
+        """The live flow of the number the caller dialed (a FlowRouter), or the one flow of a single source."""
+        for_number = getattr(self._flows, "for_number", None)
+        if for_number is None:
+            return await self._flows.current()
+        return await for_number(dialed_number(agi))
+
     async def _step(self, ctx: CallContext, step: str) -> None:
         ctx.path.append(step)
         await self._live.update(ctx.linkedid, ivr_path=ctx.path)
@@ -216,8 +234,9 @@ class HotlineCallFlow:
             if option is not None:
                 await self._step(ctx, f"speech:{word}:{option.key}" if word else digits)
                 return option.next
-            if digits:
-                await self._step(ctx, f"invalid:{digits}")
+            if digits or word:
+                # A wrong key, or words heard that name no option: both are a wrong choice, not silence.
+                await self._step(ctx, f"invalid:{digits}" if digits else f"no-match:{word[:MAX_HEARD_CHARS]}")
                 if node.invalid_prompt:
                     await ctx.agi.stream_file(ctx.prompt(node.invalid_prompt))
             else:
@@ -225,7 +244,7 @@ class HotlineCallFlow:
                 if node.no_input_prompt:
                     await ctx.agi.stream_file(ctx.prompt(node.no_input_prompt))
         if node.fallback is not None:
-            # Silence or wrong keys every time: the flow's fallback (a person, in the default flow).
+            # Silence, wrong keys or unknown words every time: the flow's fallback (a person, in the default flow).
             await self._step(ctx, f"fallback:{node.fallback}")
             option = node.option(node.fallback)
             assert option is not None
@@ -250,7 +269,7 @@ class HotlineCallFlow:
     async def _speech_attempt(self, ctx: CallContext, node: MenuNode, recognizer: Any, timeout_ms: int,
                               attempt: int) -> tuple[str, str]:
         """Play the prompt, then listen: a key press ends it at once; otherwise the answer is recognized
-        with Vosk restricted to this menu's keywords. Returns (digit, "") or ("", keyword) or ("", "")."""
+        with Vosk restricted to this menu's keywords. Returns (digit, "") or ("", words heard) or ("", "")."""
         key = await ctx.agi.stream_file(ctx.prompt(node.prompt), ALL_KEYS)
         if key:
             return key, ""
@@ -399,11 +418,10 @@ class HotlineCallFlow:
     async def _queue(self, ctx: CallContext, node: QueueNode) -> str | None:
         await self._settle_transcript(ctx)
         priority = ctx.priority if node.priority is None else node.priority
-        await ctx.agi.set_variable("HOTLINE_CASE", ctx.case_number)
-        await ctx.agi.set_variable("HOTLINE_PRIORITY", str(priority))
-        await ctx.agi.set_variable("HOTLINE_QUEUE", node.queue)
+        handover = {"HOTLINE_CASE": ctx.case_number, "HOTLINE_PRIORITY": str(priority), "HOTLINE_QUEUE": node.queue}
         if node.max_wait_seconds is not None:
-            await ctx.agi.set_variable("HOTLINE_QUEUE_MAXWAIT", str(node.max_wait_seconds))
+            handover["HOTLINE_QUEUE_MAXWAIT"] = str(node.max_wait_seconds)
+        await ctx.agi.set_variables(handover)  # one round trip for all of them
         if node.prompt:
             await ctx.agi.stream_file(ctx.prompt(node.prompt))
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
@@ -428,9 +446,25 @@ class HotlineCallFlow:
     async def _callback(self, ctx: CallContext, node: CallbackNode) -> str | None:
         digits = await self._key_press(ctx, node.prompt, node.timeout_seconds)
         if digits == node.accept_key:
+            note = f"callback requested to {ctx.caller}"
+            queue = node.queue or self._callback_queue
+            if self._callbacks is None or queue is None:
+                log.warning("call %s: callback accepted but no callback service%s: only noted on the case",
+                            ctx.linkedid, "" if queue else " or queue")
+            else:
+                try:
+                    booked = await self._callbacks.request(
+                        queue=queue, caller_number=ctx.caller, case_number=ctx.case_number, linkedid=ctx.linkedid,
+                        priority=ctx.priority, queued_at=self._clock())
+                except ValueError as exc:  # e.g. an anonymous caller: nobody to call back
+                    await self._step(ctx, "callback:refused")
+                    await self._cases.update(ctx.case_number, menu_path=ctx.path,
+                                             notes=f"callback could not be booked: {exc}")
+                    return node.declined
+                note = f"callback {booked.id} requested to {ctx.caller} (queue {queue})"
+                log.info("call %s: %s", ctx.linkedid, note)
             await self._step(ctx, "callback:yes")
-            await self._cases.update(ctx.case_number, menu_path=ctx.path,
-                                     notes=f"callback requested to {ctx.caller}")
+            await self._cases.update(ctx.case_number, menu_path=ctx.path, notes=note)
             if node.accepted_prompt:
                 await ctx.agi.stream_file(ctx.prompt(node.accepted_prompt))
             return node.accepted

@@ -1,4 +1,4 @@
-"""`hotline flows validate|list|show|publish|rollback|audit`: flows from the command line."""
+"""`hotline flows validate|list|show|publish|rollback|audit|routes|route`: flows from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,13 @@ def add_flows_parser(sub: Any, add_common: Any) -> None:
     rb.add_argument("--actor", default=None)
     audit = flows_sub.add_parser("audit", help="who published what, when")
     add_common(audit)
+    routes = flows_sub.add_parser("routes", help="the numbers the IVR answers and the flow each runs")
+    add_common(routes)
+    route = flows_sub.add_parser("route", help="switch the flow a number runs, from its next call on")
+    add_common(route)
+    route.add_argument("number")
+    route.add_argument("flow")
+    route.add_argument("--actor", default=None, help="who switches it (default: the OS user), for the audit log")
 
 
 def _print_report(report: FlowReport, label: str, as_json: bool) -> None:
@@ -78,7 +85,8 @@ async def _flows(args: argparse.Namespace, settings: Any) -> int:
     services = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
                                    override_dir=settings.prompts_override_dir,
                                    queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
-                                   recognizer=recognizer)
+                                   recognizer=recognizer, hotline_number=settings.hotline_number,
+                                   numbers=settings.flow_numbers)
     try:
         if command == "validate":
             from .flow_validator import FlowValidator
@@ -101,10 +109,24 @@ async def _flows(args: argparse.Namespace, settings: Any) -> int:
             return 0
         if command == "audit":
             for e in await admin.audit():
-                print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<12} {e.action:<8} {e.flow_name} "
-                      f"v{e.from_version or 0} → v{e.to_version}  {e.detail}")
+                versions = f"v{e.to_version} live" if e.action == "route" else f"v{e.from_version or 0} → v{e.to_version}"
+                print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<12} {e.action:<8} {e.flow_name} {versions}  {e.detail}")
+            return 0
+        if command == "routes":
+            for r in await admin.routes():
+                how = f"routed by {r['routed_by']} at {r['routed_at']:%Y-%m-%d %H:%M:%S}" if r["routed_by"] \
+                    else "configured"
+                print(f"{r['number']}  {r['flow']}  ({how})")
             return 0
         actor = args.actor or getpass.getuser()
+        if command == "route":
+            try:
+                routed = await admin.route(args.number, args.flow, actor)
+            except (LookupError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"number {routed['number']} runs flow {routed['flow']} from its next call on (routed by {actor})")
+            return 0
         try:
             if command == "publish":
                 try:

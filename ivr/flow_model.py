@@ -215,10 +215,12 @@ class TransferNode(_Node):
 
 
 class CallbackNode(_Node):
-    """Offer a call back instead of waiting; pressing accept_key books it on the case."""
+    """Offer a call back instead of waiting; pressing accept_key books a durable callback request (and notes it on
+    the case), dialed like a queue's callbacks by an agent of `queue` (None: the hotline's default callback queue)."""
 
     kind: Literal["callback"]
     prompt: str
+    queue: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{1,31}$")
     accept_key: _KEY = "1"
     accepted_prompt: str | None = None
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)

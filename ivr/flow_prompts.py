@@ -1,6 +1,7 @@
 """Prompt audio of a flow: per-language libraries (espeak-ng, cached by hash) and recorded "file:" sounds."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,15 +21,23 @@ def _playable(path: Path) -> str:
     return str(path.with_suffix("")) if path.suffix else str(path)
 
 
+@lru_cache(maxsize=4096)
+def _file_path(ref: str, base_dir: Path | None) -> str:
+    # Pure path arithmetic, asked for on every prompt of every call: worth remembering.
+    return _playable(resolve_sound_file(ref, base_dir))
+
+
 class FlowPrompts:
-    """The prepared prompts of one flow document, every language; prepare() synthesizes what is missing."""
+    """The prepared prompts of one flow document, every language; prepare() synthesizes what is missing
+    ({hotline_number} in a text is spoken as hotline_number)."""
 
     def __init__(self, document: FlowDocument, cache_dir: Path, override_dir: Path | None = None,
-                 base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None, hotline_number: str | None = None) -> None:
         self._doc = document
         self._base_dir = base_dir
         self._libraries = {
-            language: PromptLibrary(PromptSet(language, spec.voice, dict(spec.prompts)), cache_dir, override_dir)
+            language: PromptLibrary(PromptSet(language, spec.voice, dict(spec.prompts)), cache_dir, override_dir,
+                                    hotline_number=hotline_number)
             for language, spec in document.languages.items()
         }
 
@@ -40,7 +49,7 @@ class FlowPrompts:
     def path(self, ref: str, language: str) -> str:
         """Playable path of a prompt reference in a language (the default language's if that one lacks it)."""
         if ref.startswith(FILE_PREFIX):
-            return _playable(resolve_sound_file(ref, self._base_dir))
+            return _file_path(ref, self._base_dir)
         library = self._libraries.get(language) or self._libraries[self._doc.default_language]
         try:
             return library.path(ref)
@@ -61,5 +70,5 @@ class FixedPrompts:
     def path(self, ref: str, language: str) -> str:
         """Playable path of a prompt reference."""
         if ref.startswith(FILE_PREFIX):
-            return _playable(resolve_sound_file(ref, self._base_dir))
+            return _file_path(ref, self._base_dir)
         return self._library.path(ref)

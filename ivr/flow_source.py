@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 SHIPPED_VERSION = 0  # the version number of the shipped file, used until a flow is published
 
 
+class FlowNotPublished(LookupError):
+    """A flow with no published version and no shipped file: nothing to run; the message is one line."""
+
+
 class FlowRejected(Exception):
     """A flow failed validation; .report has every error; the message is the first one."""
 
@@ -85,14 +89,15 @@ class FileFlowSource:
 
 
 class LiveFlowSource:
-    """The published live version of a named flow (the shipped file until the first publish).
+    """The published live version of a named flow (the shipped file until the first publish; FlowNotPublished
+    when the flow has neither).
 
     Each call asks for current() once, at its start: one cheap indexed max(version) query, then the
     compiled flow comes from a per-version cache, so a publish from any process is picked up by the
     next call of every bridge process without restarting anything, and calls in progress keep theirs.
     """
 
-    def __init__(self, store: VersionLookup, name: str, shipped: FileFlowSource, validator: FlowValidator,
+    def __init__(self, store: VersionLookup, name: str, shipped: FileFlowSource | None, validator: FlowValidator,
                  prompts_for: PromptFactory, lookup_timeout: float = 2.0) -> None:
         self._store = store
         self._name = name
@@ -116,6 +121,8 @@ class LiveFlowSource:
                 return self._last
             raise
         if version is None:
+            if self._shipped is None:
+                raise FlowNotPublished(f"flow {self._name!r} has no published version and no shipped file")
             self._last = await self._shipped.current()
             return self._last
         loaded = self._cache.get(version)

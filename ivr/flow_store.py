@@ -1,4 +1,5 @@
-"""FlowStore: immutable published versions of flows, the audit log of every publish, and survey answers."""
+"""FlowStore: immutable published versions of flows, the audit log of every publish and route change, survey
+answers, and which flow each dialed number runs (routes set by admins, over the configured mapping)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -9,7 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueCon
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import NAMING_CONVENTION, UTCDateTime
+from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -31,7 +32,7 @@ flow_audit = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", UTCDateTime, nullable=False),
     Column("actor", String(64), nullable=False),
-    Column("action", String(16), nullable=False),  # publish | rollback
+    Column("action", String(16), nullable=False),  # publish | rollback | route
     Column("flow_name", String(64), nullable=False),
     Column("from_version", Integer, nullable=True),
     Column("to_version", Integer, nullable=False),
@@ -47,6 +48,30 @@ survey_results = Table(
     Column("flow_version", Integer, nullable=False),
     Column("at", UTCDateTime, nullable=False),
 )
+
+
+# Which flow a dialed number runs, as switched by an admin (numbers not here run their configured flow).
+number_routes = Table(
+    "ivr_number_routes", metadata,
+    Column("number", String(15), primary_key=True),
+    Column("flow_name", String(64), nullable=False),
+    Column("routed_at", UTCDateTime, nullable=False),
+    Column("routed_by", String(64), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class NumberRoute:
+    """An admin's choice of the flow a dialed number runs."""
+
+    number: str
+    flow_name: str
+    routed_at: datetime
+    routed_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,7 @@ class FlowStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._upsert = dialect_insert(engine)
 
     async def live_version(self, name: str) -> int | None:
         """The live (highest) version number of a flow; None if never published."""
@@ -177,3 +203,31 @@ class FlowStore:
                                        .where(survey_results.c.case_number == case_number)
                                        .order_by(survey_results.c.id))).all()
         return [r[0] for r in rows]
+
+    async def route_of(self, number: str) -> str | None:
+        """The flow an admin routed a dialed number to; None: the configured one."""
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(number_routes.c.flow_name)
+                                       .where(number_routes.c.number == number))).scalar()
+
+    async def routes(self) -> list[NumberRoute]:
+        """Every admin route, by number."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(number_routes).order_by(number_routes.c.number))).all()
+        return [NumberRoute(r.number, r.flow_name, r.routed_at, r.routed_by) for r in rows]
+
+    async def set_route(self, number: str, flow_name: str, actor: str, *, previous: str,
+                        live_version: int) -> NumberRoute:
+        """Route a dialed number to a flow from the next call on, logged in the audit (live_version: the flow's
+        version at that moment, for the log; previous: the flow the number ran until now)."""
+        now = datetime.now(UTC)
+        upsert = self._upsert(number_routes).values(number=number, flow_name=flow_name, routed_at=now,
+                                                    routed_by=actor)
+        upsert = upsert.on_conflict_do_update(index_elements=[number_routes.c.number],
+                                              set_={"flow_name": flow_name, "routed_at": now, "routed_by": actor})
+        async with self._engine.begin() as conn:
+            await conn.execute(upsert)
+            await conn.execute(insert(flow_audit).values(
+                at=now, actor=actor, action="route", flow_name=flow_name, from_version=None,
+                to_version=live_version, detail=f"number {number}: {previous} → {flow_name}"[:500]))
+        return NumberRoute(number, flow_name, now, actor)

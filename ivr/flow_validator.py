@@ -1,6 +1,7 @@
 """FlowValidator: every reason a flow must not go live, each naming its node, checked before publishing."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from .flow_model import (
     PlayNode,
     parse_flow,
 )
+from .prompts import HOTLINE_NUMBER_PLACEHOLDER
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class Vocabulary(Protocol):
@@ -126,6 +130,12 @@ class FlowValidator:
         for name, node in doc.nodes.items():
             for ref in node.prompts():
                 self._check_prompt(doc, name, ref, report)
+        for language, spec in doc.languages.items():
+            for prompt, text in spec.prompts.items():
+                for placeholder in dict.fromkeys(_PLACEHOLDER.findall(text)):
+                    if placeholder != HOTLINE_NUMBER_PLACEHOLDER:
+                        err(FlowIssue(None, f"prompt {prompt!r} ({language}): unknown placeholder {placeholder} "
+                                            f"(only {HOTLINE_NUMBER_PLACEHOLDER} is filled in)"))
 
     def _check_node(self, doc: FlowDocument, name: str, node: Any, report: FlowReport) -> None:
         err = report.errors.append
@@ -152,7 +162,8 @@ class FlowValidator:
                 ZoneInfo(node.timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 err(FlowIssue(name, f"unknown time zone {node.timezone!r}"))
-        elif getattr(node, "kind", "") == "queue" and self._queues is not None and node.queue not in self._queues:
+        elif getattr(node, "kind", "") in ("queue", "callback") and self._queues is not None \
+                and node.queue is not None and node.queue not in self._queues:
             err(FlowIssue(name, f"queue {node.queue!r} is not configured (queues: {', '.join(sorted(self._queues))})"))
 
     def _check_keywords(self, doc: FlowDocument, name: str, node: MenuNode, report: FlowReport) -> None:

@@ -14,6 +14,13 @@ log = logging.getLogger(__name__)
 
 # Bump when the synthesis recipe changes, so cached audio is regenerated.
 _RECIPE = "espeak-ng/sox 8k mono s16 v1"
+# Written in a prompt text, spoken as the configured hotline number (settings hotline_number).
+HOTLINE_NUMBER_PLACEHOLDER = "{hotline_number}"
+
+
+def fill_prompt_text(text: str, hotline_number: str | None) -> str:
+    """The text to speak: {hotline_number} replaced by the number (other braces, e.g. {minutes}, left alone)."""
+    return text.replace(HOTLINE_NUMBER_PLACEHOLDER, hotline_number) if hotline_number else text
 
 
 class PromptError(Exception):
@@ -29,8 +36,8 @@ class PromptSet:
     texts: dict[str, str]
 
 
-def load_prompt_sets(path: Path) -> dict[str, PromptSet]:
-    """Read prompts.yaml: {language: {voice: ..., name: text, ...}}."""
+def load_prompt_sets(path: Path, hotline_number: str | None = None) -> dict[str, PromptSet]:
+    """Read prompts.yaml: {language: {voice: ..., name: text, ...}}; {hotline_number} filled in when given."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -39,7 +46,7 @@ def load_prompt_sets(path: Path) -> dict[str, PromptSet]:
     for language, entry in data.items():
         if not isinstance(entry, dict) or "voice" not in entry:
             raise PromptError(f"prompt file {path}: language {language!r} needs a 'voice' and prompt texts")
-        texts = {k: str(v) for k, v in entry.items() if k != "voice"}
+        texts = {k: fill_prompt_text(str(v), hotline_number) for k, v in entry.items() if k != "voice"}
         sets[str(language)] = PromptSet(str(language), str(entry["voice"]), texts)
     return sets
 
@@ -70,14 +77,18 @@ def synthesize_speech(text: str, voice: str, target: Path, speed: int = 150) -> 
 
 
 class PromptLibrary:
-    """Resolves a prompt name to an Asterisk-playable path (no extension), synthesizing and caching as needed."""
+    """Resolves a prompt name to an Asterisk-playable path (no extension), synthesizing and caching as needed.
+
+    hotline_number: spoken wherever a text says {hotline_number} (the cache key is of the spoken text, so a
+    changed number gets new audio)."""
 
     def __init__(self, prompt_set: PromptSet, cache_dir: Path, override_dir: Path | None = None,
-                 speed: int = 150) -> None:
+                 speed: int = 150, hotline_number: str | None = None) -> None:
         self._set = prompt_set
         self._cache_dir = cache_dir
         self._override_dir = override_dir
         self._speed = speed
+        self._hotline_number = hotline_number
         self._paths: dict[str, str] = {}
 
     @property
@@ -107,6 +118,7 @@ class PromptLibrary:
             recorded = self._override_dir / self._set.language / f"{name}.wav"
             if recorded.exists():
                 return str(recorded.with_suffix(""))
+        text = fill_prompt_text(text, self._hotline_number)
         digest = hashlib.sha256(f"{_RECIPE}\0{self._set.voice}\0{self._speed}\0{text}".encode()).hexdigest()[:20]
         target = self._cache_dir / f"{name}-{digest}.wav"
         if not target.exists():

@@ -1,5 +1,5 @@
 """Queues, agents and the live state of calls: AMI events in, Redis state and call records out."""
-from .agents import (PAUSE_REASONS, Agent, AgentError, AgentNotFound, AgentService, AgentStore, PjsipAgentProvisioner,
+from .agents import (PAUSE_REASONS, Agent, AgentError, AgentNotApplied, AgentNotFound, AgentService, AgentStore, PjsipAgentProvisioner,
                      parse_skills)
 from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
 from .call_tracker import CallObserver, CallTracker
@@ -11,11 +11,11 @@ from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecord, CallRecordStore
-from .wait_announcements import QueueWaitAnnouncer, WaitEstimator, periodic_rotation
+from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 
-__all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotFound", "AgentService", "AgentStore", "CallObserver", "Callback", "CallbackDispatcher", "CallbackRoute",
+__all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore", "CallObserver", "Callback", "CallbackDispatcher", "CallbackRoute",
            "CallbackStore",
            "CallRecord", "CallRecordStore", "CallTracker", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
            "QueueConsole", "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState",
            "MaxWaitRecordingRoute", "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis",
-           "parse_skills", "periodic_rotation"]
+           "parse_skills", "QueueWaitModel", "SpokenPrompts"]

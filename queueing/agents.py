@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,10 @@ class AgentError(ValueError):
 
 class AgentNotFound(AgentError, LookupError):
     """No agent with that name."""
+
+
+class AgentNotApplied(AgentError):
+    """The change is saved in the database but Asterisk did not take it now (re-applied on the next AMI connect)."""
 
 
 @dataclass(frozen=True)
@@ -244,11 +248,15 @@ class AgentService:
     """Log agents in and out, pause and resume them: database first, then app_queue through AMI."""
 
     def __init__(self, store: AgentStore, ami: AmiActions | None, provisioner: PjsipAgentProvisioner | None = None,
-                 *, ami_error: type[Exception] = Exception) -> None:
+                 *, ami_error: type[Exception] = Exception,
+                 ami_failure: type[Exception] | tuple[type[Exception], ...] = ()) -> None:
         self._store = store
         self._ami = ami
         self._provisioner = provisioner
         self._ami_error = ami_error  # the AMI client's failure type (telephony.AmiActionFailed in production)
+        # Any AMI failure (telephony.AmiError: refused, timed out, not connected) that login/pause/resume/logout
+        # turn into AgentNotApplied, so callers can say "saved, not applied yet" in one line; () leaves them as is.
+        self._ami_failure = ami_failure
         self.syncs = 0
 
     @property
@@ -279,11 +287,21 @@ class AgentService:
         if self._provisioner is not None:
             await self._provisioner.apply(await self._store.list(), self._ami)
 
+    async def _applied(self, agent: Agent, step: Awaitable[None]) -> Agent:
+        """Run the AMI step of a command whose new state is already saved; AgentNotApplied if Asterisk fails."""
+        try:
+            await step
+        except self._ami_failure as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            # No agent/verb prefix: the caller names the command it ran (the console shows "Pause agent1: ...").
+            raise AgentNotApplied(f"saved, but Asterisk did not apply it ({first}); it is applied again when "
+                                  "the hotline reconnects to Asterisk") from exc
+        return agent
+
     async def login(self, name: str) -> Agent:
         """Add the agent to each of its queues (unpaused)."""
         agent = await self._store.set_state(name, logged_in=True, paused=False, pause_reason=None)
-        await self._apply_login(agent)
-        return agent
+        return await self._applied(agent, self._apply_login(agent))
 
     async def pause(self, name: str, reason: str) -> Agent:
         """Pause a logged-in agent in all its queues, saying why."""
@@ -292,8 +310,7 @@ class AgentService:
         if not current.logged_in:
             raise AgentError(f"agent {name!r} is logged out; log in before pausing")
         agent = await self._store.set_state(name, logged_in=True, paused=True, pause_reason=reason)
-        await self._pause(agent, True, reason)
-        return agent
+        return await self._applied(agent, self._pause(agent, True, reason))
 
     async def resume(self, name: str) -> Agent:
         """Unpause a logged-in agent."""
@@ -301,16 +318,17 @@ class AgentService:
         if not current.logged_in:
             raise AgentError(f"agent {name!r} is logged out; log in instead")
         agent = await self._store.set_state(name, logged_in=True, paused=False, pause_reason=None)
-        await self._pause(agent, False, None)
-        return agent
+        return await self._applied(agent, self._pause(agent, False, None))
 
     async def logout(self, name: str) -> Agent:
         """Remove the agent from every queue."""
         agent = await self._store.set_state(name, logged_in=False, paused=False, pause_reason=None)
+        return await self._applied(agent, self._leave_queues(agent))
+
+    async def _leave_queues(self, agent: Agent) -> None:
         if self._ami is not None:
             for queue in agent.skills:
                 await self._remove_member(queue, agent.interface)
-        return agent
 
     async def _apply_login(self, agent: Agent) -> None:
         if self._ami is None:

@@ -75,9 +75,11 @@ class CallTracker:
             return
         linkedid, call = tracked
         queue = str(event.get("Queue") or "")
-        now = datetime.now(UTC)
+        # Back in the same queue after pressing 5 too early (CallbackRoute): they kept their place and wait.
+        requeued = call.get("requeue_queue") == queue and call.get("requeue_queued_at")
+        queued_at = str(call["requeue_queued_at"]) if requeued else datetime.now(UTC).isoformat()
         await self._live.update(linkedid, state="queued", queue=queue, position=event.get("Position"),
-                                queued_at=now.isoformat())
+                                queued_at=queued_at)
         await self._records.upsert(linkedid, queue=queue, outcome="queued")
         if call.get("case_number"):
             await self._observer.call_queued(call["case_number"], queue)

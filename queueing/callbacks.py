@@ -3,13 +3,15 @@
 The request is a database row (durable across restarts) holding the time the caller joined the queue.
 A dispatcher dials it when an agent of that queue is free and nobody who has waited longer (or has a higher
 priority) is still waiting: the agent first, then (from the dialplan) the citizen. A row is claimed with a
-conditional UPDATE (pending -> dialing) before anything is dialed, so no two dispatchers dial it twice.
+conditional UPDATE (pending -> dialing) before anything is dialed, so no two dispatchers dial it twice; an attempt
+whose outcome the bridge missed (restart) is reconciled from Asterisk, never re-dialed blindly (CallbackDispatcher).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +25,14 @@ log = logging.getLogger(__name__)
 _t = CallbackRow.__table__
 
 PENDING, DIALING, CONNECTED, COMPLETED, FAILED = "pending", "dialing", "connected", "completed", "failed"
+# The dialplan's durable progress record of an attempt (AstDB family; key: the agent channel's uniqueid).
+ASTDB_FAMILY = "hotline_callback"
+AGENT_ANSWERED, CITIZEN_DIALING = "agent_answered", "citizen_dialing"
+
+
+def channel_id(callback_id: int, attempt: int) -> str:
+    """Uniqueid of the agent channel of one attempt (Originate ChannelId; the citizen's leg has it as linkedid)."""
+    return f"callback-{callback_id}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,12 @@ class Callback:
     attempts: int
     agent: str | None
     last_error: str | None
+    updated_at: datetime | None = None
+
+    @property
+    def channel_id(self) -> str:
+        """The agent channel id of the current (latest claimed) attempt."""
+        return channel_id(self.id, self.attempts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -49,7 +65,7 @@ class Callback:
 
 def _row(r: Any) -> Callback:
     return Callback(r.id, r.queue, r.caller_number, r.case_number, r.linkedid, r.priority, r.queued_at,
-                    r.requested_at, r.status, r.attempts, r.agent, r.last_error)
+                    r.requested_at, r.status, r.attempts, r.agent, r.last_error, r.updated_at)
 
 
 class CallbackStore:
@@ -124,15 +140,22 @@ class CallbackStore:
 
 
 class CallbackRoute:
-    """FastAGI route of the queue's exit key: store the request (if the caller has waited long enough)."""
+    """FastAGI route of the queue's exit key: store the request (if the caller has waited long enough).
 
-    def __init__(self, store: CallbackStore, live_calls: Any, *, after_seconds: float) -> None:
+    Too early, the caller hears so and goes back into the queue at the place they had: app_queue set QUEUEPOSITION
+    when the key took them out, the dialplan passes it to Queue(), and the live state keeps their first join time
+    (requeue_*), so their wait, callback eligibility and maximum wait go on counting from it."""
+
+    def __init__(self, store: CallbackStore, live_calls: Any, *, after_seconds: float,
+                 too_early_prompt: Callable[[], Awaitable[str]] | None = None, default_max_wait: int = 600) -> None:
         self._store = store
         self._live = live_calls
         self._after = after_seconds
+        self._too_early = too_early_prompt  # () -> playable path of "not yet; you keep your place"
+        self._default_max_wait = default_max_wait
 
     async def handle(self, agi: Any) -> None:
-        """Sets HOTLINE_CALLBACK to accepted, too_early or refused for the dialplan."""
+        """Sets HOTLINE_CALLBACK to accepted, too_early (and HOTLINE_QUEUE_REMAINING) or refused for the dialplan."""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         call = await self._live.get_call(linkedid) or {}
         now = datetime.now(UTC)
@@ -140,10 +163,11 @@ class CallbackRoute:
             queued_at = datetime.fromisoformat(call["queued_at"]) if call.get("queued_at") else now
         except ValueError:
             queued_at = now
-        if (now - queued_at).total_seconds() < self._after:
-            await agi.set_variable("HOTLINE_CALLBACK", "too_early")
-            return
         queue = await agi.get_variable("HOTLINE_QUEUE") or call.get("queue") or ""
+        waited = (now - queued_at).total_seconds()
+        if waited < self._after:
+            await self._back_in_line(agi, linkedid, queue, queued_at, waited)
+            return
         try:
             priority = int(await agi.get_variable("QUEUE_PRIO") or 0)
         except ValueError:
@@ -154,20 +178,58 @@ class CallbackRoute:
                 case_number=await agi.get_variable("HOTLINE_CASE") or call.get("case_number"), queued_at=queued_at)
         except ValueError as exc:
             log.warning("callback refused for call %s: %s", linkedid, exc)
-            await agi.set_variable("HOTLINE_CALLBACK", "refused")
+            await self._back_in_line(agi, linkedid, queue, queued_at, waited, refused=True)
             return
         await self._live.update(linkedid, state="callback_requested", callback_id=callback.id)
         await agi.set_variable("HOTLINE_CALLBACK", "accepted")
         log.info("call %s: callback %d requested (queue %s, in line since %s)", linkedid, callback.id, queue,
                  queued_at.isoformat())
 
+    async def _back_in_line(self, agi: Any, linkedid: str, queue: str, queued_at: datetime, waited: float,
+                            refused: bool = False) -> None:
+        try:
+            max_wait = int(await agi.get_variable("HOTLINE_QUEUE_MAXWAIT") or self._default_max_wait)
+        except ValueError:
+            max_wait = self._default_max_wait
+        await agi.set_variable("HOTLINE_QUEUE_REMAINING", str(max(1, math.ceil(max_wait - waited))))
+        await self._live.update(linkedid, requeue_queue=queue, requeue_queued_at=queued_at.isoformat())
+        await agi.set_variable("HOTLINE_CALLBACK", "refused" if refused else "too_early")
+        if refused:
+            return
+        log.info("call %s pressed 5 after %.0f s (callback from %.0f s): back at position %s", linkedid, waited,
+                 self._after, await agi.get_variable("QUEUEPOSITION") or "?")
+        if self._too_early is not None:
+            try:
+                prompt = await self._too_early()
+            except Exception as exc:  # no prompt is no reason to drop the caller: back in line without it
+                log.warning("callback too-early prompt unavailable: %s", exc)
+                return
+            await agi.stream_file(prompt)
+
 
 class CallbackDispatcher:
-    """Dials due callbacks when an agent is free, agent first; follows the outcome from the dialplan's UserEvents."""
+    """Dials due callbacks when an agent is free, agent first; follows the outcome from the dialplan's UserEvents.
+
+    Crash safety: an attempt's agent channel id (callback-<id>-<attempt>) is a function of the row, whose attempt
+    count is stored when it is claimed, before the Originate. The dialplan keeps each step in AstDB
+    (hotline_callback/<channel id>: agent_answered, citizen_dialing, ANSWER, then the final Dial status) before it
+    happens. A row left 'dialing'/'connected' without a local originate (bridge restarted, AMI reconnected, events
+    missed) is reconciled from Asterisk, never re-dialed blindly:
+      - a leg of the attempt is still up (agent channel, or the citizen's by linkedid): keep following it;
+      - gone, with ANSWER recorded: completed; with a final status: the usual retry/failed rule;
+      - gone, 'citizen_dialing' without a final status (Asterisk stopped mid-call): the citizen may have been rung
+        but was not reached, the call is over: a used attempt, retried later;
+      - gone with no record: the agent never answered, so the citizen was never rung: back in line (after a grace
+        time for an Originate still on its way);
+      - gone, 'connected' in the database but no record in Asterisk (its AstDB lost): unknown, so it is not
+        dialed again: failed, for a supervisor.
+    Reconciling runs at every (re)connect, when a callback channel hangs up, and every `reconcile_seconds`."""
 
     def __init__(self, store: CallbackStore, ami: Any, queue_live: Any, live_calls: Any, *, dial_template: str,
                  max_attempts: int = 3, retry_seconds: float = 60.0, agent_ring_seconds: int = 20,
-                 citizen_ring_seconds: int = 30, ami_error: type[Exception] = Exception) -> None:
+                 citizen_ring_seconds: int = 30, ami_error: type[Exception] = Exception,
+                 originate_grace_seconds: float = 10.0, reconcile_seconds: float = 30.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._ami = ami
         self._queue_live = queue_live
@@ -178,22 +240,33 @@ class CallbackDispatcher:
         self._agent_ring = agent_ring_seconds
         self._citizen_ring = citizen_ring_seconds
         self._ami_error = ami_error
+        self._grace = timedelta(seconds=originate_grace_seconds)
+        self._reconcile_every = reconcile_seconds
+        self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._originating: set[int] = set()  # rows whose Originate this process is waiting on
+        self._reconcile_lock = asyncio.Lock()
         self.dialed = 0
         ami.on_event("UserEvent", self._on_user_event)
+        ami.on_event("Hangup", self._on_hangup)
         ami.on_connected(self.recover)
 
     async def aclose(self) -> None:
-        """Cancel and await originates in flight (their rows stay 'dialing' and are recovered at next start)."""
+        """Cancel and await originates in flight (their rows stay 'dialing' and are reconciled at next start)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def run(self, interval: float = 1.0) -> None:
-        """Dispatch forever (cancel to stop)."""
+        """Dispatch forever, reconciling unowned rows now and then (cancel to stop)."""
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + self._reconcile_every
         while True:
             try:
                 await self.dispatch_once()
+                if loop.time() >= next_reconcile:
+                    next_reconcile = loop.time() + self._reconcile_every
+                    await self.recover()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis/DB/AMI away for a moment: next round
@@ -216,23 +289,30 @@ class CallbackDispatcher:
             if not free:
                 continue
             agent = free[0]
+            self._originating.add(cb.id)  # before the claim: a reconcile running meanwhile leaves it alone
             if not await self._store.claim(cb.id, agent):
+                self._originating.discard(cb.id)
                 continue
             busy.add(agent)
             started.append(cb.id)
-            task = asyncio.create_task(self._originate(cb, agent), name=f"callback-{cb.id}")
+            task = asyncio.create_task(self._originate(cb, agent, cb.attempts + 1), name=f"callback-{cb.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return started
 
-    async def _originate(self, cb: Callback, agent: str) -> None:
+    async def _originate(self, cb: Callback, agent: str, attempt: int) -> None:
+        try:
+            await self._originate_once(cb, agent, attempt)
+        finally:
+            self._originating.discard(cb.id)
+
+    async def _originate_once(self, cb: Callback, agent: str, attempt: int) -> None:
         self.dialed += 1
-        attempt = cb.attempts + 1
         fields = {
             "Action": "Originate", "Channel": f"PJSIP/{agent}", "Context": "hotline-callback", "Exten": "s",
             "Priority": "1", "CallerID": f"\"Callback {cb.case_number or ''}\" <{cb.caller_number}>",
             "Timeout": str(self._agent_ring * 1000), "Async": "true",
-            "ChannelId": f"callback-{cb.id}-{attempt}",
+            "ChannelId": channel_id(cb.id, attempt),
             "Variable": [f"CALLBACK_ID={cb.id}", f"CALLBACK_DIAL={self._dial.format(number=cb.caller_number)}",
                          f"CALLBACK_RING={self._citizen_ring}", f"HOTLINE_CASE={cb.case_number or ''}",
                          f"CALLBACK_AGENT={agent}"],
@@ -241,12 +321,14 @@ class CallbackDispatcher:
         try:
             result = await self._ami.action(fields, timeout=self._agent_ring + 15, as_list=True, check=False)
         except self._ami_error as exc:
-            await self._store.set_status(cb.id, PENDING, expect=(DIALING,), error=f"originate: {exc}", retry_in=5,
-                                         refund_attempt=True)
+            # Maybe sent, maybe not: Asterisk may be ringing the agent now. The row stays 'dialing' and is
+            # reconciled from Asterisk once it can be asked (never dialed again blindly).
+            log.warning("callback %d: originate outcome unknown (%s); reconciling from Asterisk", cb.id, exc)
+            await self._store.set_status(cb.id, DIALING, expect=(DIALING,), error=f"originate: {exc}")
             return
         last = result[-1] if isinstance(result, list) and result else result
         if str(last.get("Response")) != "Success":
-            # The agent did not answer: not the citizen's failed attempt; try again soon (maybe another agent).
+            # The agent did not answer (so the citizen was not rung): not a used attempt; try again soon.
             await self._store.set_status(cb.id, PENDING, expect=(DIALING,), error=f"agent {agent} did not answer",
                                          retry_in=2, refund_attempt=True)
 
@@ -261,45 +343,113 @@ class CallbackDispatcher:
         cb = await self._store.get(cb_id)
         if cb is None:
             return
-        live_id = f"callback-{cb_id}"
         if status == "agent_answered":
-            await self._store.set_status(cb_id, CONNECTED, expect=(DIALING,))
-            # The agent's screen shows the case while the citizen's phone rings.
-            await self._live.start_call(live_id, caller_number=cb.caller_number, case_number=cb.case_number,
-                                        state="connected", agent=cb.agent, queue=cb.queue, callback_id=cb_id)
-        elif status == "ANSWER":
-            await self._store.set_status(cb_id, COMPLETED, expect=(CONNECTED, DIALING))
-            await self._live.end_call(live_id, outcome="callback_completed")
-            log.info("callback %d: citizen %s reached by %s", cb_id, cb.caller_number, cb.agent)
+            await self._agent_answered(cb)
         else:
-            await self._live.end_call(live_id, outcome=f"callback_{status.lower() or 'failed'}")
-            if cb.attempts >= self._max:
-                await self._store.set_status(cb_id, FAILED, expect=(CONNECTED, DIALING),
-                                             error=f"citizen not reached after {cb.attempts} attempts ({status})")
-                log.warning("callback %d to %s FAILED after %d attempts (%s): report to a supervisor", cb_id,
+            await self._settle(cb, status or "FAILED")
+
+    async def _agent_answered(self, cb: Callback) -> None:
+        if await self._store.set_status(cb.id, CONNECTED, expect=(DIALING,)):
+            # The agent's screen shows the case while the citizen's phone rings.
+            await self._live.start_call(f"callback-{cb.id}", caller_number=cb.caller_number,
+                                        case_number=cb.case_number, state="connected", agent=cb.agent,
+                                        queue=cb.queue, callback_id=cb.id)
+
+    async def _settle(self, cb: Callback, status: str) -> None:
+        """The attempt is over with this Dial status (ANSWER: the citizen was reached)."""
+        live_id = f"callback-{cb.id}"
+        if status == "ANSWER":
+            if await self._store.set_status(cb.id, COMPLETED, expect=(CONNECTED, DIALING)):
+                await self._live.end_call(live_id, outcome="callback_completed")
+                log.info("callback %d: citizen %s reached by %s", cb.id, cb.caller_number, cb.agent)
+        elif cb.attempts >= self._max:
+            if await self._store.set_status(cb.id, FAILED, expect=(CONNECTED, DIALING),
+                                            error=f"citizen not reached after {cb.attempts} attempts ({status})"):
+                await self._live.end_call(live_id, outcome=f"callback_{status.lower()}")
+                log.warning("callback %d to %s FAILED after %d attempts (%s): report to a supervisor", cb.id,
                             cb.caller_number, cb.attempts, status)
                 await self._queue_live.publish("callback_failed", callback=cb.to_dict())
-            else:
-                await self._store.set_status(cb_id, PENDING, expect=(CONNECTED, DIALING), error=status,
-                                             retry_in=self._retry)
+        elif await self._store.set_status(cb.id, PENDING, expect=(CONNECTED, DIALING), error=status,
+                                          retry_in=self._retry):
+            await self._live.end_call(live_id, outcome=f"callback_{status.lower()}")
+        await self._forget(cb)
+
+    async def _forget(self, cb: Callback) -> None:
+        """Drop the attempt's AstDB record once the database has the outcome."""
+        try:
+            await self._ami.action({"Action": "DBDel", "Family": ASTDB_FAMILY, "Key": cb.channel_id}, timeout=5,
+                                   check=False)
+        except self._ami_error as exc:  # a stale record is harmless: its row is no longer in progress
+            log.info("callback %d: AstDB record not removed: %s", cb.id, exc)
+
+    async def _on_hangup(self, event: Any) -> None:
+        uniqueid = str(event.get("Uniqueid") or "")
+        if not uniqueid.startswith("callback-"):
+            return
+        # The agent leg ended. Its h extension's UserEvent came first (in order) and usually settled the row; if
+        # it did not (missed, or Asterisk could not run it), ask Asterisk now.
+        task = asyncio.create_task(self._recover_logged(), name=f"callback-reconcile-{uniqueid}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover_logged(self) -> None:
+        try:
+            await self.recover()
+        except Exception as exc:  # AMI or database away: the periodic reconcile tries again
+            log.warning("callback reconcile after a hang-up failed: %s", exc)
 
     async def recover(self) -> None:
-        """After (re)connecting: rows left 'dialing'/'connected' whose channels are gone go back in line, unless the
-        citizen was already being dialed (then the attempt counts, so a callback is never dialed twice blindly)."""
-        channels = await self._ami.event_list({"Action": "CoreShowChannels"}, timeout=10)
-        present = " ".join(str(c.get("Uniqueid") or "") + " " + str(c.get("Channel") or "") for c in channels)
-        for cb in await self._store.in_status(DIALING, CONNECTED):
-            if f"callback-{cb.id}-" in present:
-                continue
-            if cb.status == DIALING:
-                await self._store.set_status(cb.id, PENDING, expect=(DIALING,), error="interrupted before the "
-                                             "agent answered", retry_in=0, refund_attempt=True)
-            elif cb.attempts >= self._max:
-                await self._store.set_status(cb.id, FAILED, expect=(CONNECTED,), error="outcome unknown (bridge was "
-                                             "away) and no attempts left")
-            else:
-                await self._store.set_status(cb.id, PENDING, expect=(CONNECTED,), error="outcome unknown (bridge "
-                                             "was away)", retry_in=self._retry)
+        """Reconcile every row left 'dialing'/'connected' that no local originate owns, from Asterisk's channels
+        and AstDB records (see the class docstring): the citizen is never rung twice for one attempt."""
+        async with self._reconcile_lock:
+            rows = [cb for cb in await self._store.in_status(DIALING, CONNECTED) if cb.id not in self._originating]
+            if not rows:
+                return
+            channels = await self._ami.event_list({"Action": "CoreShowChannels"}, timeout=10)
+            up = {str(c.get("Uniqueid") or "") for c in channels} | {str(c.get("Linkedid") or "") for c in channels}
+            for cb in rows:
+                if cb.id in self._originating:
+                    continue
+                await self._reconcile(cb, up)
+
+    async def _reconcile(self, cb: Callback, up: set[str]) -> None:
+        record = await self._astdb_get(cb.channel_id)
+        if cb.channel_id in up:
+            if record in (AGENT_ANSWERED, CITIZEN_DIALING, "ANSWER") and cb.status == DIALING:
+                await self._agent_answered(cb)  # the agent answered while the bridge was away
+            return  # still up: its UserEvents and Hangup settle it
+        if record is None:
+            if cb.status == CONNECTED:
+                if await self._store.set_status(cb.id, FAILED, expect=(CONNECTED,),
+                                                error="outcome unknown (Asterisk kept no record); not dialed again "
+                                                      "so the citizen is never rung twice"):
+                    log.warning("callback %d to %s: outcome unknown; FAILED for a supervisor", cb.id,
+                                cb.caller_number)
+                    await self._live.end_call(f"callback-{cb.id}", outcome="callback_unknown")
+                    await self._queue_live.publish("callback_failed", callback=cb.to_dict())
+            elif self._clock() - cb.updated_at >= self._grace:
+                # No channel and no record: the agent never answered, so the citizen was never rung.
+                await self._store.set_status(cb.id, PENDING, expect=(DIALING,), retry_in=0, refund_attempt=True,
+                                             error="interrupted before the agent answered")
+            return
+        if record in (AGENT_ANSWERED, CITIZEN_DIALING):
+            # Asterisk went away mid-call (no final status). The citizen did not answer (that is recorded first).
+            record = "INTERRUPTED" if record == CITIZEN_DIALING else "AGENT_HANGUP"
+        log.info("callback %d: attempt %s ended while the bridge was away: %s", cb.id, cb.channel_id, record)
+        await self._settle(cb, record)
+
+    async def _astdb_get(self, key: str) -> str | None:
+        """The attempt's AstDB record, None when there is none."""
+        result = await self._ami.action({"Action": "DBGet", "Family": ASTDB_FAMILY, "Key": key}, timeout=5,
+                                        check=False)
+        items = result if isinstance(result, list) else [result]
+        for item in items:
+            if str(item.get("Event") or "") == "DBGetResponse":
+                return str(item.get("Val") or "") or None
+        first = items[0] if items else {}
+        if str(first.get("Response")) == "Error" and "not found" in str(first.get("Message") or "").lower():
+            return None
+        raise self._ami_error(f"AstDB {ASTDB_FAMILY}/{key}: {first.get('Message') or 'no answer'}")
 
 
 def _ahead(entry: dict[str, Any], cb: Callback) -> bool:

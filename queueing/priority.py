@@ -38,21 +38,30 @@ class QueueEntryRoute:
         self._live = live
 
     async def handle(self, agi: Any) -> None:
-        """Route handler for agi://.../queue-entry."""
-        ivr_priority = _int(await agi.get_variable("HOTLINE_PRIORITY"))
-        case_number = await agi.get_variable("HOTLINE_CASE") or None
-        linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
+        """Route handler for agi://.../queue-entry (?linkedid=&priority=&case=&queue=&maxwait= from the dialplan)."""
+        ivr_priority = _int(await _value(agi, "priority", "HOTLINE_PRIORITY"))
+        case_number = await _value(agi, "case", "HOTLINE_CASE") or None
+        linkedid = await _value(agi, "linkedid", "CHANNEL(linkedid)") or agi.uniqueid
         caller = agi.caller_number or ""
         call = await self._live.get_call(linkedid) or {}
         category = call.get("category")
         repeat = bool(caller) and await self._has_open_case(caller, case_number)
         priority = self._policy.priority(ivr_priority, category, repeat)
-        await agi.set_variable("QUEUE_PRIO", str(priority))
-        queue = await agi.get_variable("HOTLINE_QUEUE") or ""
-        if queue in self._max_wait and not await agi.get_variable("HOTLINE_QUEUE_MAXWAIT"):
-            await agi.set_variable("HOTLINE_QUEUE_MAXWAIT", str(self._max_wait[queue]))
+        handover = {"QUEUE_PRIO": str(priority)}
+        queue = await _value(agi, "queue", "HOTLINE_QUEUE") or ""
+        if queue in self._max_wait and not await _value(agi, "maxwait", "HOTLINE_QUEUE_MAXWAIT"):
+            handover["HOTLINE_QUEUE_MAXWAIT"] = str(self._max_wait[queue])
+        await agi.set_variables(handover)
         await self._live.update(linkedid, priority=priority, repeat_caller=repeat)
         log.info("call %s (%s, %s): queue priority %d", linkedid, caller, category, priority)
+
+
+async def _value(agi: Any, param: str, variable: str) -> str | None:
+    """What the dialplan put in the AGI URL's query, else (an older dialplan) one GET VARIABLE round trip."""
+    params = getattr(agi, "params", None) or {}
+    if param in params:
+        return params[param]
+    return await agi.get_variable(variable)
 
 
 def _int(value: Any) -> int:

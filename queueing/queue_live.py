@@ -373,14 +373,18 @@ class QueueEventTracker:
         queue = str(event.get("Queue") or "")
         uniqueid = str(event.get("Uniqueid") or "")
         linkedid = str(event.get("Linkedid") or "")
+        call = await self._calls.get_call(linkedid) if linkedid and self._calls is not None else None
+        # Back in the same queue after pressing 5 too early (CallbackRoute): same place, same wait, not a new offer.
+        requeued = bool(call and call.get("requeue_queue") == queue and call.get("requeue_queued_at"))
         entry = {"uniqueid": uniqueid, "linkedid": linkedid, "channel": event.get("Channel"),
                  "caller": event.get("CallerIDNum"), "position": int(_float(event.get("Position"))),
-                 "joined_at": datetime.now(UTC).isoformat(), **await self._context(linkedid)}
+                 "joined_at": str(call["requeue_queued_at"]) if call and requeued else datetime.now(UTC).isoformat(),
+                 **await self._context(linkedid)}
         # A caller with a higher priority joins ahead: everyone from that place on moves back one.
         behind = {e["uniqueid"]: {**e, "position": int(e["position"]) + 1} for e in await self._live.waiting(queue)
                   if e["uniqueid"] != uniqueid and int(e.get("position") or 0) >= entry["position"] > 0}
-        await self._live.set_waiting(queue, {**behind, uniqueid: entry}, counter="offered")
-        if self._metrics is not None:
+        await self._live.set_waiting(queue, {**behind, uniqueid: entry}, counter=None if requeued else "offered")
+        if self._metrics is not None and not requeued:
             await self._metrics.offered(queue)
 
     async def _on_leave(self, event: Any) -> None:

@@ -38,6 +38,7 @@ _CONF_FILES = (
     "acl.conf",
     "udptl.conf",
     "pjproject.conf",
+    "stasis.conf",
 )
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -113,6 +114,7 @@ class AsteriskConfig:
     agents: Sequence[Any] = ()  # AgentSpec, (name, password, queues) or anything with .name/.password/.queues
     queues: Sequence[Any] = ()  # QueueConf, a tuple of its fields, or anything QueueSpec-like
     hotline_number: str = "12345"
+    ivr_numbers: Sequence[str] = ()  # more numbers the IVR answers (the number dialed picks the flow)
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
     rtp_port_start: int = 10000
@@ -138,6 +140,7 @@ class AsteriskConfig:
         set_(self, "agents", tuple(_agent(a) for a in self.agents))
         set_(self, "queues", tuple(_queue(q) for q in self.queues))
         set_(self, "trunk_addresses", tuple(str(t) for t in self.trunk_addresses))
+        set_(self, "ivr_numbers", tuple(str(n) for n in self.ivr_numbers if str(n) != self.hotline_number))
 
     @classmethod
     def from_settings(cls, settings: Any) -> "AsteriskConfig":
@@ -148,6 +151,7 @@ class AsteriskConfig:
             agents=[(a.name, a.password, a.queues) for a in settings.agents],
             queues=list(settings.queues),
             hotline_number=settings.hotline_number,
+            ivr_numbers=list(settings.ivr_numbers),
             sip_host=settings.sip_host,
             sip_port=settings.sip_port,
             rtp_port_start=settings.rtp_port_start,
@@ -231,6 +235,11 @@ def _check_ip(what: str, value: str) -> None:
 def _validate(cfg: AsteriskConfig) -> None:
     if not re.fullmatch(r"[0-9]{2,15}", cfg.hotline_number):
         raise AsteriskConfigError(f"hotline number {cfg.hotline_number!r} must be 2-15 digits")
+    for number in cfg.ivr_numbers:
+        if not re.fullmatch(r"[0-9]{2,15}", number):
+            raise AsteriskConfigError(f"IVR number {number!r} must be 2-15 digits")
+    if len(set(cfg.ivr_numbers)) != len(cfg.ivr_numbers):
+        raise AsteriskConfigError("an IVR number is listed twice")
     for what, host in (("sip_host", cfg.sip_host), ("ami_host", cfg.ami_host), ("agi_host", cfg.agi_host)):
         _check_ip(what, host)
     for what, port in (("sip_port", cfg.sip_port), ("ami_port", cfg.ami_port), ("agi_port", cfg.agi_port)):
@@ -318,6 +327,11 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         agi_port=str(cfg.agi_port),
         call_recordings_dir=str(cfg.recordings_dir / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
+        # ivr flows: each further number hands its own number to the IVR (the AGI argument) and joins the hotline's
+        ivr_number_extens="".join(
+            f"exten => {n},1,Set(HOTLINE_DIALED={n})  ; ivr flows: number {n} (ivr_numbers)\n"
+            f" same => n,Goto({cfg.hotline_number},1)\n" for n in cfg.ivr_numbers),
+        ivr_agent_extens="".join(f"exten => {n},1,Goto(hotline-inbound,{n},1)\n" for n in cfg.ivr_numbers),
     )
     agent_tpl = _template(cfg, "pjsip_agent.conf.part")
     values["agent_sections"] = "".join(

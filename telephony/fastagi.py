@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
+from urllib.parse import parse_qsl
 
 from panoramisk.utils import parse_agi_result
 
 log = logging.getLogger(__name__)
 
-_MAX_HEADER_BYTES = 16 * 1024
 _MAX_LINE_BYTES = 8 * 1024
 
 
@@ -54,6 +55,8 @@ class AgiResult:
 
 
 _quote_re = re.compile(r'(["\\])')
+# What MSet can take unquoted: no argument separators, quotes, backslashes or expression characters.
+_plain_value_re = re.compile(r"[\w.:@+/-]*")
 _empty_result_re = re.compile(r"200 result=\s*\((.*)\)")
 
 
@@ -79,6 +82,14 @@ class AgiSession:
         """The path part of agi://host:port/<script> (without arguments)."""
         return self.headers.get("agi_network_script", "").split("?", 1)[0]
 
+    @cached_property
+    def params(self) -> Mapping[str, str]:
+        """The query of agi://host:port/<script>?name=value&...: values the dialplan hands over at no cost.
+
+        Every value read here is one AGI round trip (GET VARIABLE) saved on both sides."""
+        _, _, query = self.headers.get("agi_network_script", "").partition("?")
+        return dict(parse_qsl(query, keep_blank_values=True))
+
     @property
     def uniqueid(self) -> str:
         """The channel's unique id."""
@@ -100,12 +111,15 @@ class AgiSession:
         if self.hung_up:
             raise AgiHangup("caller hung up")
         self._writer.write(line.encode("utf-8") + b"\n")
-        try:
-            async with asyncio.timeout(5.0):  # not wait_for: see _read_line
-                await self._writer.drain()
-        except (ConnectionError, TimeoutError):
-            self.hung_up = True
-            raise AgiHangup("AGI connection closed") from None
+        transport = self._writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size():
+            # Only a backed-up or closing socket needs drain(); commands are small and usually go out at once.
+            try:
+                async with asyncio.timeout(5.0):  # not wait_for: see _read_line
+                    await self._writer.drain()
+            except (ConnectionError, TimeoutError):
+                self.hung_up = True
+                raise AgiHangup("AGI connection closed") from None
         wait = timeout or self._command_timeout
         while True:
             raw = await self._read_line(wait, line)
@@ -165,6 +179,15 @@ class AgiSession:
     async def set_variable(self, name: str, value: str) -> None:
         """SET VARIABLE on the channel."""
         await self.command(f"SET VARIABLE {name} {agi_quote(value)}")
+
+    async def set_variables(self, values: Mapping[str, str]) -> None:
+        """Set several channel variables in one round trip (EXEC MSet) when every value is plain text."""
+        if len(values) > 1 and all(_plain_value_re.fullmatch(v) for v in values.values()):
+            res = await self.command("EXEC MSet " + agi_quote(",".join(f"{k}={v}" for k, v in values.items())))
+            if res.result != "-2":  # -2: no MSet application (never in Asterisk 16+); fall back below
+                return
+        for name, value in values.items():
+            await self.set_variable(name, value)
 
     async def stream_file(self, path: str, escape_digits: str = "") -> str:
         """STREAM FILE (no extension); returns the digit that interrupted it, or ''."""
@@ -295,32 +318,36 @@ class FastAgiServer:
 
     async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
         headers: dict[str, str] = {}
-        size = 0
         try:
             async with asyncio.timeout(self._header_timeout):
-                while True:
-                    raw = await reader.readline()
-                    if not raw:
-                        log.warning("FastAGI: connection closed before the variables block ended")
-                        return None
-                    size += len(raw)
-                    if size > _MAX_HEADER_BYTES:
-                        log.warning("FastAGI: variables block over %d bytes; request skipped", _MAX_HEADER_BYTES)
-                        return None
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if not line:
-                        break
-                    key, sep, value = line.partition(": ")
-                    if not sep or not key.startswith("agi_"):
-                        log.warning("FastAGI: malformed variable line %r; request skipped", line[:80])
-                        return None
-                    headers[key] = value
+                # The first line says whether this is AGI at all; the rest is read as one block, which
+                # costs far less than a read per variable.
+                block = await reader.readline()
+                if block.startswith(b"agi_"):
+                    more = await reader.readline()
+                    block += more
+                    if more not in (b"\n", b"\r\n", b""):
+                        block += await reader.readuntil(b"\n\n")
         except TimeoutError:
             log.warning("FastAGI: no complete variables block within %.1f s", self._header_timeout)
             return None
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except asyncio.IncompleteReadError:
+            log.warning("FastAGI: connection closed before the variables block ended")
+            return None
+        except asyncio.LimitOverrunError:
+            log.warning("FastAGI: variables block over %d bytes; request skipped", _MAX_LINE_BYTES)
+            return None
+        except (ConnectionError, ValueError):
             log.warning("FastAGI: connection broke while reading variables")
             return None
+        for line in block.decode("utf-8", "replace").splitlines():
+            if not line:
+                continue
+            key, sep, value = line.partition(": ")
+            if not sep or not key.startswith("agi_"):
+                log.warning("FastAGI: malformed variable line %r; request skipped", line[:80])
+                return None
+            headers[key] = value
         if "agi_network_script" not in headers:
             log.warning("FastAGI: request without agi_network_script skipped")
             return None

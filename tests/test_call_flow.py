@@ -31,6 +31,7 @@ class FakeAgi:
         self.caller_number = "01099998888"
         self.variables: dict[str, str] = {}
         self.log: list[str] = []
+        self.params: dict[str, str] = {}
 
     def _maybe_hang_up(self, what: str) -> None:
         self.log.append(what)
@@ -54,6 +55,9 @@ class FakeAgi:
 
     async def set_variable(self, name: str, value: str) -> None:
         self.variables[name] = value
+
+    async def set_variables(self, values: dict[str, str]) -> None:
+        self.variables.update(values)
 
     async def record_file(self, path: str, *args: Any, **kwargs: Any) -> None:
         if self.recording is not None:

@@ -534,3 +534,64 @@ async def test_twenty_concurrent_calls_each_in_their_own_task(agi: Harness) -> N
     assert most_in_handler >= 2
     assert all(c.commands == ['STREAM FILE "ivr/welcome" "123"', 'SET VARIABLE MENU "1"'] for c in calls)
     assert server.sessions_started == 20 and server.sessions_failed == 0 and server.active_sessions == 0
+
+
+# --- what the dialplan hands over, and fewer round trips -------------------------------------------
+
+
+async def test_url_query_values_are_params_and_cost_no_command(agi: Harness) -> None:
+    seen: dict[str, Any] = {}
+
+    async def ivr(session: AgiSession) -> None:
+        seen["params"] = dict(session.params)
+        seen["script"] = session.script
+
+    await agi.start({"ivr": ivr}, command_timeout=1.0)
+    call = await agi.call(variables=agi_variables("ivr?linkedid=1764400000.7&queue=&case=C%2F1", "1764400000.8"))
+    await call.wait_closed()
+    assert seen == {"params": {"linkedid": "1764400000.7", "queue": "", "case": "C/1"}, "script": "ivr"}
+    assert call.commands == []  # nothing was asked of Asterisk
+
+
+async def test_set_variables_is_one_mset_for_plain_values_and_single_sets_otherwise(agi: Harness) -> None:
+    async def ivr(session: AgiSession) -> None:
+        await session.set_variables({"HOTLINE_CASE": "2611290001", "HOTLINE_PRIORITY": "5", "HOTLINE_QUEUE": "민원"})
+        await session.set_variables({"A": "x,y", "B": 'say "hi"'})  # MSet would split or mangle these
+        await session.set_variables({"ONLY": "one"})
+
+    await agi.start({"ivr": ivr}, command_timeout=1.0)
+    call = await agi.call(replies={"EXEC": "200 result=0", "SET VARIABLE": "200 result=1"})
+    await call.wait_closed()
+    assert call.commands == [
+        'EXEC MSet "HOTLINE_CASE=2611290001,HOTLINE_PRIORITY=5,HOTLINE_QUEUE=민원"',
+        'SET VARIABLE A "x,y"',
+        'SET VARIABLE B "say \\"hi\\""',
+        'SET VARIABLE ONLY "one"',
+    ]
+
+
+def test_the_server_runs_on_uvloop_the_hotlines_default_loop() -> None:
+    # The hotline runs on uvloop (Settings.event_loop); its transports are not asyncio's classes.
+    from hotline.cli import run_event_loop
+
+    async def scenario() -> int:
+        harness = Harness()
+        results: list[str] = []
+
+        async def ivr(session: AgiSession) -> None:
+            results.append(await session.stream_file("ivr/welcome", "12"))
+            await session.set_variables({"HOTLINE_QUEUE": "general", "HOTLINE_PRIORITY": "0"})
+
+        try:
+            await harness.start({"ivr": ivr}, command_timeout=2.0)
+            calls = await asyncio.gather(*(harness.call(uniqueid=f"uv.{i}", replies={
+                "STREAM FILE": "200 result=50 endpos=10", "EXEC": "200 result=0"}) for i in range(5)))
+            await asyncio.gather(*(c.wait_closed() for c in calls))
+        finally:
+            await harness.aclose()
+        assert results == ["2"] * 5
+        assert all(c.commands[-1] == 'EXEC MSet "HOTLINE_QUEUE=general,HOTLINE_PRIORITY=0"' for c in calls)
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        return 0
+
+    assert run_event_loop(scenario(), "uvloop") == 0

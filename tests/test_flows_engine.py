@@ -59,6 +59,12 @@ class ScriptedAgi:
             self.blocked.set()
             await self.release.wait()
 
+    params: dict[str, str] = {}  # the AGI URL's query (none here: the linkedid is asked for)
+
+    async def set_variables(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            await self.set_variable(name, value)
+
     async def get_variable(self, name: str) -> str:
         return f"linked-{self.uniqueid}"
 

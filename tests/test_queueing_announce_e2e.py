@@ -1,19 +1,23 @@
-"""Wait estimate and callback offer through the real parts: the database already holds answered calls of the
-inquiries queue, `hotline run` synthesizes the estimate from them, app_queue plays it at the announcement interval
-(the plain estimate first, the estimate with "press 5 to be called back" once the caller may ask), and the
-caller who presses 5 after the offer gets a callback request. A caller nobody answers within the operator queue's
-maximum wait (`on_max_wait: record`) describes the complaint; the case keeps the recording and its transcript."""
+"""Wait announcements and callback offer through the real parts: the database already holds answered calls of the
+inquiries queue; from the moment a caller joins, every 8 s (the configured interval, the first one included) the
+bridge whispers to them their position and the estimate from that history (ChanSpy over the hold music), with
+"press 5 to be called back" once they may ask; the caller who presses 5 after the offer gets a callback request,
+one who presses it too early goes back in at the place they had. A caller nobody answers within the operator
+queue's maximum wait (`on_max_wait: record`) describes the complaint; the case keeps the recording and its
+transcript."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from cases import CaseStore, create_engine_from_url, migrate_database
 from ivr.prompts import synthesize_speech
@@ -37,15 +41,17 @@ QUEUES = [
 
 
 async def _seed_history() -> None:
-    """Three answered inquiries in the last hour waited 100, 150 and 200 s: "about 3 minutes"."""
+    """Twelve answered inquiries in the last hour (no agent staffs the queue in this test): one answer every 300 s,
+    so the caller next in line waits about 150 s: "about 3 minutes"."""
     url = f"sqlite+aiosqlite:///{DB}"
     await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
     engine = create_engine_from_url(url)
     metrics = QueueMetricsStore(engine)
     now = datetime.now(UTC)
-    for wait in (100.0, 150.0, 200.0):
-        await metrics.answered("inquiries", wait, now - timedelta(minutes=10))
-    await metrics.answered("inquiries", 3000.0, now - timedelta(hours=5))  # too old to count
+    for minute in range(12):
+        await metrics.answered("inquiries", 100.0, now - timedelta(minutes=5 + 4 * minute))
+    for _ in range(30):
+        await metrics.answered("inquiries", 3000.0, now - timedelta(hours=5))  # too old to count
     await metrics.flush()
     await engine.dispose()
 
@@ -81,18 +87,33 @@ async def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-d
     raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
-async def test_estimate_from_history_then_callback_offer_is_played_and_5_is_taken(hotline: HotlineUnderTest,
-                                                                                   tmp_path: Path) -> None:
-    prompts = hotline.run_dir / "prompts"
-    await _until(lambda: "wait announcement now '예상 대기 시간은 약 3분입니다.'" in hotline.log_path.read_text(
-        errors="replace"), 30, "estimate synthesized from history")
-    assert (prompts / "queue-wait-inquiries.wav").stat().st_size > 1000
-    assert (prompts / "queue-wait-offer-inquiries.wav").stat().st_size > \
-        (prompts / "queue-wait-inquiries.wav").stat().st_size  # the offer is said after the estimate
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]")
+
+
+def _at(line: str) -> datetime:
+    found = _STAMP.match(line)
+    assert found, line
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S.%f")
+
+
+def _queue_entries(log: str, caller_channel_hint: str = "") -> list[tuple[datetime, str, str]]:
+    """(time, channel, Queue() arguments) of every Queue() in the Asterisk log."""
+    found = []
+    for line in log.splitlines():
+        m = re.search(r'Queue\("(PJSIP/trunk-[0-9a-f]+)", "([^"]*)"\)', line)
+        if m and caller_channel_hint in line:
+            found.append((_at(line), m.group(1), m.group(2)))
+    return found
+
+
+async def test_announcements_at_the_interval_for_the_callers_position_then_offer_and_5(
+        hotline: HotlineUnderTest, tmp_path: Path) -> None:
     conf = (hotline.run_dir / "asterisk" / "etc" / "queues.conf").read_text()
-    assert "announce-holdtime = no" in conf
+    inquiries = conf.split("[inquiries]")[1].split("[")[0]
+    assert "announce-frequency = 0" in inquiries and "periodic-announce-frequency = 0" in inquiries
     messages = hotline.run_dir / "asterisk" / "log" / "messages"
     log_start = len(messages.read_text(errors="replace")) if messages.exists() else 0
+    bridge_start = len(hotline.log_path.read_text(errors="replace"))
     settings = hotline.settings()
     caller = "01055504101"
     call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
@@ -102,17 +123,89 @@ async def test_estimate_from_history_then_callback_offer_is_played_and_5_is_take
     result = await call.run()
     assert result.answered and result.hung_up_by == "asterisk", result.describe()
     log = messages.read_text(errors="replace")[log_start:]
-    plain = log.find("queue-wait-inquiries")
-    offer = log.find("queue-wait-offer-inquiries")
-    # First the estimate alone (too early for a callback), then the estimate with the offer; with the position.
-    assert plain != -1 and offer != -1 and plain < offer, log[-4000:]
-    assert "queue-youarenext" in log or "queue-thereare" in log, log[-4000:]
+    [(joined, channel, _)] = _queue_entries(log)
+    spied = [_at(line) for line in log.splitlines() if f"app_chanspy.c: Spying on channel {channel}" in line]
+    offsets = [(s - joined).total_seconds() for s in spied]
+    # The first at the configured 8 s (not ~16 s), then every 8 s, until the caller pressed 5 at ~33 s in line.
+    assert len(offsets) >= 3, log[-4000:]
+    for k, offset in enumerate(offsets[:3], start=1):
+        assert abs(offset - 8 * k) <= 1.5, (k, offsets)
+    said = re.findall(rf"queue announcement to {re.escape(channel)}: '([^']*)'",
+                      hotline.log_path.read_text(errors="replace")[bridge_start:])
+    # Next in line, the estimate from history; from 12 s on (the 16 s one) also the callback offer.
+    assert said[0] == "곧 상담원과 연결됩니다. 예상 대기 시간은 약 3분입니다.", said
+    assert said[1] == said[0] + " 상담원의 전화를 받으시려면 5번을 누르세요.", said
+    assert re.search(r"Local/s@hotline-queue-announce-[0-9a-f]+;2> Playing '.*/queue-say-[0-9a-f]+\.slin'", log)
     engine = create_engine_from_url(settings.database_url)
     try:
         requests = await CallbackStore(engine).in_status("pending")
     finally:
         await engine.dispose()
     assert [r.caller_number for r in requests] == [caller], requests
+
+
+async def test_5_pressed_too_early_keeps_the_callers_place(hotline: HotlineUnderTest, tmp_path: Path) -> None:
+    settings = hotline.settings()
+    prefix = settings.redis_key_prefix
+    messages = hotline.run_dir / "asterisk" / "log" / "messages"
+    log_start = len(messages.read_text(errors="replace"))
+    first, second = "01055504103", "01055504104"
+    # The first caller presses 5 about 7 s after joining (the callback is offered from 12 s): too early.
+    early = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=first,
+                        work_dir=tmp_path / "early", name="early",
+                        steps=[("pause", 1500), ("dtmf", "2"), ("pause", 24000), ("dtmf", "5"), ("pause", 14000)],
+                        hangup="caller", timeout=90)
+    later = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=second,
+                        work_dir=tmp_path / "later", name="later",
+                        steps=[("pause", 1500), ("dtmf", "2"), ("pause", 36000)], hangup="caller", timeout=90)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+    async def waiting() -> dict[str, dict]:  # type: ignore[type-arg]
+        raw = await redis.hgetall(f"{prefix}:queue:inquiries:waiting")
+        return {e["caller"]: e for e in (json.loads(v) for v in raw.values())}
+
+    task_early = asyncio.create_task(early.run())
+    await asyncio.sleep(2.5)
+    task_later = asyncio.create_task(later.run())
+    try:
+        both = None
+        for _ in range(160):
+            found = await waiting()
+            if first in found and second in found:
+                both = found
+                break
+            await asyncio.sleep(0.25)
+        assert both is not None, "both callers never waited together"
+        assert (both[first]["position"], both[second]["position"]) == (1, 2)
+        log = ""
+        for _ in range(80):  # until the first caller went back into the queue
+            log = messages.read_text(errors="replace")[log_start:]
+            if len(_queue_entries(log)) == 3:
+                break
+            await asyncio.sleep(0.25)
+        entries = _queue_entries(log)
+        assert len(entries) == 3, log[-3000:]
+        await asyncio.sleep(1.0)
+        after = await waiting()
+        result_early, result_later = await asyncio.gather(task_early, task_later)
+    finally:
+        await redis.aclose()
+    assert result_early.answered and result_later.answered, (result_early.describe(), result_later.describe())
+    early_channel = entries[0][1]
+    requeued = entries[2]
+    assert requeued[1] == early_channel and requeued[2].endswith(",,,,,1"), requeued  # back at place 1
+    assert (after[first]["position"], after[second]["position"]) == (1, 2)  # still ahead of the later caller
+    # The wait goes on from the first join (a new join would be 7 s later; the two trackers' clocks differ by ms).
+    first_join = datetime.fromisoformat(both[first]["joined_at"])
+    assert abs((datetime.fromisoformat(after[first]["joined_at"]) - first_join).total_seconds()) < 0.5
+    # They heard why (the too-early sentence, through the callback-request AGI) and no callback was booked.
+    assert re.search(rf"<{re.escape(early_channel)}> Playing '.*/queue-say-[0-9a-f]+\.slin'", log), log[-3000:]
+    engine = create_engine_from_url(settings.database_url)
+    try:
+        requests = await CallbackStore(engine).in_status("pending")
+    finally:
+        await engine.dispose()
+    assert first not in [r.caller_number for r in requests]
 
 
 async def test_max_wait_record_keeps_the_description_on_the_case(hotline: HotlineUnderTest, tmp_path: Path) -> None:

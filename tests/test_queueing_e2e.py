@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -16,6 +17,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStatus, CaseStore, NewCase, create_engine_from_url
+from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
 from tests.support.sipp import AgentPhone, CitizenCall
@@ -228,6 +230,10 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     assert int(entry_b["priority"]) == 5 and entry_b["position"] == 1, entry_b
     entry_a = await _waiting_caller(probe, "inquiries", first)
     assert entry_a and entry_a["position"] == 2, entry_a
+    # Within one announcement interval (8 s) the earlier caller hears that they are second now.
+    texts = load_prompt_sets(probe.settings.prompts_file)[probe.settings.language].texts
+    await probe.until(lambda: _told(probe, entry_a["channel"], texts["queue_position"].format(position=2)),
+                      timeout=12, what="the earlier caller told they are second")
     # agent3 talks long enough that its logout (a CLI process, slow on a loaded machine) lands before it is free
     # again; otherwise the earlier caller would rightly be handed to it after the wrap-up.
     async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=12000, work_dir=tmp_path / "a3",
@@ -250,8 +256,17 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     counters = await probe.redis.hgetall(f"{probe.prefix}:queue:inquiries:counters")
     assert int(counters["abandoned"]) >= 1
     log = probe.asterisk_log()[log_start:]
-    # app_queue announced the waiting caller's position (first "you are next", then "there are ... ahead").
-    assert "queue-youarenext" in log or "queue-thereare" in log, log[-3000:]
+    # The waiting caller was told their position: next in line at first, second once the repeat caller went ahead
+    # (the bridge whispers it over the hold music: queueing/wait_announcements.py).
+    assert f"Spying on channel {entry_a['channel']}" in log, log[-3000:]
+    assert await _told(probe, entry_a["channel"], texts["queue_position_next"])
+
+
+async def _told(probe: QueueProbe, channel: str, sentence_start: str) -> bool:
+    """Whether the bridge whispered to this caller a sentence starting so (its log names each announcement)."""
+    said = re.findall(rf"queue announcement to {re.escape(channel)}: '([^']*)'",
+                      probe.hotline.log_path.read_text(errors="replace"))
+    return any(s.startswith(sentence_start) for s in said)
 
 
 async def test_max_wait_overflows_to_another_queue(probe: QueueProbe, tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """Restarting the bridge while calls wait: Asterisk (run by the test, as in production) keeps the callers in
 app_queue; the restarted bridge rebuilds the live state from Asterisk so it matches the truth again, and the
-agents' membership survives."""
+agents' membership survives. A callback connected to the citizen when the bridge goes away is never dialed again:
+still up after the restart, the bridge follows it to its end; ended while it was away, Asterisk's record says the
+citizen was reached."""
 from __future__ import annotations
 
 import asyncio
@@ -16,16 +18,20 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from datetime import UTC, datetime
+
 from cases import CaseStore, create_engine_from_url
-from telephony import AsteriskConfig, AsteriskProcess
+from queueing import CallbackStore
+from telephony import AmiClient, AsteriskConfig, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
-from tests.support.sipp import AgentPhone, CitizenCall
+from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
 BASE_PORT = 37200
 WORK = PROJECT_ROOT / "var" / "test-queueing-restart"
 AGENT_PASSWORD = "rs-agent-secret"
+CITIZEN_PORT = 44510  # the "carrier" (a SIPp UAS) taking the callbacks to the citizen; its media on 44520
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -39,6 +45,8 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
         "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",
         "HOTLINE_RTP_PORT_START": str(BASE_PORT + 600),
         "HOTLINE_RTP_PORT_END": str(BASE_PORT + 799),
+        "HOTLINE_CALLBACK_DIAL_TEMPLATE": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{CITIZEN_PORT}",
+        "HOTLINE_CALLBACK_RETRY_SECONDS": "3",
     })
     h.run_dir.mkdir(parents=True)
     settings = h.settings()  # writes the secrets both the bridge and this Asterisk use
@@ -139,3 +147,86 @@ async def _case(cases: CaseStore, caller: str, status: str) -> Any:
         if c.caller_number == caller and c.status == status:
             return c
     return None
+
+
+async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ring(
+        bridge: tuple[HotlineUnderTest, AsteriskProcess], tmp_path: Path) -> None:
+    hotline, asterisk = bridge
+    settings = hotline.settings()
+    engine = create_engine_from_url(settings.database_url)
+    callbacks = CallbackStore(engine)
+    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret or "")
+    await ami.start()
+    messages = asterisk.cfg.messages_log
+    try:
+        for agent in ("rsagent",):
+            await run_hotline_command(["agents", "logout", agent], hotline.env)
+        code, _, err = await run_hotline_command(["agents", "add", "rcbagent", "--password", AGENT_PASSWORD,
+                                                  "--queue", "inquiries"], hotline.env)
+        assert code == 0, err[-1000:]
+        code, _, err = await run_hotline_command(["agents", "login", "rcbagent"], hotline.env)
+        assert code == 0, err[-1000:]
+
+        async def connected_callback(caller: str, tag: str) -> tuple[int, str, SippRun, AgentPhone]:
+            """A callback whose agent and citizen are talking; returns (id, citizen channel, citizen, phone)."""
+            request = await callbacks.request(queue="inquiries", caller_number=caller, case_number=None,
+                                              linkedid=f"restart-{tag}", priority=0, queued_at=datetime.now(UTC))
+            citizen = SippRun(f"citizen-{tag}", _uas_xml(caller, 300, 120000), [
+                f"127.0.0.1:{settings.sip_port}", "-i", "127.0.0.1", "-p", str(CITIZEN_PORT), "-mp", "44520",
+                "-rtp_echo"], tmp_path / f"citizen-{tag}", timeout=150)
+            await citizen.start()
+            phone = AgentPhone("rcbagent", AGENT_PASSWORD, settings.sip_port, talk_ms=120000,
+                               work_dir=tmp_path / f"agent-{tag}", timeout=150)
+            await phone.__aenter__()
+            leg = await _until(lambda: _citizen_leg(ami, f"callback-{request.id}-1"), timeout=40,
+                               what=f"callback {tag}: the citizen answered")
+            assert (await _until(lambda: _status(callbacks, request.id, "connected"), what="connected")).attempts == 1
+            return request.id, leg, citizen, phone
+
+        async def finish(citizen: SippRun, phone: AgentPhone) -> None:
+            result = await citizen.wait(timeout=20)
+            assert "ANSWERED" in result.marks() and "HANGUP asterisk" in result.marks(), result.describe()
+            await phone.__aexit__(None, None, None)
+
+        # 1. The bridge restarts while the citizen talks: it follows the call, never dials it again.
+        first, leg, citizen, phone = await connected_callback("01055504201", "up")
+        assert await hotline.stop() == 0
+        await hotline.start(keep_run_dir=True)
+        await asyncio.sleep(4)  # several dispatcher rounds: a blind re-dial would happen now
+        assert (await callbacks.get(first)).status == "connected"
+        await ami.action({"Action": "Hangup", "Channel": leg}, check=False)  # the citizen hangs up
+        done = await _until(lambda: _status(callbacks, first, "completed"), what="followed call completed")
+        assert done.attempts == 1
+        await finish(citizen, phone)
+
+        # 2. The call ends while the bridge is away: Asterisk's record tells the new bridge it reached the citizen.
+        second, leg, citizen, phone = await connected_callback("01055504202", "gone")
+        assert await hotline.stop() == 0
+        await ami.action({"Action": "Hangup", "Channel": leg}, check=False)
+        await finish(citizen, phone)
+        await hotline.start(keep_run_dir=True)
+        done = await _until(lambda: _status(callbacks, second, "completed"), what="completed from Asterisk's record")
+        assert done.attempts == 1
+        await asyncio.sleep(4)
+        log = messages.read_text(errors="replace")
+        for caller in ("01055504201", "01055504202"):
+            assert log.count(f"Called PJSIP/trunk/sip:{caller}@") == 1, f"{caller} was rung more than once"
+        assert (await callbacks.get(second)).status == "completed"
+    finally:
+        await run_hotline_command(["agents", "logout", "rcbagent"], hotline.env)
+        await ami.close()
+        await engine.dispose()
+
+
+async def _citizen_leg(ami: AmiClient, attempt_channel: str) -> str | None:
+    """Name of the citizen's answered leg of this attempt (linkedid = the agent channel's id)."""
+    for c in await ami.event_list({"Action": "CoreShowChannels"}, timeout=10):
+        if c.get("Linkedid") == attempt_channel and c.get("Uniqueid") != attempt_channel \
+                and str(c.get("ChannelStateDesc")) == "Up":
+            return str(c.get("Channel"))
+    return None
+
+
+async def _status(store: CallbackStore, callback_id: int, status: str) -> Any:
+    cb = await store.get(callback_id)
+    return cb if cb is not None and cb.status == status else None

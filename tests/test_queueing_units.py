@@ -287,6 +287,9 @@ class FakeAgi:
     async def set_variable(self, name: str, value: str) -> None:
         self.variables[name] = value
 
+    async def set_variables(self, values: dict[str, str]) -> None:
+        self.variables.update(values)
+
 
 class FakeLive:
     def __init__(self, category: str) -> None:
@@ -319,6 +322,26 @@ async def test_priority_route_sets_queue_prio(category: str, ivr: str, open_case
     assert agi.variables["QUEUE_PRIO"] == str(expected)
     assert live.call["priority"] == expected
     assert asked == [("0105", "2611290005")]
+
+
+async def test_priority_route_takes_the_dialplans_url_values_without_asking() -> None:
+    asked: list[tuple[str, str | None]] = []
+
+    async def has_open_case(caller: str, exclude: str | None) -> bool:
+        asked.append((caller, exclude))
+        return False
+
+    class UrlAgi(FakeAgi):
+        params = {"linkedid": "300.1", "priority": "1", "case": "2611290009", "queue": "traffic", "maxwait": ""}
+
+        async def get_variable(self, name: str) -> str | None:
+            raise AssertionError(f"asked Asterisk for {name}: the URL had it")
+
+    live = FakeLive("complaint")
+    agi = UrlAgi({}, "0106")
+    await QueueEntryRoute(PriorityPolicy(), has_open_case, live, max_wait={"traffic": 240}).handle(agi)
+    assert agi.variables == {"QUEUE_PRIO": "1", "HOTLINE_QUEUE_MAXWAIT": "240"}
+    assert asked == [("0106", "2611290009")] and live.call["priority"] == 1
 
 
 class FakeCallbacks:
@@ -408,6 +431,8 @@ class OriginateAmi(FakeAmi):
             self.actions.append(dict(fields))
             return [{"Response": "Success"}, {"Event": "OriginateResponse",
                                               "Response": "Success" if self.agent_answers else "Failure"}]
+        if fields["Action"] == "DBGet":  # the dialplan kept no record of an attempt (its agent never answered)
+            return {"Response": "Error", "Message": "Database entry not found"}
         return await super().action(fields, **kw)
 
 
@@ -458,14 +483,14 @@ async def test_agent_not_answering_does_not_use_up_an_attempt(engine: AsyncEngin
     ami, qlive = OriginateAmi(agent_answers=False), FakeQueueLive()
     qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
     dispatcher = CallbackDispatcher(store, ami, qlive, FakeCalls(), dial_template="PJSIP/trunk/sip:{number}@x",
-                                    ami_error=AmiRefused)
+                                    ami_error=AmiRefused, originate_grace_seconds=0)
     cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
                              priority=0, queued_at=datetime.now(UTC))
     await dispatcher.dispatch_once()
     await asyncio.gather(*dispatcher._tasks)
     back = await store.get(cb.id)
     assert back.status == "pending" and back.attempts == 0 and "did not answer" in back.last_error
-    # After a restart a row left 'dialing' with no channel goes back in line.
+    # After a restart a row left 'dialing' with no channel and no AstDB record goes back in line.
     assert await store.claim(cb.id, "agent1")
     await dispatcher.recover()
     assert (await store.get(cb.id)).status == "pending"

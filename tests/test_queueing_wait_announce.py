@@ -1,10 +1,12 @@
-"""Wait estimate from history and the callback offer: units with a fake synthesizer, plus the rendered queues.conf."""
+"""Per-caller wait announcements: per-position estimates from history (SQLite metrics), the whisper schedule with a
+fake clock, AMI and synthesizer, and the rendered queues.conf (app_queue's own announcements off)."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -13,18 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cases import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
-from queueing import (
-    QueueMetricsStore,
-    QueueWaitAnnouncer,
-    WaitEstimator,
-    periodic_rotation,
-)
-from queueing.wait_announcements import (
-    ROTATION_SLOTS,
-    estimate_file,
-    offer_file,
-    whole_minutes,
-)
+from queueing import QueueMetricsStore, QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
+from queueing.wait_announcements import ANNOUNCE_TEXTS, TOO_EARLY_PROMPT, whole_minutes
 from telephony.asterisk_process import AsteriskConfig, QueueConf, render_asterisk_config
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
@@ -51,84 +43,205 @@ class FakeSynth:
         return target
 
 
+class FakeQueueLive:
+    """Waiting callers per queue and agents, as QueueLiveState gives them."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list[dict[str, Any]]] = {}
+        self.agent_list: list[dict[str, Any]] = []
+
+    async def waiting(self, queue: str) -> list[dict[str, Any]]:
+        return self.entries.get(queue, [])
+
+    async def agents(self) -> list[dict[str, Any]]:
+        return self.agent_list
+
+
+class WhisperAmi:
+    """Records Originates; answers like Asterisk does for an Async one."""
+
+    def __init__(self) -> None:
+        self.originates: list[dict[str, Any]] = []
+        self.connected = True
+
+    async def action(self, fields: dict[str, Any], **kw: Any) -> Any:
+        self.originates.append(dict(fields))
+        return [{"Response": "Success"}, {"Event": "OriginateResponse", "Response": "Success"}]
+
+
 def _korean() -> tuple[str, dict[str, str]]:
     ko = load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml")["ko"]
     return ko.voice, ko.texts
 
 
-def test_rotation_plays_the_estimate_until_the_callback_may_be_asked_then_the_offer(tmp_path: Path) -> None:
-    est, offer = str(estimate_file(tmp_path, "q")), str(offer_file(tmp_path, "q"))
-    # Announcement k plays (k+1)*30 s after joining: 30 s is too early for a 60 s callback_after, 60 s is not.
-    assert periodic_rotation(tmp_path, "q", 30, 60) == (est,) + (offer,) * (ROTATION_SLOTS - 1)
-    assert periodic_rotation(tmp_path, "q", 30, 30) == (offer,) * ROTATION_SLOTS
-    assert periodic_rotation(tmp_path, "q", 30, 0) == (offer,) * ROTATION_SLOTS
-    assert periodic_rotation(tmp_path, "q", 20, 90)[:4] == (est, est, est, est)
-    assert periodic_rotation(tmp_path, "q", 20, 90)[4] == offer
-    assert periodic_rotation(tmp_path, "q", 0, 30) == ()
-    assert all(Path(p).is_absolute() for p in periodic_rotation(Path("rel"), "q", 30, 60))
+def _english() -> tuple[str, dict[str, str]]:
+    en = load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml")["en"]
+    return en.voice, en.texts
 
 
 def test_whole_minutes_rounds_up_and_never_says_zero() -> None:
     assert [whole_minutes(s) for s in (0, 1, 60, 61, 150)] == [1, 1, 1, 2, 3]
 
 
-async def test_estimate_comes_from_answered_calls_in_the_window(engine: AsyncEngine) -> None:
-    metrics = QueueMetricsStore(engine, interval_minutes=15)
-    # Old history (outside the 60-minute window) must not count.
-    await metrics.answered("inquiries", 900.0, NOW - timedelta(hours=3))
-    await metrics.answered("inquiries", 100.0, NOW - timedelta(minutes=20))
-    await metrics.answered("inquiries", 200.0, NOW - timedelta(minutes=5))
-    await metrics.abandoned("inquiries", 500.0, NOW - timedelta(minutes=5))  # abandons are not answered waits
-    estimator = WaitEstimator(metrics, window_minutes=60, clock=lambda: NOW)
-    assert await estimator.estimates(["inquiries", "operator"]) == {"inquiries": pytest.approx(150.0),
-                                                                    "operator": None}
+def test_model_waits_longer_the_further_back_and_nothing_when_an_agent_is_free() -> None:
+    model = QueueWaitModel("q", answer_interval=120.0)
+    waits = [model.seconds_for(p) for p in (1, 2, 5)]
+    assert waits == [60.0, 180.0, 540.0]  # half an interval for the next one, one more interval per caller ahead
+    assert QueueWaitModel("q", 120.0, free_agents=2).seconds_for(2) == 0.0
+    assert QueueWaitModel("q", 120.0, free_agents=2).seconds_for(3) == 60.0
+    assert QueueWaitModel("q", None).seconds_for(1) is None
 
 
-async def test_announcer_synthesizes_korean_estimate_and_offer_only_when_it_changes(
-        engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_estimate_per_position_from_handle_time_and_staffed_agents(engine: AsyncEngine) -> None:
     metrics = QueueMetricsStore(engine, interval_minutes=15)
-    clock = [NOW]
-    voice, texts = _korean()
+    # Two calls handled in the window at 200 s and 400 s talk: 300 s average; 60 s wrap-up; 3 agents staffing.
+    await metrics.handled("inquiries", 200.0, NOW - timedelta(minutes=20))
+    await metrics.handled("inquiries", 400.0, NOW - timedelta(minutes=5))
+    await metrics.handled("inquiries", 5000.0, NOW - timedelta(hours=3))  # outside the window: not counted
+    await metrics.answered("inquiries", 90.0, NOW - timedelta(minutes=5))
+
+    async def agents() -> list[dict[str, Any]]:
+        return [{"name": "a1", "state": "on_call", "queues": ["inquiries"]},
+                {"name": "a2", "state": "wrap_up", "queues": ["inquiries", "operator"]},
+                {"name": "a3", "state": "ringing", "queues": ["inquiries"]},
+                {"name": "a4", "state": "paused", "queues": ["inquiries"]},  # not taking calls
+                {"name": "a5", "state": "logged_out", "queues": ["inquiries"]}]
+
+    estimator = WaitEstimator(metrics, agents, window_minutes=60, wrapup_seconds={"inquiries": 60.0},
+                              clock=lambda: NOW)
+    models = await estimator.models(["inquiries", "operator"])
+    assert models["inquiries"].staffed_agents == 3 and models["inquiries"].answer_interval == pytest.approx(120.0)
+    first = await estimator.estimates(["inquiries", "operator"], position=1)
+    fifth = await estimator.estimates(["inquiries", "operator"], position=5)
+    assert first == {"inquiries": pytest.approx(60.0), "operator": None}  # operator: no history, no agent on it
+    assert fifth["inquiries"] == pytest.approx(540.0) and fifth["inquiries"] > first["inquiries"]
+
+
+async def test_without_staffed_agents_the_observed_answer_rate_is_used(engine: AsyncEngine) -> None:
+    metrics = QueueMetricsStore(engine, interval_minutes=15)
+    for minutes in (10, 20, 30, 40):  # 4 answered in 60 minutes: one every 900 s
+        await metrics.answered("complaints", 30.0, NOW - timedelta(minutes=minutes))
+    estimator = WaitEstimator(metrics, None, window_minutes=60, clock=lambda: NOW)
+    [model] = (await estimator.models(["complaints"])).values()
+    assert model.answer_interval == pytest.approx(900.0)
+    assert model.seconds_for(3) == pytest.approx(2250.0)
+
+
+def _announcer(live: FakeQueueLive, ami: WhisperAmi, tmp_path: Path, clock: list[datetime],
+               model: QueueWaitModel | None = None, language: str = "ko",
+               callback_after: float = 20.0) -> tuple[QueueWaitAnnouncer, FakeSynth]:
+    class Estimator:
+        async def models(self, queues: list[str]) -> dict[str, QueueWaitModel]:
+            return {q: model or QueueWaitModel(q, 120.0) for q in queues}
+
+    voice, texts = _english() if language == "en" else _korean()
     synth = FakeSynth()
-    announcer = QueueWaitAnnouncer(WaitEstimator(metrics, clock=lambda: clock[0]), ["inquiries", "operator"],
-                                   tmp_path, voice=voice, texts=texts, synthesize=synth)
-    assert sorted(await announcer.refresh_once()) == ["inquiries", "operator"]
-    assert estimate_file(tmp_path, "inquiries").with_suffix(".wav").read_text(encoding="utf-8") == "잠시만 기다려 주세요."
-    await metrics.answered("inquiries", 130.0, NOW - timedelta(minutes=1))
-    assert await announcer.refresh_once() == ["inquiries"]
-    assert estimate_file(tmp_path, "inquiries").with_suffix(".wav").read_text(encoding="utf-8") == \
-        "예상 대기 시간은 약 3분입니다."
-    offer = offer_file(tmp_path, "inquiries").with_suffix(".wav").read_text(encoding="utf-8")
-    assert offer.startswith("예상 대기 시간은 약 3분입니다.") and "5번을 누르세요" in offer
-    assert {v for _, v, _ in synth.calls} == {"ko"}
+    announcer = QueueWaitAnnouncer(Estimator(), live, ami,  # type: ignore[arg-type]
+                                   SpokenPrompts(tmp_path, voice, synth),
+                                   frequency={"inquiries": 8, "operator": 0}, callback_after=callback_after,
+                                   texts=texts, clock=lambda: clock[0])
+    return announcer, synth
+
+
+def _entry(uid: str, position: int, joined: datetime, channel: str | None = None) -> dict[str, Any]:
+    return {"uniqueid": uid, "channel": channel or f"PJSIP/trunk-0000000{uid}", "position": position,
+            "joined_at": joined.isoformat()}
+
+
+async def test_first_announcement_comes_at_the_configured_interval_then_every_interval(tmp_path: Path) -> None:
+    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    announcer, _ = _announcer(live, ami, tmp_path, clock)
+    live.entries["inquiries"] = [_entry("1", 1, NOW)]
+    heard_at = []
+    for half_seconds in range(0, 2 * 25):  # ticks every 0.5 s for 25 s
+        clock[0] = NOW + timedelta(seconds=half_seconds / 2)
+        if await announcer.tick():
+            heard_at.append(half_seconds / 2)
+        await asyncio.gather(*announcer._tasks)
+    assert heard_at == [8.0, 16.0, 24.0]  # not 16 s: nothing else is played first
+    [orig, *_] = ami.originates
+    assert orig["Channel"] == "Local/s@hotline-queue-announce/n" and orig["Application"] == "ChanSpy"
+    assert orig["Data"] == "PJSIP/trunk-00000001,qwE"
+    played = Path(orig["Variable"][0].split("=", 1)[1] + ".wav").read_text(encoding="utf-8")
+    assert played == "곧 상담원과 연결됩니다. 예상 대기 시간은 약 1분입니다."
+    # From callback_after (20 s) on, the same caller also hears the offer.
+    last = Path(ami.originates[-1]["Variable"][0].split("=", 1)[1] + ".wav").read_text(encoding="utf-8")
+    assert last.endswith("상담원의 전화를 받으시려면 5번을 누르세요.")
+
+
+async def test_each_caller_hears_their_own_position_and_estimate(tmp_path: Path) -> None:
+    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    announcer, synth = _announcer(live, ami, tmp_path, clock, language="en", callback_after=600)
+    live.entries["inquiries"] = [_entry("1", 1, NOW - timedelta(seconds=8)),
+                                 _entry("5", 5, NOW - timedelta(seconds=8))]
+    assert sorted(await announcer.tick()) == ["PJSIP/trunk-00000001", "PJSIP/trunk-00000005"]
+    await asyncio.gather(*announcer._tasks)
+    said = {o["Data"].split(",")[0]: Path(o["Variable"][0].split("=", 1)[1] + ".wav").read_text(encoding="utf-8")
+            for o in ami.originates}
+    assert said["PJSIP/trunk-00000001"] == "You are next in line. Your estimated wait is about 1 minutes."
+    assert said["PJSIP/trunk-00000005"] == "You are number 5 in line. Your estimated wait is about 9 minutes."
+    assert {v for _, v, _ in synth.calls} == {"en-us"}
+    # The same sentence is synthesized once and reused.
     before = len(synth.calls)
-    await metrics.answered("inquiries", 170.0, NOW - timedelta(minutes=1))  # average 150 s: still "3 minutes"
-    assert await announcer.refresh_once() == []
-    assert len(synth.calls) == before
+    clock[0] = NOW + timedelta(seconds=8)
+    await announcer.tick()
+    await asyncio.gather(*announcer._tasks)
+    assert len(ami.originates) == 4 and len(synth.calls) == before
+
+
+async def test_a_caller_seen_late_is_not_told_a_stale_announcement_and_unsafe_channels_are_skipped(
+        tmp_path: Path) -> None:
+    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    announcer, _ = _announcer(live, ami, tmp_path, clock)
+    # First seen 19 s after joining (bridge restart): the 16 s one is past; the next comes at 24 s.
+    live.entries["inquiries"] = [_entry("1", 2, NOW - timedelta(seconds=19)),
+                                 _entry("2", 3, NOW - timedelta(seconds=30), channel="PJSIP/x,evil")]
+    assert await announcer.tick() == []
+    clock[0] = NOW + timedelta(seconds=5)
+    assert await announcer.tick() == ["PJSIP/trunk-00000001"]
+    await asyncio.gather(*announcer._tasks)
+    assert all("evil" not in o["Data"] for o in ami.originates)
+    # A caller who left is forgotten.
+    live.entries["inquiries"] = []
+    await announcer.tick()
+    assert announcer._said == {}
+
+
+async def test_no_announcement_while_ami_is_away(tmp_path: Path) -> None:
+    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW + timedelta(seconds=8)]
+    announcer, _ = _announcer(live, ami, tmp_path, clock)
+    live.entries["inquiries"] = [_entry("1", 1, NOW)]
+    ami.connected = False
+    assert await announcer.tick() == []
+    ami.connected = True
+    assert await announcer.tick() == ["PJSIP/trunk-00000001"]
+    await announcer.aclose()
 
 
 def test_announcer_refuses_a_language_without_the_texts(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="queue_callback_offer"):
-        QueueWaitAnnouncer(WaitEstimator(None), ["q"], tmp_path, voice="ko",
-                           texts={"queue_wait_estimate": "{minutes}", "queue_wait_unknown": "x"},
-                           synthesize=FakeSynth())
+    with pytest.raises(ValueError, match="queue_position"):
+        QueueWaitAnnouncer(WaitEstimator(None), FakeQueueLive(), WhisperAmi(),
+                           SpokenPrompts(tmp_path, "ko", FakeSynth()),
+                           frequency={"q": 8}, callback_after=30,
+                           texts={"queue_wait_estimate": "{minutes}", "queue_wait_unknown": "x",
+                                  "queue_callback_offer": "5"})
 
 
 def test_every_language_has_the_queue_texts() -> None:
     for prompt_set in load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml").values():
+        assert all(prompt_set.texts.get(k) for k in (*ANNOUNCE_TEXTS, TOO_EARLY_PROMPT)), prompt_set.language
         assert "{minutes}" in prompt_set.texts["queue_wait_estimate"]
-        assert prompt_set.texts["queue_wait_unknown"] and prompt_set.texts["queue_callback_offer"]
+        assert "{position}" in prompt_set.texts["queue_position"]
 
 
-def test_queues_conf_plays_the_rotation_and_not_asterisks_holdtime(tmp_path: Path) -> None:
-    rotation = periodic_rotation(tmp_path / "prompts", "inquiries", 30, 60)
+def test_queues_conf_has_app_queue_announcements_off_when_the_bridge_announces(tmp_path: Path) -> None:
     cfg = AsteriskConfig(run_dir=tmp_path / "ast", ami_secret="s", queues=[
-        QueueConf("inquiries", announce_frequency_seconds=30, periodic_announce=rotation,
-                  periodic_announce_frequency=30),
-        QueueConf("operator")])
+        QueueConf("inquiries", announce_frequency_seconds=0, periodic_announce=(), periodic_announce_frequency=0)])
     text = (render_asterisk_config(cfg).parent / "queues.conf").read_text()
-    inquiries, operator = text.split("[inquiries]")[1].split("[operator]")
-    assert f"periodic-announce = {','.join(rotation)}\n" in inquiries
-    assert "periodic-announce-frequency = 30\n" in inquiries
+    inquiries = text.split("[inquiries]")[1]
+    assert "announce-frequency = 0\n" in inquiries and "periodic-announce-frequency = 0\n" in inquiries
     assert "announce-holdtime = no" in inquiries
-    assert "periodic-announce-frequency = 0\n" in operator
+    extensions = (render_asterisk_config(cfg).parent / "extensions.conf").read_text()
+    assert "[hotline-queue-announce]" in extensions and "Playback(${ANNOUNCE_FILE})" in extensions
+    modules = (render_asterisk_config(cfg).parent / "modules.conf").read_text()
+    assert "load => app_chanspy.so" in modules and "load => func_db.so" in modules

@@ -1,0 +1,114 @@
+"""A second hotline number through the real parts: SIPp calls into Asterisk and the FastAGI bridge. The number
+runs the default flow (with a warning at start) until its own flow is published, then that flow, without a
+restart; an admin then switches the hotline number itself to it with `hotline flows route`."""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.sipp import CitizenCall
+from tests.test_call_e2e import Probe
+from tests.test_flows_e2e import _prompt_seconds
+from tests.test_flows_numbers import flood_flow
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
+
+BASE_PORT = 45000  # SIP 45060, AMI 45038, AGI 45073, HTTP 45080, ASR websocket 45027, RTP 45200-45399
+FLOOD_NUMBER = "12399"
+ENV = {
+    "HOTLINE_REDIS_KEY_PREFIX": "hotline-i3-numbers-e2e",
+    "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),  # keep RTP inside this test's port range
+    "HOTLINE_RTP_PORT_END": str(BASE_PORT + 399),
+    "HOTLINE_IVR_NUMBERS": json.dumps({FLOOD_NUMBER: "flood-warning"}),
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def hotline() -> AsyncIterator[HotlineUnderTest]:
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-numbers-e2e", base_port=BASE_PORT, env=ENV)
+    await h.start()
+    yield h
+    code = await h.stop()
+    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def probe(hotline: HotlineUnderTest) -> AsyncIterator[Probe]:
+    p = Probe(hotline)
+    yield p
+    await p.close()
+
+
+def _call(probe: Probe, tmp: Path, caller: str, number: str, steps: list[Any], **kwargs: Any) -> CitizenCall:
+    return CitizenCall(sip_port=probe.settings.sip_port, number=number, from_user=caller, work_dir=tmp / caller,
+                       name=caller, steps=steps, **kwargs)
+
+
+async def _flood_call(probe: Probe, tmp: Path, caller: str, number: str) -> Any:
+    """A call that hears the flood warning: the flow marks the case, plays the warning and hangs up."""
+    result = await _call(probe, tmp, caller, number, [("pause", 1000)], hangup="wait", wait_bye_ms=25000).run()
+    assert result.answered and result.ok, result.describe()
+    assert result.hung_up_by == "asterisk", result.describe()  # the flow's hangup node, not the caller
+    case = await probe.case_by_caller(caller, until=lambda c: list(c.menu_path) == ["hangup"])
+    assert case is not None and list(case.menu_path) == ["hangup"], case
+    return case
+
+
+async def test_second_number_runs_its_flow_once_published(hotline: HotlineUnderTest, probe: Probe,
+                                                          tmp_path: Path) -> None:
+    log = hotline.log_path.read_text(errors="replace")
+    assert (f"IVR numbers: number {FLOOD_NUMBER} runs flow 'flood-warning', which is neither published nor a "
+            "shipped file; its calls run 'default' until it is published") in log
+
+    # Not published yet: the caller of 12399 still reaches the hotline (the default flow) and presses 2.
+    welcome = _prompt_seconds(tmp_path, "welcome")
+    early = await _call(probe, tmp_path, "01045000001", FLOOD_NUMBER,
+                        [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "2"), ("pause", 2500)]).run()
+    assert early.answered and early.ok, early.describe()
+    case = await probe.case_by_caller("01045000001", until=lambda c: c.category == "inquiry")
+    assert case.category == "inquiry" and list(case.menu_path)[:1] == ["2"], case
+    assert "number 12399: flow 'flood-warning' cannot run" in hotline.log_path.read_text(errors="replace")
+
+    flow_file = tmp_path / "flood-warning.yaml"
+    flow_file.write_text(flood_flow(), encoding="utf-8")
+    code, out, err = await run_hotline_command(["flows", "publish", str(flow_file), "--actor", "tester",
+                                                "--comment", "flood warning line"], hotline.env)
+    assert code == 0, err[-2000:]
+    assert "flow flood-warning: version 1 is live" in out
+
+    flood = await _flood_call(probe, tmp_path, "01045000002", FLOOD_NUMBER)
+    assert flood.category == "flood_warning"
+    # The hotline number itself still runs the default flow.
+    default = await _call(probe, tmp_path, "01045000003", probe.settings.hotline_number,
+                          [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "2"), ("pause", 2500)]).run()
+    assert default.ok, default.describe()
+    case = await probe.case_by_caller("01045000003", until=lambda c: c.category == "inquiry")
+    assert case.category == "inquiry", case
+
+
+async def test_admin_switches_the_hotline_number_to_another_flow(hotline: HotlineUnderTest, probe: Probe,
+                                                                 tmp_path: Path) -> None:
+    env = hotline.env
+    code, out, err = await run_hotline_command(["flows", "route", probe.settings.hotline_number, "nope"], env)
+    assert code == 1 and err.strip().splitlines()[-1] == "error: no flow named 'nope': publish it first"
+    code, out, err = await run_hotline_command(["flows", "route", probe.settings.hotline_number, "flood-warning",
+                                                "--actor", "tester"], env)
+    assert code == 0, err[-2000:]
+    assert out.strip() == (f"number {probe.settings.hotline_number} runs flow flood-warning from its next call on "
+                           "(routed by tester)")
+    switched = await _flood_call(probe, tmp_path, "01045000011", probe.settings.hotline_number)
+    assert switched.category == "flood_warning"  # no restart: the next call took the new route
+
+    code, out, err = await run_hotline_command(["flows", "routes"], env)
+    assert code == 0
+    assert f"{probe.settings.hotline_number}  flood-warning  (routed by tester at " in out
+    assert f"{FLOOD_NUMBER}  flood-warning  (configured)" in out
+    code, out, err = await run_hotline_command(["flows", "audit"], env)
+    route_line = next(line for line in out.splitlines() if " route " in line)
+    assert "tester" in route_line and f"number {probe.settings.hotline_number}: default → flood-warning" in route_line

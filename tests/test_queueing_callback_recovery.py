@@ -1,0 +1,451 @@
+"""Crash safety of the callback dispatcher, with a fake Asterisk (channels, AstDB, Originate) and SQLite: a row left
+'dialing'/'connected' whose outcome the bridge missed is followed or settled from Asterisk, and the citizen is
+never rung twice for one attempt. Plus the queue key pressed too early: back in line at the same place."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cases import create_engine_from_url, migrate_database
+from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
+from queueing.callbacks import channel_id
+
+JOINED = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+class AmiDown(Exception):
+    """Stands in for telephony.AmiError."""
+
+
+class FakeAsterisk:
+    """AMI as the dispatcher sees it: channels (CoreShowChannels), AstDB (DBGet/DBDel), Originate outcomes."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, list[Any]] = {}
+        self.connected_handlers: list[Any] = []
+        self.connected = True
+        self.channels: list[dict[str, str]] = []
+        self.astdb: dict[str, str] = {}
+        self.originates: list[dict[str, Any]] = []
+        self.originate_result: str | Exception | asyncio.Future[Any] = "Success"
+        self.dbgets = 0
+
+    def on_event(self, name: str, handler: Any) -> None:
+        self.handlers.setdefault(name, []).append(handler)
+
+    def on_connected(self, handler: Any) -> None:
+        self.connected_handlers.append(handler)
+
+    async def emit(self, **event: str) -> None:
+        for handler in self.handlers.get(event["Event"], []):
+            await handler(event)
+
+    async def action(self, fields: dict[str, Any], **kw: Any) -> Any:
+        name = fields["Action"]
+        if name == "Originate":
+            self.originates.append(dict(fields))
+            outcome = self.originate_result
+            if isinstance(outcome, Exception):
+                raise outcome
+            if isinstance(outcome, asyncio.Future):
+                outcome = await outcome
+            return [{"Response": "Success"}, {"Event": "OriginateResponse", "Response": outcome}]
+        if name == "DBGet":
+            self.dbgets += 1
+            key = f"{fields['Family']}/{fields['Key']}"
+            if key not in self.astdb:
+                return {"Response": "Error", "Message": "Database entry not found"}
+            return [{"Response": "Success", "EventList": "start", "Message": "Result will follow"},
+                    {"Event": "DBGetResponse", "Family": fields["Family"], "Key": fields["Key"],
+                     "Val": self.astdb[key]}, {"Event": "DBGetComplete", "EventList": "Complete"}]
+        if name == "DBDel":
+            self.astdb.pop(f"{fields['Family']}/{fields['Key']}", None)
+            return {"Response": "Success"}
+        return {"Response": "Success"}
+
+    async def event_list(self, fields: dict[str, Any], **kw: Any) -> list[dict[str, str]]:
+        assert fields["Action"] == "CoreShowChannels"
+        return list(self.channels)
+
+    def record(self, cb_id: int, attempt: int, value: str) -> None:
+        self.astdb[f"hotline_callback/{channel_id(cb_id, attempt)}"] = value
+
+
+class QueueLive:
+    def __init__(self) -> None:
+        self.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    async def agents(self) -> list[dict[str, Any]]:
+        return self.agent_list
+
+    async def waiting(self, queue: str) -> list[dict[str, Any]]:
+        return []
+
+    async def publish(self, kind: str, **data: Any) -> None:
+        self.published.append((kind, data))
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[tuple[str, str]] = []
+
+    async def start_call(self, linkedid: str, **fields: Any) -> None:
+        self.started.append(linkedid)
+
+    async def end_call(self, linkedid: str, **fields: Any) -> None:
+        self.ended.append((linkedid, fields.get("outcome", "")))
+
+
+@pytest_asyncio.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cb.db'}"
+    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
+    eng = create_engine_from_url(url)
+    yield eng
+    await eng.dispose()
+
+
+class World:
+    """One database, one Asterisk; dispatchers come and go like bridge processes."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.now = datetime.now(UTC)
+        self.store = CallbackStore(engine, clock=lambda: self.now)
+        self.ami = FakeAsterisk()
+        self.qlive = QueueLive()
+        self.calls = Calls()
+
+    def bridge(self, max_attempts: int = 3) -> CallbackDispatcher:
+        return CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
+                                  dial_template="PJSIP/trunk/sip:{number}@x",
+                                  max_attempts=max_attempts, retry_seconds=60, ami_error=AmiDown,
+                                  originate_grace_seconds=10, clock=lambda: self.now)
+
+    async def request(self) -> int:
+        cb = await self.store.request(queue="inquiries", caller_number="0101", case_number="2611290009",
+                                      linkedid=f"call-{len(self.ami.originates)}", priority=0, queued_at=JOINED)
+        return cb.id
+
+    async def dialed_and_answered_by_agent(self, first: CallbackDispatcher) -> int:
+        """An attempt the old bridge started: the agent answered, the dialplan now rings the citizen."""
+        cb_id = await self.request()
+        assert await first.dispatch_once() == [cb_id]
+        await asyncio.gather(*first._tasks)
+        self.ami.record(cb_id, 1, "citizen_dialing")
+        await self.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id),
+                            Status="agent_answered")
+        return cb_id
+
+    def citizen_leg_up(self, cb_id: int, attempt: int = 1) -> None:
+        self.ami.channels = [{"Channel": "PJSIP/agent1-00000001", "Uniqueid": channel_id(cb_id, attempt),
+                              "Linkedid": channel_id(cb_id, attempt)},
+                             {"Channel": "PJSIP/trunk-00000002", "Uniqueid": "1795.7",
+                              "Linkedid": channel_id(cb_id, attempt)}]
+
+    async def status(self, cb_id: int) -> Any:
+        return await self.store.get(cb_id)
+
+
+async def test_restart_while_the_citizen_talks_follows_the_call_and_never_redials(engine: AsyncEngine) -> None:
+    w = World(engine)
+    first = w.bridge()
+    cb_id = await w.dialed_and_answered_by_agent(first)
+    assert (await w.status(cb_id)).status == "connected"
+    [orig] = w.ami.originates
+    assert orig["ChannelId"] == channel_id(cb_id, 1) == "callback-1-1"
+    await first.aclose()
+    w.ami.handlers.clear()
+
+    # The new bridge: the attempt is still up in Asterisk (agent and citizen talking).
+    w.citizen_leg_up(cb_id)
+    w.ami.astdb[f"hotline_callback/{channel_id(cb_id, 1)}"] = "ANSWER"
+    second = w.bridge()
+    await second.recover()
+    w.now += timedelta(minutes=5)
+    assert await second.dispatch_once() == [] and len(w.ami.originates) == 1
+    assert (await w.status(cb_id)).status == "connected"
+    # Its end still reaches the new bridge (re-attached to the UserEvents).
+    w.ami.channels = []
+    await w.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id), Status="ANSWER")
+    done = await w.status(cb_id)
+    assert done.status == "completed" and done.attempts == 1
+    assert w.ami.astdb == {}  # the record is dropped once the database has the outcome
+    await second.dispatch_once()
+    assert len(w.ami.originates) == 1
+
+
+async def test_agent_answered_while_the_bridge_was_away_is_picked_up_from_asterisk(engine: AsyncEngine) -> None:
+    w = World(engine)
+    first = w.bridge()
+    cb_id = await w.request()
+    await first.dispatch_once()
+    await asyncio.gather(*first._tasks)
+    await first.aclose()
+    w.ami.handlers.clear()
+    # Missed: the agent_answered UserEvent. Asterisk is ringing the citizen (their leg has the attempt's linkedid).
+    w.ami.record(cb_id, 1, "citizen_dialing")
+    w.ami.channels = [{"Channel": "PJSIP/trunk-00000002", "Uniqueid": "1795.7", "Linkedid": channel_id(cb_id, 1)}]
+    second = w.bridge()
+    w.now += timedelta(minutes=1)
+    await second.recover()
+    assert (await w.status(cb_id)).status == "connected"
+    assert w.calls.started == [f"callback-{cb_id}"]  # the agent's screen shows the case
+    assert await second.dispatch_once() == [] and len(w.ami.originates) == 1
+
+
+@pytest.mark.parametrize("record,status,attempts,error", [
+    ("ANSWER", "completed", 1, None),  # reached while the bridge was away
+    ("NOANSWER", "pending", 1, "NOANSWER"),  # rung, not reached, call over: a used attempt, retried later
+    ("citizen_dialing", "pending", 1, "INTERRUPTED"),  # Asterisk stopped mid-call: rung maybe, not reached
+])
+async def test_attempt_that_ended_while_the_bridge_was_away(engine: AsyncEngine, record: str, status: str,
+                                                             attempts: int, error: str | None) -> None:
+    w = World(engine)
+    first = w.bridge()
+    cb_id = await w.dialed_and_answered_by_agent(first)
+    await first.aclose()
+    w.ami.handlers.clear()
+    w.ami.record(cb_id, 1, record)
+    w.ami.channels = []
+    second = w.bridge()
+    await second.recover()
+    after = await w.status(cb_id)
+    assert (after.status, after.attempts) == (status, attempts)
+    if error:
+        assert error in after.last_error
+    assert w.ami.astdb == {}
+    w.now += timedelta(seconds=30)  # before the retry delay: nobody is rung again
+    assert await second.dispatch_once() == []
+    assert len(w.ami.originates) == 1
+
+
+async def test_interrupted_with_no_attempts_left_fails_for_a_supervisor(engine: AsyncEngine) -> None:
+    w = World(engine)
+    first = w.bridge(max_attempts=1)
+    cb_id = await w.dialed_and_answered_by_agent(first)
+    await first.aclose()
+    w.ami.handlers.clear()
+    w.ami.channels = []
+    await w.bridge(max_attempts=1).recover()
+    failed = await w.status(cb_id)
+    assert failed.status == "failed" and "INTERRUPTED" in failed.last_error
+    assert [k for k, _ in w.qlive.published] == ["callback_failed"]
+
+
+async def test_dialing_without_channel_or_record_goes_back_in_line_after_the_grace_time(engine: AsyncEngine) -> None:
+    w = World(engine)
+    cb_id = await w.request()
+    # The old bridge claimed the row and died before (or right after) sending the Originate.
+    assert await w.store.claim(cb_id, "agent1")
+    bridge = w.bridge()
+    await bridge.recover()
+    assert (await w.status(cb_id)).status == "dialing"  # an Originate may still be on its way: wait
+    w.now += timedelta(seconds=11)
+    await bridge.recover()
+    back = await w.status(cb_id)
+    assert back.status == "pending" and back.attempts == 0  # the agent never answered: the citizen was never rung
+    assert await bridge.dispatch_once() == [cb_id]
+    await asyncio.gather(*bridge._tasks)
+    assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 1)]
+
+
+async def test_agent_still_ringing_after_restart_is_left_to_ring(engine: AsyncEngine) -> None:
+    w = World(engine)
+    cb_id = await w.request()
+    assert await w.store.claim(cb_id, "agent1")
+    w.ami.channels = [{"Channel": "PJSIP/agent1-00000001", "Uniqueid": channel_id(cb_id, 1),
+                       "Linkedid": channel_id(cb_id, 1)}]
+    bridge = w.bridge()
+    w.now += timedelta(minutes=1)
+    await bridge.recover()
+    assert (await w.status(cb_id)).status == "dialing"
+    # The agent does not answer: the channel goes; its Hangup makes the bridge look again.
+    w.ami.channels = []
+    await w.ami.emit(Event="Hangup", Uniqueid=channel_id(cb_id, 1), Channel="PJSIP/agent1-00000001")
+    await asyncio.gather(*bridge._tasks)
+    assert (await w.status(cb_id)).status == "pending"
+
+
+async def test_connected_but_asterisk_kept_no_record_is_never_redialed(engine: AsyncEngine) -> None:
+    w = World(engine)
+    first = w.bridge()
+    cb_id = await w.dialed_and_answered_by_agent(first)
+    await first.aclose()
+    w.ami.handlers.clear()
+    w.ami.astdb.clear()  # Asterisk restarted on an empty AstDB
+    w.ami.channels = []
+    second = w.bridge()
+    await second.recover()
+    failed = await w.status(cb_id)
+    assert failed.status == "failed" and "outcome unknown" in failed.last_error
+    assert [k for k, _ in w.qlive.published] == ["callback_failed"]
+    w.now += timedelta(hours=1)
+    assert await second.dispatch_once() == [] and len(w.ami.originates) == 1
+
+
+async def test_originate_lost_with_the_ami_connection_is_not_redialed_blindly(engine: AsyncEngine) -> None:
+    w = World(engine)
+    bridge = w.bridge()
+    cb_id = await w.request()
+    w.ami.originate_result = AmiDown("AMI connection lost")
+    assert await bridge.dispatch_once() == [cb_id]
+    await asyncio.gather(*bridge._tasks)
+    row = await w.status(cb_id)
+    assert row.status == "dialing" and "AMI connection lost" in row.last_error
+    w.now += timedelta(minutes=5)
+    assert await bridge.dispatch_once() == []  # not dialed again on its own
+    # Asterisk did get it: the agent answered and the citizen is being rung.
+    w.ami.record(cb_id, 1, "citizen_dialing")
+    w.citizen_leg_up(cb_id)
+    await bridge.recover()
+    assert (await w.status(cb_id)).status == "connected" and len(w.ami.originates) == 1
+
+
+async def test_reconcile_leaves_an_originate_in_flight_alone(engine: AsyncEngine) -> None:
+    w = World(engine)
+    bridge = w.bridge()
+    cb_id = await w.request()
+    pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    w.ami.originate_result = pending  # the agent's phone is ringing; no OriginateResponse yet
+    await bridge.dispatch_once()
+    await asyncio.sleep(0)
+    w.now += timedelta(minutes=1)  # long past the grace time, no channel listed (yet), no record
+    await bridge.recover()  # e.g. AMI reconnected meanwhile
+    assert (await w.status(cb_id)).status == "dialing" and w.ami.dbgets == 0
+    pending.set_result("Success")
+    await asyncio.gather(*bridge._tasks)
+    assert (await w.status(cb_id)).status == "dialing" and len(w.ami.originates) == 1
+
+
+async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) -> None:
+    w = World(engine)
+    first = w.bridge(max_attempts=1)
+    cb_id = await w.dialed_and_answered_by_agent(first)
+    w.ami.record(cb_id, 1, "BUSY")
+    w.ami.channels = []
+    await asyncio.gather(
+        first.recover(),
+        w.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id), Status="BUSY"),
+        w.ami.emit(Event="Hangup", Uniqueid=channel_id(cb_id, 1)))
+    await asyncio.gather(*first._tasks)
+    assert (await w.status(cb_id)).status == "failed"
+    assert [k for k, _ in w.qlive.published] == ["callback_failed"]  # one report, not two
+    assert w.calls.ended == [(f"callback-{cb_id}", "callback_busy")]
+
+
+# --- the queue key pressed too early -------------------------------------------------------------
+
+
+class FakeAgi:
+    def __init__(self, variables: dict[str, str], caller: str = "0105") -> None:
+        self.variables = dict(variables)
+        self.caller_number = caller
+        self.uniqueid = "300.1"
+        self.played: list[str] = []
+
+    async def get_variable(self, name: str) -> str | None:
+        return self.variables.get(name)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.variables[name] = value
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str:
+        self.played.append(path)
+        return ""
+
+
+class LiveCalls:
+    def __init__(self, call: dict[str, Any]) -> None:
+        self.call = dict(call)
+
+    async def get_call(self, linkedid: str) -> dict[str, Any]:
+        return self.call
+
+    async def update(self, linkedid: str, **fields: Any) -> None:
+        self.call.update(fields)
+
+    async def start_call(self, linkedid: str, **fields: Any) -> None:
+        self.call.update(fields)
+
+
+async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngine) -> None:
+    queued_at = datetime.now(UTC) - timedelta(seconds=10)
+    live = LiveCalls({"queued_at": queued_at.isoformat(), "queue": "inquiries", "case_number": "2611290007"})
+
+    async def too_early() -> str:
+        return "/prompts/queue-say-too-early"
+
+    route = CallbackRoute(CallbackStore(engine), live, after_seconds=30, too_early_prompt=too_early)
+    agi = FakeAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_QUEUE_MAXWAIT": "300", "QUEUEPOSITION": "2",
+                   "CHANNEL(linkedid)": "300.1"})
+    await route.handle(agi)
+    assert agi.variables["HOTLINE_CALLBACK"] == "too_early"
+    assert 289 <= int(agi.variables["HOTLINE_QUEUE_REMAINING"]) <= 291  # the max wait goes on, it does not restart
+    assert agi.played == ["/prompts/queue-say-too-early"]
+    assert live.call["requeue_queue"] == "inquiries" and live.call["requeue_queued_at"] == queued_at.isoformat()
+    assert await CallbackStore(engine).in_status("pending") == []
+
+
+class WaitingState:
+    """QueueLiveState's waiting hash, in memory."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, dict[str, Any]]] = {}
+        self.counters: list[str] = []
+
+    async def waiting(self, queue: str) -> list[dict[str, Any]]:
+        return sorted(self.entries.get(queue, {}).values(), key=lambda e: e["position"])
+
+    async def set_waiting(self, queue: str, entries: dict[str, dict[str, Any]], *, replace: bool = False,
+                          remove: str | None = None, counter: str | None = None) -> None:
+        found = self.entries.setdefault(queue, {})
+        if remove:
+            found.pop(remove, None)
+        found.update(entries)
+        if counter:
+            self.counters.append(counter)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.offers = 0
+
+    async def offered(self, queue: str, at: Any = None) -> None:
+        self.offers += 1
+
+
+class Records:
+    async def upsert(self, linkedid: str, **fields: Any) -> None:
+        pass
+
+
+class Observer:
+    async def call_queued(self, case_number: str, queue: str) -> None:
+        pass
+
+
+async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
+    first_join = "2026-11-29T09:00:00+00:00"
+    ami = FakeAsterisk()
+    calls = LiveCalls({"case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
+                       "requeue_queue": "inquiries", "requeue_queued_at": first_join})
+    waiting, metrics = WaitingState(), Metrics()
+    CallTracker(ami, calls, Records(), Observer())  # type: ignore[arg-type]
+    QueueEventTracker(ami, waiting, metrics, calls, queues=["inquiries"], wrapup_seconds={})  # type: ignore[arg-type]
+    waiting.entries["inquiries"] = {"400.1": {"uniqueid": "400.1", "position": 1, "joined_at": "x"},
+                                    "400.2": {"uniqueid": "400.2", "position": 2, "joined_at": "y"}}
+    await ami.emit(Event="QueueCallerJoin", Queue="inquiries", Uniqueid="300.1", Linkedid="300.1",
+                   Channel="PJSIP/trunk-00000003", CallerIDNum="0105", Position="2")
+    entries = await waiting.waiting("inquiries")
+    assert [(e["uniqueid"], e["position"]) for e in entries] == [("400.1", 1), ("300.1", 2), ("400.2", 3)]
+    assert entries[1]["joined_at"] == first_join and calls.call["queued_at"] == first_join
+    assert metrics.offers == 0 and waiting.counters == []
