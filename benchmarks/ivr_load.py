@@ -3,6 +3,7 @@
   native  the menu written in the dialplan (Playback/Read) — the floor
   bridge  the flow engine (ivr.HotlineCallFlow) over FastAGI, in its own process — what the hotline runs
   pyst2   a pyst2 AGI script, one Python process per call — the naive peer
+  connect the native menu behind a FastAGI session that returns at once: what the AGI connection alone costs
 
 Each call: answer, welcome prompt, menu prompt, the caller presses 1 (RFC 4733), goodbye prompt, Asterisk hangs up.
 Measured per variant: failed calls, CPU seconds per call of Asterisk (utime+stime, plus cutime+cstime for the
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 SIP_PORT, AMI_PORT, AGI_PORT = 33460, 33438, 33473
 SIPP_SIGNAL_PORT, SIPP_MEDIA_PORT = 33490, 33494
 RTP_PORTS = (33500, 33999)
-NUMBERS = {"native": "7001", "bridge": "7002", "pyst2": "7003"}
+NUMBERS = {"native": "7001", "bridge": "7002", "pyst2": "7003", "connect": "7004"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 PYST2_SCRIPT = """#!{python}
@@ -78,6 +79,10 @@ def _dialplan(prompts: dict[str, str], pyst2_script: Path) -> str:
 exten => {NUMBERS['native']},1,Answer()
  same => n,Playback({w})
  same => n,Goto(bench-native-menu,s,1)
+exten => {NUMBERS['connect']},1,Answer()
+ same => n,AGI(agi://127.0.0.1:{AGI_PORT}/noop?linkedid=${{CHANNEL(linkedid)}})
+ same => n,Playback({w})
+ same => n,Goto(bench-connect-menu,s,1)
 exten => {NUMBERS['bridge']},1,Answer()
  same => n,AGI(agi://127.0.0.1:{AGI_PORT}/ivr?linkedid=${{CHANNEL(linkedid)}})
  same => n,Set(CHOICE=${{IF($["${{HOTLINE_QUEUE}}" = "bench"]?1:0)}})
@@ -90,11 +95,11 @@ exten => {NUMBERS['pyst2']},1,Answer()
 """
 
 
-def _native_menu(prompts: dict[str, str]) -> str:
+def _native_menu(prompts: dict[str, str], variant: str = "native") -> str:
     """The classic dialplan menu (Background + WaitExten), appended as its own context."""
-    count = "same => n,QueueLog(bench,${UNIQUEID},NONE,CHOSE1_native,)"
+    count = f"same => n,QueueLog(bench,${{UNIQUEID}},NONE,CHOSE1_{variant},)"
     return f"""
-[bench-native-menu]
+[bench-{variant}-menu]
 exten => s,1,Background({prompts['menu']})
  same => n,WaitExten(8)
 exten => 1,1,Set(CHOICE=1)
@@ -197,6 +202,11 @@ async def _bridge(flow_file: Path, stats_file: Path, loop_kind: str) -> int:
 
     server = FastAgiServer("127.0.0.1", AGI_PORT, command_timeout=60)
     server.add_route("ivr", handle)
+
+    async def noop(agi: Any) -> None:  # the "connect" variant: the session alone, no command
+        return None
+
+    server.add_route("noop", noop)
     await server.start()
     idle_rss = _rss_kb(os.getpid())
     sampler = asyncio.create_task(sample_memory(), name="bench-memory-sampler")
@@ -286,7 +296,7 @@ async def _main(calls: int, rate: int, rounds: int) -> int:
     marker = "exten => _[0-9*#+].,1,Hangup(1)"
     assert marker in text, "extensions.conf changed: update the benchmark's dialplan insertion point"
     ext.write_text(text.replace(marker, _dialplan(prompts, pyst2).strip() + "\n" + marker, 1)
-                   + _native_menu(prompts))
+                   + _native_menu(prompts) + _native_menu(prompts, "connect"))
     cfg = AsteriskConfig(run_dir=work / "asterisk", ami_secret="bench-secret", hotline_number="12345",
                          sip_port=SIP_PORT, ami_port=AMI_PORT, agi_port=AGI_PORT, rtp_port_start=RTP_PORTS[0],
                          rtp_port_end=RTP_PORTS[1], templates_dir=templates)
@@ -310,11 +320,11 @@ async def _main(calls: int, rate: int, rounds: int) -> int:
         queue_log = cfg.log_dir / "queue_log"
         # native and bridge alternate for several rounds and each is reported by its median round: a single
         # round of each swings by ±15% on a shared 2-core machine. pyst2 is far off either way: one round.
-        runs: dict[str, list[dict[str, Any]]] = {"native": [], "bridge": [], "pyst2": []}
-        for name in [*("native", "bridge") * rounds, "pyst2"]:
-            runs[name].append(await _variant(name, asterisk.pid, bridge.pid if name == "bridge" else None,
+        runs: dict[str, list[dict[str, Any]]] = {"native": [], "connect": [], "bridge": [], "pyst2": []}
+        for name in [*("native", "connect", "bridge") * rounds, "pyst2"]:
+            runs[name].append(await _variant(name, asterisk.pid, bridge.pid if name in ("bridge", "connect") else None,
                                              scenario, calls, rate, work, queue_log))
-        rows = [_median_round(runs[name]) for name in ("native", "bridge", "pyst2")]
+        rows = [_median_round(runs[name]) for name in ("native", "connect", "bridge", "pyst2")]
     finally:
         await asterisk.stop()
         bridge.send_signal(signal.SIGTERM)
@@ -325,7 +335,7 @@ async def _main(calls: int, rate: int, rounds: int) -> int:
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000 if samples else float("nan")
     floor = rows[0]["total_cpu_ms"]
     print(f"\nIVR load: {calls} concurrent calls per round (SIPp -r {rate} -l {calls} -m {calls}), one Asterisk 16, "
-          f"loopback; CPU per call = Asterisk (+ reaped AGI children) + bridge process; native and bridge: "
+          f"loopback; CPU per call = Asterisk (+ reaped AGI children) + bridge process; native, connect and bridge: "
           f"{rounds} alternating rounds each, median round shown (all rounds' totals in the last column)")
     print(f"{'variant':<8} {'calls':>5} {'failed':>6} {'pressed 1':>9} {'ast ms/call':>11} {'bridge ms/call':>14} "
           f"{'total ms/call':>13} {'vs native':>9}  rounds (total ms/call)")
@@ -366,7 +376,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rate", type=int, default=100, help="new calls per second while ramping up")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of native and bridge")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of native, connect and bridge")
     args = parser.parse_args()
     return asyncio.run(_main(args.calls, args.rate, args.rounds))
 

@@ -26,6 +26,7 @@ from config import Settings
 from agent_console.flow_views import FLOW_ADMIN
 from config.settings import PROJECT_ROOT
 from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, TranscriptionService, load_prompt_sets
+from ivr.live_transcript import REDIS_URL_ENV as LIVE_TRANSCRIPT_REDIS_ENV
 from ivr.prompts import synthesize_speech
 from ivr.flow_service import FlowServices
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
@@ -274,7 +275,10 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         render_asterisk_config(config)
         yield
         return
-    process = AsteriskProcess(config, binary=settings.asterisk_binary)
+    # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
+    # environment it inherits from Asterisk, not from its command line.
+    process = AsteriskProcess(config, binary=settings.asterisk_binary, 
+                              env={LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
     try:
         await process.start()
     except AsteriskStartError as exc:
@@ -479,9 +483,10 @@ def live_transcript_command(settings: Settings) -> tuple[str, ...] | None:
     """The EAGI program + arguments of live transcription (ivr.live_transcript), or None if the websocket is off."""
     if not settings.asr_ws_port:
         return None
+    # No --redis-url: a password in it would show in `ps` and Asterisk's log; the program reads it from the
+    # environment Asterisk was started with (asterisk_ctx).
     return (sys.executable, "-m", "ivr.live_transcript", "--ws-url",
-            f"ws://{settings.asr_ws_host}:{settings.asr_ws_port}/", "--redis-url", settings.redis_url,
-            "--redis-prefix", settings.redis_key_prefix)
+            f"ws://{settings.asr_ws_host}:{settings.asr_ws_port}/", "--redis-prefix", settings.redis_key_prefix)
 
 
 async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:

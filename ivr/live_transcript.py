@@ -28,6 +28,9 @@ import websockets
 SAMPLE_RATE = 8000
 CHUNK_BYTES = 1600 * 2  # 0.1 s of 16-bit samples at 8 kHz
 EAGI_AUDIO_FD = 3
+# Where the script finds the Redis URL (it may hold a password, so it is not an argument): in the environment it
+# inherits from Asterisk, which the hotline starts with it.
+REDIS_URL_ENV = "HOTLINE_REDIS_URL"
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--linkedid", required=True)
     p.add_argument("--wav", required=True, type=Path, help="where the caller's audio is kept")
     p.add_argument("--ws-url", required=True, help="ws://host:port of the ASR websocket")
-    p.add_argument("--redis-url", default=os.environ.get("HOTLINE_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0"),
+                   help=f"default: ${REDIS_URL_ENV} (an argument would show a password in `ps`)")
     p.add_argument("--redis-prefix", default="hotline")
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--silence-seconds", type=float, default=1.5)

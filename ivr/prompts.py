@@ -20,7 +20,11 @@ HOTLINE_NUMBER_PLACEHOLDER = "{hotline_number}"
 
 def fill_prompt_text(text: str, hotline_number: str | None) -> str:
     """The text to speak: {hotline_number} replaced by the number (other braces, e.g. {minutes}, left alone)."""
-    return text.replace(HOTLINE_NUMBER_PLACEHOLDER, hotline_number) if hotline_number else text
+    if not hotline_number:
+        return text
+    # Digit by digit, as a phone number is said: espeak-ng reads "12345" as "twelve thousand three hundred ..."
+    # (만 이천삼백..., 一万两千...) in every voice, but "1 2 3 4 5" as one-two-three-four-five (일 이 삼, 一 二 三).
+    return text.replace(HOTLINE_NUMBER_PLACEHOLDER, " ".join(hotline_number))
 
 
 class PromptError(Exception):

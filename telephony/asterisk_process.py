@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -448,10 +448,14 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child 
 class AsteriskProcess:
     """One supervised `asterisk -f` child running the rendered configuration."""
 
-    def __init__(self, cfg: AsteriskConfig, binary: str = "asterisk", die_with_parent: bool = True) -> None:
+    def __init__(self, cfg: AsteriskConfig, binary: str = "asterisk", die_with_parent: bool = True,
+                 env: Mapping[str, str] | None = None) -> None:
         self.cfg = cfg
         self.binary = binary
         self.die_with_parent = die_with_parent
+        # Added to Asterisk's environment, which the (E)AGI programs it starts inherit: a secret handed over this
+        # way stays out of command lines (`ps`, Asterisk's log), unlike an AGI argument.
+        self.env = dict(env or {})
         self._proc: asyncio.subprocess.Process | None = None
         self._messages_offset = 0
         self.start_seconds: float | None = None  # how long the last start took until AMI said FullyBooted
@@ -534,6 +538,7 @@ class AsteriskProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_set_parent_death_signal if self.die_with_parent else None,
+                env={**os.environ, **self.env} if self.env else None,
             )
         ready = False
         try:

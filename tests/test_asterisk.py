@@ -81,10 +81,12 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
 async def test_stop_leaves_no_asterisk_behind(tmp_path: Path) -> None:
     cfg = make_test_config(tmp_path / "ast", sip_port=15160, ami_port=15138, rtp_port_start=17000,
                            rtp_port_end=17099)
-    proc = AsteriskProcess(cfg)
+    proc = AsteriskProcess(cfg, env={"HOTLINE_REDIS_URL": "redis://:pw@127.0.0.1:6379/0"})
     await proc.start()
     pid = proc.pid
     assert proc.running and asterisk_pids_using(cfg.asterisk_conf) == [pid]
+    # What its (E)AGI programs inherit: handed over in the environment, not on a command line.
+    assert b"HOTLINE_REDIS_URL=redis://:pw@127.0.0.1:6379/0" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     await proc.stop()
     await proc.stop()  # idempotent
     assert not proc.running and proc.returncode is not None

@@ -397,9 +397,9 @@ def test_hotline_number_placeholder_is_spoken_and_keys_the_cache(tmp_path: Path,
 
     first = asyncio.run(prepare("12345"))
     second = asyncio.run(prepare("120"))
-    assert spoken[0] == ("Welcome to the 12345 citizen hotline.", Path(first).name + ".wav")
+    assert spoken[0] == ("Welcome to the 1 2 3 4 5 citizen hotline.", Path(first).name + ".wav")  # digit by digit
     assert spoken[1][0] == "About {minutes} minutes."  # other placeholders are filled by their owners
-    assert spoken[2] == ("Welcome to the 120 citizen hotline.", Path(second).name + ".wav")
+    assert spoken[2] == ("Welcome to the 1 2 0 citizen hotline.", Path(second).name + ".wav")
     assert first != second  # a new number is new audio, not the cached old one
     assert asyncio.run(prepare("12345")) == first and len(spoken) == 3  # the same number: from the cache
 
@@ -417,14 +417,14 @@ def test_hotline_number_in_flow_prompts_and_prompts_yaml(tmp_path: Path, monkeyp
     report = FlowValidator(base_dir=DEFAULT_FLOW.parent).validate_text(flood_flow())
     assert report.ok and report.document is not None
     asyncio.run(FlowPrompts(report.document, tmp_path, hotline_number="120").prepare())
-    assert "120 홍수 경보입니다." in spoken
+    assert "1 2 0 홍수 경보입니다." in spoken
     prompts_yaml = tmp_path / "prompts.yaml"
     prompts_yaml.write_text("ko:\n  voice: ko\n  welcome: '{hotline_number} 시민 핫라인입니다.'\n"
                             "  wait: '약 {minutes}분'\n", encoding="utf-8")
     ko = load_prompt_sets(prompts_yaml, "120")["ko"]
-    assert ko.texts == {"welcome": "120 시민 핫라인입니다.", "wait": "약 {minutes}분"}
+    assert ko.texts == {"welcome": "1 2 0 시민 핫라인입니다.", "wait": "약 {minutes}분"}
     assert load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml", "120")["en"].texts["welcome"] == \
-        "Welcome to the 120 citizen hotline."
+        "Welcome to the 1 2 0 citizen hotline."
 
 
 def test_an_unknown_placeholder_in_a_prompt_is_refused() -> None:

@@ -296,3 +296,16 @@ async def test_a_channel_that_sends_no_audio_ends_at_the_wall_clock_bound(ws_ser
         os.close(read_fd)
         os.close(write_fd)
     assert result.stopped_by == "max_length" and result.audio_seconds == 0
+
+
+def test_the_redis_password_stays_off_the_eagi_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command line shows in `ps` and in Asterisk's log; the URL comes through Asterisk's environment.
+    from config import Settings
+    from hotline.app import live_transcript_command
+
+    url = "redis://:s3cret-pass@127.0.0.1:6379/2"
+    command = live_transcript_command(Settings(redis_url=url))
+    assert command is not None and not any("s3cret-pass" in part for part in command)
+    monkeypatch.setenv("HOTLINE_REDIS_URL", url)
+    args = parse_args([*command[3:], "--linkedid", "x", "--wav", "/tmp/x.wav"])
+    assert args.redis_url == url
