@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from ivr.prompts import synthesize_speech
+from ivr.prompts import fill_prompt_text, synthesize_speech
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
@@ -54,9 +54,10 @@ def _seconds(wav: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def _prompt_seconds(tmp: Path, name: str) -> float:
+def _prompt_seconds(tmp: Path, name: str, hotline_number: str) -> float:
     """How long the hotline's Korean prompt plays (same text, voice and speed as the hotline synthesizes)."""
     text = yaml.safe_load(DEFAULT_FLOW.read_text(encoding="utf-8"))["languages"]["ko"]["prompts"][name]
+    text = fill_prompt_text(text, hotline_number)  # {hotline_number} as the hotline speaks it
     return _seconds(synthesize_speech(text, "ko", tmp / f"prompt-{name}.wav"))
 
 
@@ -68,8 +69,8 @@ def _call(probe: Probe, tmp: Path, caller: str, steps: list[Any], **kwargs: Any)
 async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest, probe: Probe,
                                                       tmp_path: Path) -> None:
     """Keys, silence, invalid keys, a spoken keyword and a hang-up mid-prompt, as concurrent real calls."""
-    welcome = _prompt_seconds(tmp_path, "welcome")
-    menu = _prompt_seconds(tmp_path, "menu")
+    welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
+    menu = _prompt_seconds(tmp_path, "menu", probe.settings.hotline_number)
     speech_wav = synthesize_speech("버스", "ko", tmp_path / "bus.wav", speed=130)
     speech_pcap = tmp_path / "bus.pcap"
     wav_to_rtp_pcap(speech_wav, speech_pcap, pad_seconds=2.5)
@@ -200,7 +201,7 @@ async def test_transfer_node_dials_the_external_number(hotline: HotlineUnderTest
     loop = asyncio.get_running_loop()
     transport, busy = await loop.create_datagram_endpoint(BusyNumber, local_addr=("127.0.0.1", BASE_PORT + 70))
     try:
-        welcome = _prompt_seconds(tmp_path, "welcome")
+        welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
         call = _call(probe, tmp_path, "01033300021", [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "9"),
                                                       ("pause", 6000)], hangup="wait", wait_bye_ms=20000)
         result = await call.run()
