@@ -67,7 +67,7 @@ async def test_second_number_runs_its_flow_once_published(hotline: HotlineUnderT
             "shipped file; its calls run 'default' until it is published") in log
 
     # Not published yet: the caller of 12399 still reaches the hotline (the default flow) and presses 2.
-    welcome = _prompt_seconds(tmp_path, "welcome")
+    welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
     early = await _call(probe, tmp_path, "01045000001", FLOOD_NUMBER,
                         [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "2"), ("pause", 2500)]).run()
     assert early.answered and early.ok, early.describe()
