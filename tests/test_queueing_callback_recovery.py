@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cases import create_engine_from_url, migrate_database
 from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
 from queueing.callbacks import channel_id
+from tests.support.fake_agi import ChannelAgi
 
 JOINED = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -345,24 +346,6 @@ async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) 
 # --- the queue key pressed too early -------------------------------------------------------------
 
 
-class FakeAgi:
-    def __init__(self, variables: dict[str, str], caller: str = "0105") -> None:
-        self.variables = dict(variables)
-        self.caller_number = caller
-        self.uniqueid = "300.1"
-        self.played: list[str] = []
-
-    async def get_variable(self, name: str) -> str | None:
-        return self.variables.get(name)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-    async def stream_file(self, path: str, escape_digits: str = "") -> str:
-        self.played.append(path)
-        return ""
-
-
 class LiveCalls:
     def __init__(self, call: dict[str, Any]) -> None:
         self.call = dict(call)
@@ -385,7 +368,7 @@ async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngin
         return "/prompts/queue-say-too-early"
 
     route = CallbackRoute(CallbackStore(engine), live, after_seconds=30, too_early_prompt=too_early)
-    agi = FakeAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_QUEUE_MAXWAIT": "300", "QUEUEPOSITION": "2",
+    agi = ChannelAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_QUEUE_MAXWAIT": "300", "QUEUEPOSITION": "2",
                    "CHANNEL(linkedid)": "300.1"})
     await route.handle(agi)
     assert agi.variables["HOTLINE_CALLBACK"] == "too_early"

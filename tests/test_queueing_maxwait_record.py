@@ -20,6 +20,7 @@ from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
 from telephony import AgiHangup
+from tests.support.fake_agi import ChannelAgi
 
 
 @pytest_asyncio.fixture
@@ -31,27 +32,14 @@ async def cases(tmp_path: Path) -> AsyncIterator[CaseStore]:
     await engine.dispose()
 
 
-class FakeAgi:
+class FakeAgi(ChannelAgi):
     """Plays nothing; RECORD FILE writes `spoken` bytes of audio (or hangs up first when told to)."""
 
     def __init__(self, variables: dict[str, str], spoken: int = 16000, hang_up_while_recording: bool = False) -> None:
-        self.variables = dict(variables)
-        self.caller_number = "01055504201"
-        self.uniqueid = "500.1"
-        self.played: list[str] = []
+        super().__init__(variables, caller="01055504201", uniqueid="500.1")
         self.recorded: list[str] = []
         self._spoken = spoken
         self._hang_up = hang_up_while_recording
-
-    async def get_variable(self, name: str) -> str | None:
-        return self.variables.get(name)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-    async def stream_file(self, path: str, escape_digits: str = "") -> str:
-        self.played.append(path)
-        return ""
 
     async def record_file(self, path: str, fmt: str, escape: str, max_ms: int, silence_s: int,
                           beep: bool = True) -> None:

@@ -21,6 +21,7 @@ from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveC
                       PriorityPolicy, QueueEntryRoute, QueueEventTracker, QueueLiveState,
                       QueueMetricsStore, connect_redis, parse_skills)
 from telephony.asterisk_process import TEMPLATES_DIR
+from tests.support.fake_agi import ChannelAgi
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 
 QUEUES = ["complaints", "inquiries", "operator"]
@@ -275,22 +276,6 @@ async def test_events_become_agent_states_and_waiting_positions(redis_prefix: st
 # --- priority ------------------------------------------------------------------------------------
 
 
-class FakeAgi:
-    def __init__(self, variables: dict[str, str], caller: str) -> None:
-        self.variables = dict(variables)
-        self.caller_number = caller
-        self.uniqueid = "200.1"
-
-    async def get_variable(self, name: str) -> str | None:
-        return self.variables.get(name)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-    async def set_variables(self, values: dict[str, str]) -> None:
-        self.variables.update(values)
-
-
 class FakeLive:
     def __init__(self, category: str) -> None:
         self.call = {"category": category}
@@ -317,7 +302,8 @@ async def test_priority_route_sets_queue_prio(category: str, ivr: str, open_case
         return open_case
 
     live = FakeLive(category)
-    agi = FakeAgi({"HOTLINE_PRIORITY": ivr, "HOTLINE_CASE": "2611290005", "CHANNEL(linkedid)": "200.1"}, "0105")
+    agi = ChannelAgi({"HOTLINE_PRIORITY": ivr, "HOTLINE_CASE": "2611290005", "CHANNEL(linkedid)": "200.1"}, "0105",
+                     uniqueid="200.1")
     await QueueEntryRoute(PriorityPolicy(), has_open_case, live).handle(agi)
     assert agi.variables["QUEUE_PRIO"] == str(expected)
     assert live.call["priority"] == expected
@@ -331,14 +317,14 @@ async def test_priority_route_takes_the_dialplans_url_values_without_asking() ->
         asked.append((caller, exclude))
         return False
 
-    class UrlAgi(FakeAgi):
+    class UrlAgi(ChannelAgi):
         params = {"linkedid": "300.1", "priority": "1", "case": "2611290009", "queue": "traffic", "maxwait": ""}
 
         async def get_variable(self, name: str) -> str | None:
             raise AssertionError(f"asked Asterisk for {name}: the URL had it")
 
     live = FakeLive("complaint")
-    agi = UrlAgi({}, "0106")
+    agi = UrlAgi({}, "0106", uniqueid="200.1")
     await QueueEntryRoute(PriorityPolicy(), has_open_case, live, max_wait={"traffic": 240}).handle(agi)
     assert agi.variables == {"QUEUE_PRIO": "1", "HOTLINE_QUEUE_MAXWAIT": "240"}
     assert asked == [("0106", "2611290009")] and live.call["priority"] == 1
@@ -365,7 +351,7 @@ async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None
     live = FakeLive("inquiry")
     live.call["queued_at"] = "2026-11-29T09:00:00+00:00"
     callbacks = FakeCallbacks()
-    agi = FakeAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_CASE": "2611290007", "QUEUE_PRIO": "5",
+    agi = ChannelAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_CASE": "2611290007", "QUEUE_PRIO": "5",
                    "CHANNEL(linkedid)": "300.1"}, "0107")
     before = dict(agi.variables)
     await QueueTimeoutRoute({"inquiries": action}, callbacks, live, {"operator": 300}).handle(agi)

@@ -161,3 +161,31 @@ class FakeAgiCall:
             self.server_closed.set()
             with contextlib.suppress(Exception):
                 self._writer.close()
+
+
+class ChannelAgi:
+    """An in-process stand-in for an AGI session of a FastAGI route: the channel's variables, the caller, and
+    what was played (for routes that read and set variables and play prompts, not for the wire protocol)."""
+
+    def __init__(self, variables: Mapping[str, str], caller: str = "0105", uniqueid: str = "300.1") -> None:
+        self.variables = dict(variables)
+        self.caller_number = caller
+        self.uniqueid = uniqueid
+        self.played: list[str] = []
+
+    async def get_variable(self, name: str) -> str | None:
+        """The variable's value, None when unset."""
+        return self.variables.get(name)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        """Set one variable."""
+        self.variables[name] = value
+
+    async def set_variables(self, values: Mapping[str, str]) -> None:
+        """Set several variables."""
+        self.variables.update(values)
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str:
+        """Record the prompt as played; no key is pressed."""
+        self.played.append(path)
+        return ""
