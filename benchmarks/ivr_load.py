@@ -12,6 +12,7 @@ and the bridge's memory per live call (RSS at the peak of live calls minus idle,
 The bridge's case/record/live-state stores are in memory here: this measures the engine and AGI, not SQL/Redis.
 
 Loopback only, ports 33400-33999. Usage: python benchmarks/ivr_load.py [--calls 200] [--rate 100] [--rounds 3]
+  [--variants native,bridge] (a subset, native first)
 """
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ exten => {NUMBERS['connect']},1,Answer()
  same => n,Goto(bench-connect-menu,s,1)
 exten => {NUMBERS['bridge']},1,Answer()
  same => n,AGI(agi://127.0.0.1:{AGI_PORT}/ivr?linkedid=${{CHANNEL(linkedid)}})
+ same => n,ExecIf($["${{HOTLINE_PROMPT}}" != ""]?Playback(${{HOTLINE_PROMPT}}))  ; as the hotline's dialplan does
  same => n,Set(CHOICE=${{IF($["${{HOTLINE_QUEUE}}" = "bench"]?1:0)}})
  {count % 'bridge'}
  same => n,Hangup()
@@ -274,7 +276,7 @@ def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-async def _main(calls: int, rate: int, rounds: int) -> int:
+async def _main(calls: int, rate: int, rounds: int, variants: list[str]) -> int:
     from ivr.prompts import synthesize_speech
     from telephony.asterisk_process import AsteriskConfig, AsteriskProcess
     from tests.support.sipp import CitizenCall
@@ -320,11 +322,12 @@ async def _main(calls: int, rate: int, rounds: int) -> int:
         queue_log = cfg.log_dir / "queue_log"
         # native and bridge alternate for several rounds and each is reported by its median round: a single
         # round of each swings by ±15% on a shared 2-core machine. pyst2 is far off either way: one round.
-        runs: dict[str, list[dict[str, Any]]] = {"native": [], "connect": [], "bridge": [], "pyst2": []}
-        for name in [*("native", "connect", "bridge") * rounds, "pyst2"]:
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        alternating = [name for name in ("native", "connect", "bridge") if name in variants]
+        for name in [*alternating * rounds, *(["pyst2"] if "pyst2" in variants else [])]:
             runs[name].append(await _variant(name, asterisk.pid, bridge.pid if name in ("bridge", "connect") else None,
                                              scenario, calls, rate, work, queue_log))
-        rows = [_median_round(runs[name]) for name in ("native", "connect", "bridge", "pyst2")]
+        rows = [_median_round(runs[name]) for name in ("native", "connect", "bridge", "pyst2") if name in variants]
     finally:
         await asterisk.stop()
         bridge.send_signal(signal.SIGTERM)
@@ -377,8 +380,14 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rate", type=int, default=100, help="new calls per second while ramping up")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of native, connect and bridge")
+    parser.add_argument("--variants", default="native,connect,bridge,pyst2",
+                        help="comma-separated subset to run (native first: the others are compared with it)")
     args = parser.parse_args()
-    return asyncio.run(_main(args.calls, args.rate, args.rounds))
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(NUMBERS))
+    if unknown or not variants or variants[0] != "native":
+        parser.error(f"--variants: unknown {', '.join(unknown)}" if unknown else "--variants must start with native")
+    return asyncio.run(_main(args.calls, args.rate, args.rounds, variants))
 
 
 if __name__ == "__main__":

@@ -207,6 +207,8 @@ class HotlineCallFlow:
             await self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid)
 
     async def _key_press(self, ctx: CallContext, prompt: str, timeout_s: float, max_digits: int = 1) -> str:
+        if max_digits == 1:
+            return await ctx.agi.get_option(ctx.prompt(prompt), ALL_KEYS, int(timeout_s * 1000))
         digits, _ = await ctx.agi.get_data(ctx.prompt(prompt), int(timeout_s * 1000), max_digits)
         return digits
 
@@ -228,7 +230,7 @@ class HotlineCallFlow:
             if recognizer is not None:
                 digits, word = await self._speech_attempt(ctx, node, recognizer, timeout_ms, attempt)
             else:
-                digits, _ = await ctx.agi.get_data(ctx.prompt(node.prompt), timeout_ms, 1)
+                digits = await ctx.agi.get_option(ctx.prompt(node.prompt), ALL_KEYS, timeout_ms)
                 word = ""
             option = node.option(digits) if digits else self._option_for_word(ctx, node, word)
             if option is not None:
@@ -421,23 +423,25 @@ class HotlineCallFlow:
         handover = {"HOTLINE_CASE": ctx.case_number, "HOTLINE_PRIORITY": str(priority), "HOTLINE_QUEUE": node.queue}
         if node.max_wait_seconds is not None:
             handover["HOTLINE_QUEUE_MAXWAIT"] = str(node.max_wait_seconds)
-        await ctx.agi.set_variables(handover)  # one round trip for all of them
         if node.prompt:
-            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+            # The dialplan plays it after the AGI ("connecting you"): one AGI command fewer per call. A hang-up
+            # during it is the call tracker's (the call is still in the IVR): abandoned in the IVR, as before.
+            handover["HOTLINE_PROMPT"] = ctx.prompt(node.prompt)
+        await ctx.agi.set_variables(handover)  # one round trip for all of them
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
         return None
 
     async def _transfer(self, ctx: CallContext, node: TransferNode) -> str | None:
         await self._settle_transcript(ctx)
-        await ctx.agi.set_variable("HOTLINE_CASE", ctx.case_number)
-        await ctx.agi.set_variable("HOTLINE_TRANSFER", node.number)
+        handover = {"HOTLINE_CASE": ctx.case_number, "HOTLINE_TRANSFER": node.number}
         if self._o.transfer_dial:
-            await ctx.agi.set_variable("HOTLINE_TRANSFER_DIAL", self._o.transfer_dial.replace("{number}", node.number))
+            handover["HOTLINE_TRANSFER_DIAL"] = self._o.transfer_dial.replace("{number}", node.number)
         else:
             log.warning("call %s: transfer to %s but no transfer_dial route is configured; the call ends",
                         ctx.linkedid, node.number)
         if node.prompt:
-            await ctx.agi.stream_file(ctx.prompt(node.prompt))
+            handover["HOTLINE_PROMPT"] = ctx.prompt(node.prompt)  # played by the dialplan, as for a queue node
+        await ctx.agi.set_variables(handover)
         await self._step(ctx, f"transfer:{node.number}")
         await self._cases.update(ctx.case_number, menu_path=ctx.path)
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)

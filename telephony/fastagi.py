@@ -200,6 +200,16 @@ class AgiSession:
                                  timeout=timeout_ms / 1000 + 120)
         return (res.result if res.result not in ("-1",) else ""), res.data == "timeout"
 
+    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        """GET OPTION: play a prompt any of escape_digits interrupts, then wait timeout_ms for one of them.
+
+        One command, like the dialplan's Background() then WaitExten(): no gap between the prompt and the wait
+        in which a key could be lost, and, unlike GET DATA, no silence generator running while it waits (with
+        transmit_silence it sends 50 packets a second of silence to the caller). Returns the key, or ''."""
+        res = await self.command(f"GET OPTION {agi_quote(path)} {agi_quote(escape_digits)} {timeout_ms}",
+                                 timeout=timeout_ms / 1000 + 120)
+        return chr(res.value) if res.value > 0 else ""
+
     async def wait_for_digit(self, timeout_ms: int) -> str:
         """WAIT FOR DIGIT; returns the digit or '' on timeout."""
         res = await self.command(f"WAIT FOR DIGIT {timeout_ms}", timeout=timeout_ms / 1000 + 10)

@@ -50,6 +50,10 @@ class FakeAgi:
         digits = self.menu_inputs.pop(0) if self.menu_inputs else ""
         return digits, digits == ""
 
+    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        digits, _ = await self.get_data(path, timeout_ms, 1)
+        return digits
+
     async def say_digits(self, digits: str, escape_digits: str = "") -> None:
         self._maybe_hang_up(f"say:{digits}")
 
@@ -142,7 +146,8 @@ async def test_complaint_transcribed_before_queueing(tmp_path: Path, wav: Path) 
     case = cases.cases["2611290001"]
     assert case["transcript"] == "도로에 쓰레기" and case["transcript_status"] == "done"
     assert case["recording_path"] == str(tmp_path / "2611290001.wav")
-    assert agi.variables == {"HOTLINE_CASE": "2611290001", "HOTLINE_PRIORITY": "1", "HOTLINE_QUEUE": "complaints"}
+    assert agi.variables == {"HOTLINE_CASE": "2611290001", "HOTLINE_PRIORITY": "1", "HOTLINE_QUEUE": "complaints",
+                             "HOTLINE_PROMPT": "/prompts/to_agent"}
     assert "say:2611290001" in agi.log
     assert live.rows["linked-1"]["transcript"] == "도로에 쓰레기"
     assert records.rows["linked-1"]["ivr_path"] == ["1", "recorded"]

@@ -104,6 +104,8 @@ async def test_handler_gets_headers_and_command_results(agi: Harness) -> None:
         seen["no_escape"] = await session.stream_file("ivr/welcome", "123")
         seen["digit"] = await session.wait_for_digit(3000)
         seen["no_digit"] = await session.wait_for_digit(3000)
+        seen["option"] = await session.get_option("ivr/menu", "0123456789*#", 6000)
+        seen["no_option"] = await session.get_option("ivr/menu", "0123456789*#", 6000)
         seen["exec"] = await session.command("EXEC Playback ivr/bye")
         seen["record"] = await session.record_file("/tmp/rec-1", "wav", "#", 30000, 3)
         done.set()
@@ -118,6 +120,7 @@ async def test_handler_gets_headers_and_command_results(agi: Harness) -> None:
         "GET DATA": ["200 result=1234", "200 result=12 (timeout)", "200 result= (timeout)", "200 result="],
         "STREAM FILE": ["200 result=50 endpos=12640", "200 result=0 endpos=48000"],
         "WAIT FOR DIGIT": ["200 result=55", "200 result=0"],
+        "GET OPTION": ["200 result=49 endpos=9522", "200 result=0 endpos=8036"],  # as Asterisk 16 answers
         "EXEC": "100 result=0 Trying...\n200 result=0",
         "RECORD FILE": "200 result=0 (timeout) endpos=24000",
     })
@@ -139,6 +142,7 @@ async def test_handler_gets_headers_and_command_results(agi: Harness) -> None:
     assert seen["menu_pound_only"] == ("", False)  # '#' pressed straight away: not a timeout
     assert seen["escape"] == "2" and seen["no_escape"] == ""
     assert seen["digit"] == "7" and seen["no_digit"] == ""
+    assert seen["option"] == "1" and seen["no_option"] == ""  # a key during or after the prompt; none in time
     assert seen["exec"] == AgiResult("0", "", "200 result=0")  # the 100 Trying line is skipped
     assert seen["record"].value == 0 and seen["record"].data == "timeout"
     assert call.commands == [
@@ -151,6 +155,7 @@ async def test_handler_gets_headers_and_command_results(agi: Harness) -> None:
         *['STREAM FILE "ivr/welcome" "123"'] * 2,
         "WAIT FOR DIGIT 3000",
         "WAIT FOR DIGIT 3000",
+        *['GET OPTION "ivr/menu" "0123456789*#" 6000'] * 2,
         "EXEC Playback ivr/bye",
         'RECORD FILE "/tmp/rec-1" wav "#" 30000 0 BEEP s=3',
     ]

@@ -71,6 +71,7 @@ async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest,
     """Keys, silence, invalid keys, a spoken keyword and a hang-up mid-prompt, as concurrent real calls."""
     welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
     menu = _prompt_seconds(tmp_path, "menu", probe.settings.hotline_number)
+    to_agent = _prompt_seconds(tmp_path, "to_agent", probe.settings.hotline_number)
     speech_wav = synthesize_speech("버스", "ko", tmp_path / "bus.wav", speed=130)
     speech_pcap = tmp_path / "bus.pcap"
     wav_to_rtp_pcap(speech_wav, speech_pcap, pad_seconds=2.5)
@@ -87,6 +88,9 @@ async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest,
                              [("pause", listen_at), ("audio", speech_pcap), ("pause", 18000)], timeout=90),
         "01033300005": _call(probe, tmp_path, "01033300005",  # hangs up during the welcome
                              [("pause", 800)]),
+        "01033300006": _call(probe, tmp_path, "01033300006",  # presses 2, hangs up while told "connecting you"
+                             [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "2"),
+                              ("pause", int(min(1.2, to_agent / 2) * 1000))]),
     }
     results = await asyncio.gather(*(c.run() for c in calls.values()))
     for caller, result in zip(calls, results):
@@ -113,6 +117,11 @@ async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest,
     assert spoken.category == "inquiry" and record.queue == "inquiries"
     gone = await probe.case_by_caller("01033300005", until=lambda c: c.status == "abandoned_in_ivr")
     assert gone.status == "abandoned_in_ivr" and path_of(gone) == []
+    # the queue node's prompt is the dialplan's (after the AGI): a hang-up there is still one in the IVR
+    left = await probe.case_by_caller("01033300006", until=lambda c: c.status == "abandoned_in_ivr")
+    assert left.status == "abandoned_in_ivr" and path_of(left) == ["2"] and left.category == "inquiry", left
+    record = await probe.records.get(left.source_ref)
+    assert record.outcome == "abandoned_in_ivr" and record.queue in (None, ""), record
 
 
 async def test_publish_during_live_calls(hotline: HotlineUnderTest, probe: Probe, tmp_path: Path) -> None:

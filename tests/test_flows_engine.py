@@ -78,6 +78,10 @@ class ScriptedAgi:
         digits = self.keys.pop(0) if self.keys else ""
         return digits, digits == ""
 
+    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        digits, _ = await self.get_data(path, timeout_ms, 1)
+        return digits
+
     async def record_file(self, path: str, fmt: str, escape_digits: str, max_ms: int, silence_s: int,
                           beep: bool = True) -> AgiResult:
         await self._event(f"record:{Path(path).parent.name}")
@@ -167,7 +171,7 @@ async def test_default_flow_barge_in_during_welcome(tmp_path: Path) -> None:
     case = _only_case(cases)
     assert case["menu_path"] == ["2"] and case["category"] == "inquiry"
     assert agi.variables == {"HOTLINE_CASE": case["case_number"], "HOTLINE_PRIORITY": "0",
-                             "HOTLINE_QUEUE": "inquiries"}
+                             "HOTLINE_QUEUE": "inquiries", "HOTLINE_PROMPT": "/ko/to_agent"}
     assert not any(e.startswith("get:") for e in agi.log)
     assert records.rows[f"linked-{agi.uniqueid}"]["ivr_path"] == ["2"]
 
@@ -270,7 +274,8 @@ async def test_operator_goto_and_queue_priority(tmp_path: Path) -> None:
     agi = ScriptedAgi(keys=["3", "0"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_QUEUE"] == "operator" and agi.variables["HOTLINE_PRIORITY"] == "2"
-    assert "play:/zh/to_agent" in agi.log
+    # the dialplan plays the queue node's prompt after the AGI, in the caller's language
+    assert agi.variables["HOTLINE_PROMPT"] == "/zh/to_agent" and not any("to_agent" in e for e in agi.log)
     engine, cases, _, _, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "1"])
     await engine.handle(agi)  # type: ignore[arg-type]
