@@ -11,7 +11,7 @@ reaped AGI children) and of the bridge process (/proc/<pid>/stat), the AGI comma
 and the bridge's memory per live call (RSS at the peak of live calls minus idle, over the calls live then).
 The bridge's case/record/live-state stores are in memory here: this measures the engine and AGI, not SQL/Redis.
 
-Loopback only, ports 33400-33999. Usage: python benchmarks/ivr_load.py [--calls 200] [--rate 100] [--rounds 3]
+Loopback only, ports 33400-33999. Usage: python benchmarks/ivr_load.py [--calls 200] [--rate 100] [--rounds 5]
   [--variants native,bridge] (a subset, native first)
 """
 from __future__ import annotations
@@ -265,18 +265,27 @@ async def _variant(name: str, asterisk_pid: int, bridge_pid: int | None, scenari
             "total_cpu_ms": (ast + bridge) / calls * 1000, "sipp": sipp}
 
 
-def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round with the median total CPU per call, failures summed over all rounds."""
+def _median_round(runs: list[dict[str, Any]], native: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median total CPU per call, failures summed over all rounds, and the ratio to native.
+
+    The ratio is the median of each round's ratio to the native run next to it in time: this machine's speed
+    drifts by ±20% within minutes, and runs seconds apart share it."""
     ordered = sorted(runs, key=lambda r: r["total_cpu_ms"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["calls"] = sum(r["calls"] for r in runs)
     row["failed"] = sum(r["failed"] for r in runs)
     row["chose_1"] = sum(r["chose_1"] for r in runs)
     row["round_totals"] = [r["total_cpu_ms"] for r in runs]
+    if len(runs) == len(native):
+        row["round_ratios"] = [r["total_cpu_ms"] / n["total_cpu_ms"] for r, n in zip(runs, native)]
+    else:  # pyst2: one round, against the median native round
+        row["round_ratios"] = [r["total_cpu_ms"] / statistics.median(n["total_cpu_ms"] for n in native)
+                               for r in runs]
+    row["vs_native"] = statistics.median(row["round_ratios"])
     return row
 
 
-async def _main(calls: int, rate: int, rounds: int, variants: list[str]) -> int:
+async def _main(calls: int, rate: int, rounds: int, variants: list[str], verbose: bool = False) -> int:
     from ivr.prompts import synthesize_speech
     from telephony.asterisk_process import AsteriskConfig, AsteriskProcess
     from tests.support.sipp import CitizenCall
@@ -316,18 +325,21 @@ async def _main(calls: int, rate: int, rounds: int, variants: list[str]) -> int:
         raise RuntimeError(f"bridge did not start: {line!r}")
     asterisk = AsteriskProcess(cfg)
     rows = []
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     try:
         await asterisk.start()
         assert asterisk.pid is not None
         queue_log = cfg.log_dir / "queue_log"
-        # native and bridge alternate for several rounds and each is reported by its median round: a single
-        # round of each swings by ±15% on a shared 2-core machine. pyst2 is far off either way: one round.
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        # native, connect and bridge run back to back for several rounds, in reverse order every other round so
+        # that a drift of the machine's speed favours none; each is compared with the native run of its round.
+        # pyst2 is far off either way: one round.
         alternating = [name for name in ("native", "connect", "bridge") if name in variants]
-        for name in [*alternating * rounds, *(["pyst2"] if "pyst2" in variants else [])]:
+        order = [name for r in range(rounds) for name in (alternating if r % 2 == 0 else alternating[::-1])]
+        for name in [*order, *(["pyst2"] if "pyst2" in variants else [])]:
             runs[name].append(await _variant(name, asterisk.pid, bridge.pid if name in ("bridge", "connect") else None,
                                              scenario, calls, rate, work, queue_log))
-        rows = [_median_round(runs[name]) for name in ("native", "connect", "bridge", "pyst2") if name in variants]
+        rows = [_median_round(runs[name], runs["native"])
+                for name in ("native", "connect", "bridge", "pyst2") if name in variants]
     finally:
         await asterisk.stop()
         bridge.send_signal(signal.SIGTERM)
@@ -336,16 +348,20 @@ async def _main(calls: int, rate: int, rounds: int, variants: list[str]) -> int:
     samples = sorted(stats["samples"])
     p50 = statistics.median(samples) * 1000 if samples else float("nan")
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000 if samples else float("nan")
-    floor = rows[0]["total_cpu_ms"]
     print(f"\nIVR load: {calls} concurrent calls per round (SIPp -r {rate} -l {calls} -m {calls}), one Asterisk 16, "
           f"loopback; CPU per call = Asterisk (+ reaped AGI children) + bridge process; native, connect and bridge: "
-          f"{rounds} alternating rounds each, median round shown (all rounds' totals in the last column)")
+          f"{rounds} rounds back to back, median round shown; vs native = median of the rounds' ratios to the "
+          f"native run of the same round (target for bridge: at most 1.20x)")
     print(f"{'variant':<8} {'calls':>5} {'failed':>6} {'pressed 1':>9} {'ast ms/call':>11} {'bridge ms/call':>14} "
-          f"{'total ms/call':>13} {'vs native':>9}  rounds (total ms/call)")
+          f"{'total ms/call':>13} {'vs native':>9}  rounds: total ms/call (ratio)")
     for r in rows:
         print(f"{r['variant']:<8} {r['calls']:>5} {r['failed']:>6} {r['chose_1']:>9} {r['asterisk_cpu_ms']:>11.1f} "
-              f"{r['bridge_cpu_ms']:>14.1f} {r['total_cpu_ms']:>13.1f} {r['total_cpu_ms'] / floor:>8.2f}x  "
-              + " ".join(f"{t:.1f}" for t in r["round_totals"]))
+              f"{r['bridge_cpu_ms']:>14.1f} {r['total_cpu_ms']:>13.1f} {r['vs_native']:>8.2f}x  "
+              + " ".join(f"{t:.1f} ({q:.2f})" for t, q in zip(r["round_totals"], r["round_ratios"])))
+    if verbose:
+        for name in variants:
+            print(f"  {name:<8} rounds, Asterisk + bridge ms/call: "
+                  + "  ".join(f"{r['asterisk_cpu_ms']:.1f}+{r['bridge_cpu_ms']:.1f}" for r in runs[name]))
     print(f"\nAGI command round trip (bridge, GET/SET VARIABLE, {len(samples)} samples under load): "
           f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (target p99 < 5 ms)")
     per_call_kb = (stats["peak_rss_kb"] - stats["idle_rss_kb"]) / max(1, stats["peak_live"])
@@ -379,15 +395,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rate", type=int, default=100, help="new calls per second while ramping up")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of native, connect and bridge")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of native, connect and bridge back to back")
     parser.add_argument("--variants", default="native,connect,bridge,pyst2",
                         help="comma-separated subset to run (native first: the others are compared with it)")
+    parser.add_argument("--verbose", action="store_true", help="also print every round's Asterisk and bridge CPU")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(NUMBERS))
     if unknown or not variants or variants[0] != "native":
         parser.error(f"--variants: unknown {', '.join(unknown)}" if unknown else "--variants must start with native")
-    return asyncio.run(_main(args.calls, args.rate, args.rounds, variants))
+    return asyncio.run(_main(args.calls, args.rate, args.rounds, variants, args.verbose))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """FastAGI server: one owned asyncio task per call, panoramisk's AGI result parser, timeouts on every read.
 
 panoramisk's ``fast_agi.Application`` catches ``BaseException`` around handlers and reads headers
-without a limit or timeout, so the server loop is ours; the AGI wire format is panoramisk's.
+without a limit or timeout, so the server loop is ours (an asyncio Protocol per connection); the AGI
+result format is parsed by panoramisk.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl
 
 from panoramisk.utils import parse_agi_result
@@ -58,21 +60,165 @@ _quote_re = re.compile(r'(["\\])')
 # What MSet can take unquoted: no argument separators, quotes, backslashes or expression characters.
 _plain_value_re = re.compile(r"[\w.:@+/-]*")
 _empty_result_re = re.compile(r"200 result=\s*\((.*)\)")
+# The usual answer (a digit or 0, perhaps with the stream's end position), read without the general parser.
+_plain_result_re = re.compile(r"200 result=(\d+)(?: endpos=\d+)?")
 
 
 def agi_quote(text: str) -> str:
     """Quote one AGI argument (double quotes, backslash escapes); newlines are not allowed."""
     if "\n" in text or "\r" in text:
         raise ValueError("AGI arguments cannot contain line breaks")
+    if '"' not in text and "\\" not in text:  # prompt paths and digits: nothing to escape
+        return '"' + text + '"'
     return '"' + _quote_re.sub(r"\\\1", text) + '"'
+
+
+class _AgiWire(asyncio.Protocol):
+    """The bytes of one FastAGI connection: the variables block, then whole answer lines for the session.
+
+    A protocol, not asyncio streams: Asterisk writes the ~25 variables one write() each, and here a chunk costs
+    a buffer append, not a task wake-up; an answer wakes the waiting call once, with no timeout context or
+    stream reader machinery around it (the bridge's CPU per call is mostly this path)."""
+
+    def __init__(self, server: FastAgiServer) -> None:
+        self._server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.lines: deque[str] = deque()
+        self.waiter: asyncio.Future[Any] | None = None  # a line, None (closed) or _TIMED_OUT
+        self.eof = False
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._buffer = bytearray()
+        self._in_header = True
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
+        self._header_timer = self.loop.call_later(self._server._header_timeout, self._header_timed_out)
+        self._server._wires.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._in_header:
+            self._take_header()
+        else:
+            self._take_lines()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._server._wires.discard(self)
+        if self._in_header:
+            self._end_header()
+            log.warning("FastAGI: connection closed before the variables block ended")
+            self._server._rejected()
+        self._deliver(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- the variables block ---------------------------------------------------------------------------
+    def _take_header(self) -> None:
+        buf = self._buffer
+        end = buf.find(b"\n\n")
+        if end < 0:
+            first_line = buf.find(b"\n")
+            if first_line >= 0 and not buf.startswith(b"agi_"):  # not AGI at all (an HTTP probe, say)
+                text = buf[:first_line].decode("utf-8", "replace").rstrip("\r")
+                log.warning("FastAGI: malformed variable line %r; request skipped", text[:80])
+                self._reject()
+            elif len(buf) > _MAX_LINE_BYTES:
+                log.warning("FastAGI: variables block over %d bytes; request skipped", _MAX_LINE_BYTES)
+                self._reject()
+            return
+        block = bytes(buf[:end + 1])
+        del buf[:end + 2]
+        self._end_header()
+        headers = _parse_variables(block)
+        if headers is None:
+            self._reject()
+            return
+        self._server._start_session(self, headers)
+        if buf:
+            self._take_lines()
+
+    @property
+    def in_header(self) -> bool:
+        """Still sending its variables (no call yet)."""
+        return self._in_header
+
+    def _end_header(self) -> None:
+        self._in_header = False
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        log.warning("FastAGI: no complete variables block within %.1f s", self._server._header_timeout)
+        self._reject()
+
+    def _reject(self) -> None:
+        self._end_header()
+        self._server._rejected()
+        self.abort()
+
+    # -- answer lines ----------------------------------------------------------------------------------
+    def _take_lines(self) -> None:
+        buf = self._buffer
+        while (nl := buf.find(b"\n")) >= 0:
+            line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
+            del buf[:nl + 1]
+            self._deliver(line)
+        if len(buf) > _MAX_LINE_BYTES:
+            log.warning("FastAGI: answer line over %d bytes; closing the session", _MAX_LINE_BYTES)
+            buf.clear()
+            self.abort()
+
+    def _deliver(self, line: str | None) -> None:
+        """Hand a line (None: the connection ended) to the waiting command, or keep it for the next one."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            self.waiter = None
+            waiter.set_result(line)
+        elif line is not None:
+            self.lines.append(line)
+
+    def abort(self) -> None:
+        """Close the connection (the dialplan goes on after the AGI)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _parse_variables(block: bytes) -> dict[str, str] | None:
+    """The agi_* variables of a block, or None (with a warning naming what was wrong)."""
+    headers: dict[str, str] = {}
+    for line in block.decode("utf-8", "replace").splitlines():
+        if not line:
+            continue
+        key, sep, value = line.partition(": ")
+        if not sep or not key.startswith("agi_"):
+            log.warning("FastAGI: malformed variable line %r; request skipped", line[:80])
+            return None
+        headers[key] = value
+    if "agi_network_script" not in headers:
+        log.warning("FastAGI: request without agi_network_script skipped")
+        return None
+    return headers
+
+
+_TIMED_OUT: Final = object()  # what an expired wait hands over instead of a line
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
 
 
 class AgiSession:
     """One FastAGI connection: the agi_* variables and a command channel with timeouts."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str],
-                 command_timeout: float) -> None:
-        self._reader, self._writer = reader, writer
+    def __init__(self, wire: _AgiWire, headers: dict[str, str], command_timeout: float) -> None:
+        self._wire = wire
         self.headers = headers
         self._command_timeout = command_timeout
         self.hung_up = False
@@ -110,16 +256,12 @@ class AgiSession:
         """Send one AGI command and return its 200 result; AgiHangup, AgiCommandError or AgiTimeout otherwise."""
         if self.hung_up:
             raise AgiHangup("caller hung up")
-        self._writer.write(line.encode("utf-8") + b"\n")
-        transport = self._writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size():
-            # Only a backed-up or closing socket needs drain(); commands are small and usually go out at once.
-            try:
-                async with asyncio.timeout(5.0):  # not wait_for: see _read_line
-                    await self._writer.drain()
-            except (ConnectionError, TimeoutError):
-                self.hung_up = True
-                raise AgiHangup("AGI connection closed") from None
+        transport = self._wire.transport
+        if transport is None or transport.is_closing():
+            self.hung_up = True
+            raise AgiHangup("AGI connection closed")
+        # No drain(): a command is a line and the next waits for its answer, so at most one is ever buffered.
+        transport.write(line.encode("utf-8") + b"\n")
         wait = timeout or self._command_timeout
         while True:
             raw = await self._read_line(wait, line)
@@ -127,6 +269,8 @@ class AgiSession:
                 # Asterisk announces the hang-up out of band, then still answers the running command.
                 self.hung_up = True
                 continue
+            if plain := _plain_result_re.fullmatch(raw):
+                return AgiResult(plain.group(1), "", raw)
             parsed = parse_agi_result(raw)
             code = parsed.get("status_code")
             if code == 100:
@@ -152,19 +296,28 @@ class AgiSession:
             return AgiResult(value, data or "", raw)
 
     async def _read_line(self, timeout: float, command: str) -> str:
-        try:
-            # not wait_for: on Python 3.11 it swallows a cancel that races with the answer (close() would hang)
-            async with asyncio.timeout(timeout):
-                raw = await self._reader.readline()
-        except TimeoutError:
-            raise AgiTimeout(f"AGI command {command.split()[0]!r}: no answer within {timeout:g} s") from None
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            self.hung_up = True
-            raise AgiHangup("AGI connection closed") from None
-        if not raw:
+        wire = self._wire
+        if wire.lines:
+            return wire.lines.popleft()
+        if wire.eof:
             self.hung_up = True
             raise AgiHangup("AGI connection closed")
-        return raw.decode("utf-8", "replace").rstrip("\r\n")
+        waiter: asyncio.Future[Any] = wire.loop.create_future()
+        wire.waiter = waiter
+        # One timer per answer; a cancel of the call's task cancels the plain future and is never swallowed.
+        timer = wire.loop.call_later(timeout, _expire, waiter)
+        try:
+            raw = await waiter
+        finally:
+            timer.cancel()
+            if wire.waiter is waiter:
+                wire.waiter = None
+        if raw is None:
+            self.hung_up = True
+            raise AgiHangup("AGI connection closed")
+        if raw is _TIMED_OUT:
+            raise AgiTimeout(f"AGI command {command.split()[0]!r}: no answer within {timeout:g} s")
+        return raw
 
     # -- convenience wrappers for the commands the IVR uses ---------------------------------------
     async def answer(self) -> None:
@@ -230,11 +383,10 @@ class AgiSession:
 
     async def close(self) -> None:
         """Close the connection (the dialplan continues after the AGI)."""
-        if not self._writer.is_closing():
-            self._writer.close()
+        self._wire.abort()
         try:
-            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
-        except (ConnectionError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._wire.closed), 2.0)
+        except TimeoutError:
             pass
 
 
@@ -249,8 +401,9 @@ class FastAgiServer:
         self._command_timeout = command_timeout
         self._header_timeout = header_timeout
         self._routes: dict[str, AgiHandler] = {}
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._wires: set[_AgiWire] = set()  # open connections (those still sending variables have no task yet)
         self.sessions_started = 0
         self.sessions_failed = 0
         self.bad_requests = 0
@@ -268,9 +421,10 @@ class FastAgiServer:
 
     async def start(self) -> None:
         """Bind and listen (OSError with a clear message if the port is taken)."""
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await asyncio.start_server(self._on_connection, self._host, self._port,
-                                                      limit=_MAX_LINE_BYTES, reuse_address=True)
+            self._server = await loop.create_server(lambda: _AgiWire(self), self._host, self._port,
+                                                    reuse_address=True)
         except OSError as exc:
             raise AgiError(f"FastAGI cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
         log.info("FastAGI listening on %s:%s", self._host, self._port)
@@ -285,6 +439,9 @@ class FastAgiServer:
         """Stop listening, give running calls a grace period, then cancel and await them."""
         if self._server is not None:
             self._server.close()
+        for wire in list(self._wires):
+            if wire.in_header:
+                wire.abort()  # still sending its variables: no call to finish
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -297,17 +454,18 @@ class FastAgiServer:
                 log.warning("FastAGI: listener did not close within %.1f s", grace)
             self._server = None
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    # -- called by the connections ---------------------------------------------------------------------
+    def _rejected(self) -> None:
+        self.bad_requests += 1
+
+    def _start_session(self, wire: _AgiWire, headers: dict[str, str]) -> None:
+        session = AgiSession(wire, headers, self._command_timeout)
+        task = wire.loop.create_task(self._run(session, wire), name=f"agi-{session.script}-{session.uniqueid}")
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, session: AgiSession, wire: _AgiWire) -> None:
         try:
-            headers = await self._read_headers(reader)
-            if headers is None:
-                self.bad_requests += 1
-                return
-            session = AgiSession(reader, writer, headers, self._command_timeout)
-            task.set_name(f"agi-{session.script}-{session.uniqueid}")
             handler = self._routes.get(session.script)
             if handler is None:
                 self.bad_requests += 1
@@ -322,43 +480,4 @@ class FastAgiServer:
                 self.sessions_failed += 1
                 log.exception("FastAGI handler %r failed on %s", session.script, session.channel)
         finally:
-            self._tasks.discard(task)
-            if not writer.is_closing():
-                writer.close()
-
-    async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
-        headers: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(self._header_timeout):
-                # The first line says whether this is AGI at all; the rest is read as one block, which
-                # costs far less than a read per variable.
-                block = await reader.readline()
-                if block.startswith(b"agi_"):
-                    more = await reader.readline()
-                    block += more
-                    if more not in (b"\n", b"\r\n", b""):
-                        block += await reader.readuntil(b"\n\n")
-        except TimeoutError:
-            log.warning("FastAGI: no complete variables block within %.1f s", self._header_timeout)
-            return None
-        except asyncio.IncompleteReadError:
-            log.warning("FastAGI: connection closed before the variables block ended")
-            return None
-        except asyncio.LimitOverrunError:
-            log.warning("FastAGI: variables block over %d bytes; request skipped", _MAX_LINE_BYTES)
-            return None
-        except (ConnectionError, ValueError):
-            log.warning("FastAGI: connection broke while reading variables")
-            return None
-        for line in block.decode("utf-8", "replace").splitlines():
-            if not line:
-                continue
-            key, sep, value = line.partition(": ")
-            if not sep or not key.startswith("agi_"):
-                log.warning("FastAGI: malformed variable line %r; request skipped", line[:80])
-                return None
-            headers[key] = value
-        if "agi_network_script" not in headers:
-            log.warning("FastAGI: request without agi_network_script skipped")
-            return None
-        return headers
+            wire.abort()

@@ -454,16 +454,16 @@ async def test_close_that_lands_as_an_answer_arrives_still_cancels_the_handler(a
     async def ivr(session: AgiSession) -> None:
         nonlocal commands, handler_task
         handler_task = asyncio.current_task()
-        reader = session._reader
-        feed_data = reader.feed_data
+        wire = session._wire
+        deliver = wire._deliver
 
-        def feed_data_then_cancel(data: bytes) -> None:  # called by the transport, outside any task
-            feed_data(data)  # the answer is in: the handler is woken up ...
+        def deliver_then_cancel(line: str | None) -> None:  # called by the transport, outside any task
+            deliver(line)  # the answer is in: the handler is woken up ...
             if commands == 3:
                 assert handler_task is not None
                 handler_task.cancel()  # ... and close() cancels it (grace over) before it resumes
 
-        reader.feed_data = feed_data_then_cancel  # type: ignore[method-assign]
+        wire._deliver = deliver_then_cancel  # type: ignore[method-assign]
         try:
             while commands < 50:  # bounded, so that a swallowed cancel fails the test instead of hanging it
                 await session.command("WAIT FOR DIGIT 10")
