@@ -600,3 +600,38 @@ def test_the_server_runs_on_uvloop_the_hotlines_default_loop() -> None:
         return 0
 
     assert run_event_loop(scenario(), "uvloop") == 0
+
+
+async def test_variables_a_line_per_write_and_answers_split_across_packets(agi: Harness) -> None:
+    """Asterisk writes each variable with its own write(); an answer may arrive in pieces (even mid-character)."""
+    seen: list[Any] = []
+
+    async def ivr(session: AgiSession) -> None:
+        seen.append(session.caller_number)
+        seen.append(await session.get_variable("CASE_TITLE"))
+        seen.append(await session.stream_file("ivr/welcome", "12"))
+
+    await agi.start({"ivr": ivr}, command_timeout=2.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    try:
+        for key, value in agi_variables(port=agi.port).items():
+            writer.write(f"{key}: {value}\n".encode())
+            await writer.drain()
+            await asyncio.sleep(0.002)  # separate TCP segments, as from Asterisk's setup_env()
+        writer.write(b"\n")
+        assert (await asyncio.wait_for(reader.readline(), 2.0)).startswith(b"GET FULL VARIABLE")
+        answer = "200 result=1 (보도블록 파손)\n".encode()
+        cut = answer.index("블".encode()) + 1  # inside a UTF-8 character
+        writer.write(answer[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(answer[cut:])
+        assert (await asyncio.wait_for(reader.readline(), 2.0)).startswith(b"STREAM FILE")
+        writer.write(b"200 result=49 ")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"endpos=1200\n")
+        assert await asyncio.wait_for(reader.read(), 2.0) == b""  # the handler ended: the session is closed
+    finally:
+        writer.close()
+    assert seen == ["01012345678", "보도블록 파손", "1"]
