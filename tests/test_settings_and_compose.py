@@ -80,6 +80,15 @@ def test_docker_compose_wires_services_by_environment() -> None:
     assert bridge["HOTLINE_MANAGE_ASTERISK"] == "false"
     for key in ("HOTLINE_AMI_SECRET", "HOTLINE_SESSION_SECRET", "HOTLINE_ADMIN_PASSWORD"):
         assert bridge[key].startswith("${"), f"{key} must come from the environment"
-    assert services["asterisk"]["build"] == "./asterisk"
-    assert (ROOT / "asterisk" / "Dockerfile").read_text().count("n=bullseye") == 1
+    asterisk = services["asterisk"]
+    assert asterisk["build"] == {"context": ".", "dockerfile": "asterisk/Dockerfile"}
+    dockerfile = (ROOT / asterisk["build"]["dockerfile"]).read_text()
+    assert dockerfile.count("n=bullseye") == 1
+    # Asterisk runs the bridge's live-transcription EAGI program: the same interpreter and package, and Redis
+    # reached through the environment it inherits (ivr.live_transcript.REDIS_URL_ENV)
+    assert "FROM python:3.11-slim-bookworm" in dockerfile and "pip install" in dockerfile
+    assert (ROOT / "Dockerfile").read_text().startswith("# The hotline bridge") and \
+        "FROM python:3.11-slim-bookworm" in (ROOT / "Dockerfile").read_text()
+    from ivr.live_transcript import REDIS_URL_ENV
+    assert asterisk["environment"][REDIS_URL_ENV] == bridge["REDIS_URL"]
     assert set(compose["volumes"]) >= {"hotline-run"}
