@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cases import NAMING_CONVENTION
+from cases import NAMING_CONVENTION, finish_on_cancel
 
 MIN_PASSWORD_LENGTH = 8
 # Argon2 happily hashes megabytes; a cap keeps a login form from becoming a CPU sink.
@@ -153,6 +153,7 @@ def _check_display_name(display_name: object, username: str) -> str:
     return display_name.strip()
 
 
+@finish_on_cancel
 class AccountStore:
     """Console accounts kept in the `accounts` table; passwords hashed with Argon2id."""
 

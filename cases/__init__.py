@@ -1,5 +1,5 @@
 """The case store: citizens' cases, their numbers and statuses (no knowledge of calls or telephony)."""
-from .engine import create_engine_from_url, dialect_insert
+from .engine import create_engine_from_url, dialect_insert, finish_on_cancel
 from .migration import migrate_database
 from .model import Case, CaseNotFound, CaseStatus, CaseStoreError, NewCase, TranscriptStatus
 from .store import CaseStore
@@ -17,6 +17,7 @@ __all__ = [
     "TranscriptStatus",
     "create_engine_from_url",
     "dialect_insert",
+    "finish_on_cancel",
     "metadata",
     "migrate_database",
 ]

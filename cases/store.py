@@ -9,7 +9,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .engine import dialect_insert
+from .engine import dialect_insert, finish_on_cancel
 from .model import (
     Case,
     CaseNotFound,
@@ -77,6 +77,7 @@ def _to_case(row: Row[Any]) -> Case:
     )
 
 
+@finish_on_cancel
 class CaseStore:
     """Stores citizens' cases; safe to use from many tasks at once (each call is its own transaction)."""
 

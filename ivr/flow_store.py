@@ -10,7 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueCon
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert
+from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert, finish_on_cancel
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -116,6 +116,7 @@ def _version(row: Any) -> FlowVersion:
                        row.comment)
 
 
+@finish_on_cancel
 class FlowStore:
     """Versions are append-only: publishing adds version max+1, rolling back re-publishes an older text."""
 

@@ -20,6 +20,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cases import finish_on_cancel
+
 from .queue_tables import AgentRow, AgentSkillRow
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@finish_on_cancel
 class AgentStore:
     """Agents and their skills in the database."""
 

@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cases import finish_on_cancel
+
 from .queue_tables import CallbackRow
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ def _row(r: Any) -> Callback:
                     r.requested_at, r.status, r.attempts, r.agent, r.last_error, r.updated_at)
 
 
+@finish_on_cancel
 class CallbackStore:
     """Callback requests in the database."""
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import dialect_insert
+from cases import dialect_insert, finish_on_cancel
 
 from .queue_tables import QueueIntervalMetricRow
 
@@ -49,6 +49,7 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+@finish_on_cancel(cancellable=("run_flusher",))  # it runs until cancelled; its flushes are whole
 class QueueMetricsStore:
     """Adds each queue event into its (queue, interval) row; reads figures back for the API and /metrics."""
 

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Float, Index, MetaData, Row, String, case, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert
+from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert, finish_on_cancel
 
 # How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
 # event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
@@ -194,6 +194,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@finish_on_cancel
 class CallRecordStore:
     """Stores call detail records; every upsert is one atomic statement, so concurrent events merge safely."""
 

@@ -406,3 +406,27 @@ async def test_sqlite_engine_makes_its_directory_and_uses_wal(tmp_path: Path) ->
         assert path.exists()
     finally:
         await eng.dispose()
+
+
+async def test_a_write_whose_caller_is_cancelled_finishes_and_the_database_stays_usable(store: CaseStore) -> None:
+    """Shutdown or a hang-up cancels the task mid-write: the case is still stored whole, the cancel still
+    reaches the caller, and the next writer is not left waiting on a lock nobody releases (SQLite)."""
+    random = __import__("random").Random(12345)
+    for i in range(40):
+        source = f"cancelled-{i}"
+
+        async def write_then_more(source: str = source) -> None:
+            created = await store.create(NewCase("01012345678", "complaint", source, ["1"]))
+            await store.update(created.case_number, category="inquiry", menu_path=["1", "2"])
+
+        task = asyncio.create_task(write_then_more())
+        await asyncio.sleep(0)  # the create has started
+        await asyncio.sleep(random.random() * 0.01)  # ... and is cancelled somewhere in it, or in the update
+        task.cancel()
+        outcome = await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled() or outcome == [None]  # the cancel is not swallowed
+        async with asyncio.timeout(3):  # not SQLite's 30 s busy timeout
+            case = await store.find_by_source(source)
+            assert case is not None and case.menu_path in (["1"], ["1", "2"]), case
+            assert (case.category, case.menu_path) in (("complaint", ["1"]), ("inquiry", ["1", "2"]))
+            await store.update(case.case_number, notes="still writable")

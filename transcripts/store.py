@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import dialect_insert
+from cases import dialect_insert, finish_on_cancel
 
 from .tables import TranscriptionJobRow
 
@@ -106,6 +106,7 @@ def _claimable(now: datetime) -> Any:
     )
 
 
+@finish_on_cancel
 class TranscriptionJobStore:
     """Durable queue of transcription jobs; a worker leases one at a time and must renew the lease."""
 
