@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from cases import CaseStore, create_engine_from_url
 from ivr.prompts import synthesize_speech
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
 from transcripts import TranscriptionJobStore
@@ -28,10 +28,8 @@ BASE_PORT = 35000  # issue-4 range
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-asr-call", base_port=BASE_PORT,
                          env={"HOTLINE_REDIS_KEY_PREFIX": "hotline-i4-call"})
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 def _pcap(tmp: Path, text: str, name: str, pad: float) -> Path:

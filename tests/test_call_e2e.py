@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from cases import CaseStore, create_engine_from_url
 from queueing import CallRecordStore
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
 from ivr.prompts import synthesize_speech
@@ -66,10 +66,8 @@ class Probe:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-e2e", base_port=BASE_PORT)
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
     asterisk_conf = h.run_dir / "asterisk" / "etc" / "asterisk.conf"
     proc = await asyncio.create_subprocess_exec("pgrep", "-f", str(asterisk_conf), stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()

@@ -14,7 +14,7 @@ import pytest_asyncio
 import yaml
 
 from ivr.prompts import fill_prompt_text, synthesize_speech
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
 from tests.test_call_e2e import Probe
@@ -36,10 +36,8 @@ ENV = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-e2e", base_port=BASE_PORT, env=ENV)
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

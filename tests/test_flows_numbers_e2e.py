@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import CitizenCall
 from tests.test_call_e2e import Probe
 from tests.test_flows_e2e import _prompt_seconds
@@ -32,10 +32,8 @@ ENV = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-numbers-e2e", base_port=BASE_PORT, env=ENV)
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

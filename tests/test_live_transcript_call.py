@@ -14,7 +14,7 @@ import pytest_asyncio
 import yaml
 
 from ivr.prompts import synthesize_speech
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
 from tests.test_call_e2e import Probe
@@ -42,10 +42,8 @@ async def hotline(tmp_path_factory) -> AsyncIterator[HotlineUnderTest]:
     h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-live-transcript", base_port=BASE_PORT, env={
         "HOTLINE_RTP_PORT_START": str(BASE_PORT + 500), "HOTLINE_RTP_PORT_END": str(BASE_PORT + 899),
         "HOTLINE_IVR_FLOW_FILE": str(flow_file)})
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

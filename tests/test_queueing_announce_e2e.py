@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from cases import CaseStore, create_engine_from_url, migrate_database
 from ivr.prompts import synthesize_speech
 from queueing import CallbackStore, QueueMetricsStore
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
 
@@ -70,10 +70,8 @@ async def hotline() -> AsyncIterator[HotlineUnderTest]:
         "HOTLINE_CALLBACK_AFTER_SECONDS": "12",
         "HOTLINE_LANGUAGE": "ko",
     })
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 async def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from cases import CaseStore, create_engine_from_url
 from queueing import CallbackStore
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml, free_port
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
@@ -85,10 +85,8 @@ def _hotline(tag: str) -> HotlineUnderTest:
 async def hotline(own_redis: OwnRedis) -> AsyncIterator[HotlineUnderTest]:
     (WORK / "hotline.db").unlink(missing_ok=True)
     h = _hotline("first")
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 async def _until(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from cases import CaseStatus, CaseStore, NewCase, create_engine_from_url
 from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
-from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import AgentPhone, CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
@@ -88,10 +88,8 @@ async def hotline() -> AsyncIterator[HotlineUnderTest]:
         "HOTLINE_RTP_PORT_START": str(BASE_PORT + 1000),
         "HOTLINE_RTP_PORT_END": str(BASE_PORT + 1199),
     })
-    await h.start()
-    yield h
-    code = await h.stop()
-    assert code == 0, f"hotline run did not stop cleanly: {h.log_tail()}"
+    async with running_hotline(h):
+        yield h
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,17 @@ class HotlineUnderTest:
             self.process.kill()
             await self.process.wait()
         return self.process.returncode
+
+
+@contextlib.asynccontextmanager
+async def running_hotline(hotline: HotlineUnderTest) -> AsyncIterator[HotlineUnderTest]:
+    """Start `hotline run` for a test module and stop it after; a stop that is not clean fails the module."""
+    await hotline.start()
+    try:
+        yield hotline
+    finally:
+        code = await hotline.stop()
+    assert code == 0, f"hotline run did not stop cleanly: {hotline.log_tail()}"
 
 
 async def run_hotline_command(args: list[str], env: dict[str, str], timeout: float = 120.0) -> tuple[int, str, str]:
