@@ -8,7 +8,7 @@ from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from . import flow_views, pages, queue_views, transcript_views, views
-from .accounts import AccountStore
+from identity import AccountStore
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,

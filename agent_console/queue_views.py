@@ -18,7 +18,7 @@ from aiohttp import web
 from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
 
 from . import pages
-from .accounts import Account, Role
+from identity import Account, Role
 from .security import csrf_token, current_account, json_error
 from .views import TEMPLATES, dumps, ok
 

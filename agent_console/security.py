@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 from aiohttp_session import get_session
 
-from .accounts import Account, AccountStore, Role
+from identity import Account, AccountStore, Role
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from . import pages
-from .accounts import Account, AccountExists, AccountStore, Role
+from identity import Account, AccountExists, AccountStore, Role
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,

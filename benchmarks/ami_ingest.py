@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))  # run as a plain script
 
 from panoramisk.ami_protocol import AMIProtocol  # noqa: E402
 
-from cases import create_engine_from_url, migrate_database  # noqa: E402
+from storage import create_engine_from_url, migrate_database  # noqa: E402
 from queueing import LiveCallState, QueueEventTracker, QueueLiveState, QueueMetricsStore, connect_redis  # noqa: E402
 from telephony import AmiClient  # noqa: E402
 from tests.support.fake_ami import FakeAmiServer, encode_message  # noqa: E402

@@ -9,7 +9,8 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .engine import dialect_insert, finish_on_cancel
+from storage import dialect_insert, finish_on_cancel
+
 from .model import (
     Case,
     CaseNotFound,

@@ -18,10 +18,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_console import AccountStore, create_console_app
+from agent_console import create_console_app
 from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
-from cases import CaseStatus, CaseStore, CaseStoreError, create_engine_from_url, migrate_database
+from cases import CaseStatus, CaseStore, CaseStoreError
+from identity import AccountStore
+from storage import create_engine_from_url, migrate_database
 from config import Settings
 from agent_console.flow_views import FLOW_ADMIN
 from config.settings import PROJECT_ROOT

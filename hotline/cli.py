@@ -170,7 +170,7 @@ def _asr_bench(files: list[Path]) -> int:
 
 
 def _db_upgrade(settings: Settings) -> int:
-    from cases import migrate_database
+    from storage import migrate_database
 
     from .app import safe_url
 
@@ -253,7 +253,8 @@ def _print_banner(settings: Settings) -> None:
 
 
 async def _cases_list(settings: Settings, as_json: bool, limit: int) -> int:
-    from cases import CaseStore, create_engine_from_url
+    from cases import CaseStore
+    from storage import create_engine_from_url
 
     from .app import safe_url
 
@@ -278,7 +279,8 @@ async def _cases_list(settings: Settings, as_json: bool, limit: int) -> int:
 
 
 async def _call(settings: Settings, args: argparse.Namespace) -> int:
-    from cases import CaseStore, create_engine_from_url
+    from cases import CaseStore
+    from storage import create_engine_from_url
     from ivr import load_prompt_sets
     from ivr.prompts import synthesize_speech
     from telephony import AmiClient, AmiError
@@ -350,8 +352,8 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
 async def _agents(settings: Settings, args: argparse.Namespace) -> int:
     """`hotline agents ...`: the database is changed first, then Asterisk through AMI (the running bridge
     re-applies the database on its next AMI connect if Asterisk cannot be reached now)."""
-    from agent_console import AccountStore
-    from cases import create_engine_from_url
+    from identity import AccountStore
+    from storage import create_engine_from_url
     from queueing import AgentError, AgentService, AgentStore, PjsipAgentProvisioner, QueueLiveState, connect_redis
     from queueing import parse_skills
     from sqlalchemy.exc import SQLAlchemyError

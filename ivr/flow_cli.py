@@ -69,7 +69,7 @@ def flows_command(args: argparse.Namespace, settings: Any) -> int:
 
 async def _flows(args: argparse.Namespace, settings: Any) -> int:
     from asr import AsrError, SpeechRecognizer
-    from cases import create_engine_from_url, migrate_database
+    from storage import create_engine_from_url, migrate_database
     from config.settings import PROJECT_ROOT
 
     from .flow_service import FlowServices

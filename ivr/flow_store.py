@@ -6,13 +6,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueConstraint, func, insert, select
+from sqlalchemy import Column, Integer, String, Table, Text, UniqueConstraint, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert, finish_on_cancel
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
+from storage import UTCDateTime, dialect_insert, finish_on_cancel, metadata
 
 flow_versions = Table(
     "ivr_flow_versions", metadata,

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import finish_on_cancel
+from storage import finish_on_cancel
 
 from .queue_tables import AgentRow, AgentSkillRow
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import finish_on_cancel
+from storage import finish_on_cancel
 
 from .queue_tables import CallbackRow
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import dialect_insert, finish_on_cancel
+from storage import dialect_insert, finish_on_cancel
 
 from .queue_tables import QueueIntervalMetricRow
 

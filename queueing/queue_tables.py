@@ -3,19 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, UTCDateTime
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
+from storage import Base, UTCDateTime
 
 
-class _Base(DeclarativeBase):
-    metadata = metadata
-
-
-class AgentRow(_Base):
+class AgentRow(Base):
     """An agent: SIP endpoint credentials and the durable wish (logged in? paused, why?) re-applied to Asterisk."""
 
     __tablename__ = "agents"
@@ -30,7 +24,7 @@ class AgentRow(_Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-class AgentSkillRow(_Base):
+class AgentSkillRow(Base):
     """One queue an agent serves, with the app_queue penalty (lower is asked first)."""
 
     __tablename__ = "agent_skills"
@@ -41,7 +35,7 @@ class AgentSkillRow(_Base):
     penalty: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
-class QueueIntervalMetricRow(_Base):
+class QueueIntervalMetricRow(Base):
     """Per queue and interval (e.g. 15 min): sums from which the usual call-center figures are derived."""
 
     __tablename__ = "queue_interval_metrics"
@@ -59,7 +53,7 @@ class QueueIntervalMetricRow(_Base):
     longest_wait: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
 
 
-class CallbackRow(_Base):
+class CallbackRow(Base):
     """A caller's durable request to be called back; keeps the place they had in the queue (queued_at)."""
 
     __tablename__ = "callbacks"

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, MetaData, Row, String, case, select
+from sqlalchemy import JSON, Float, Index, Row, String, case, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, UTCDateTime, dialect_insert, finish_on_cancel
+from storage import Base, UTCDateTime, dialect_insert, finish_on_cancel
 
 # How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
 # event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
@@ -28,14 +28,8 @@ class CallRecordError(ValueError):
     """A call record update was refused; the message is one line naming what was wrong."""
 
 
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-
-class _Base(DeclarativeBase):
-    metadata = metadata
-
-
-class CallRecordRow(_Base):
+class CallRecordRow(Base):
     """Table row of a call detail record."""
 
     __tablename__ = "call_records"

@@ -19,10 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_console import AccountStore, Role, create_console_app
+from agent_console import create_console_app
+from identity import AccountStore, Role
 from agent_console.pages import agent_actions, agent_fields
 from agent_console.queue_views import QUEUE_CONSOLE
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from queueing import AgentService, AgentStore, QueueConsole
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 from tests.test_console_browser import CHROMEDRIVER, CHROMIUM

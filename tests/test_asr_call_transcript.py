@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from cases import CaseStore, create_engine_from_url
+from cases import CaseStore
+from storage import create_engine_from_url
 from ivr.prompts import synthesize_speech
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap

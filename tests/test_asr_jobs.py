@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript, WordTiming
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from tests.support.hotline_process import PROJECT_ROOT
 from tests.support.speech import concatenate, merge_channels, silence, synthesize
 from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
@@ -196,7 +196,7 @@ async def test_wait_finished_returns_when_the_worker_is_done(store, wav):
 CHILD = textwrap.dedent("""
     import asyncio, sys
     from asr import SpeechRecognizer
-    from cases import create_engine_from_url
+    from storage import create_engine_from_url
     from transcripts import TranscriptionJobStore, TranscriptionWorker
 
     class Quiet:

@@ -12,7 +12,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cases import CaseStore, create_engine_from_url
+from cases import CaseStore
+from storage import create_engine_from_url
 from queueing import CallRecordStore
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap

@@ -15,14 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agent_console import (
-    PUBLIC,
-    AccountExists,
-    AccountStore,
-    Role,
-    create_console_app,
-    route_policy,
-)
+from agent_console import PUBLIC, create_console_app, route_policy
+from identity import AccountExists, AccountStore, Role
 
 PASSWORD = "correct horse battery"
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # fast tests, same code path

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agent_console import AccountStore, Role, create_console_app
+from agent_console import create_console_app
+from identity import AccountStore, Role
 from tests.test_console import (
     CHEAP_HASHER,
     PASSWORD,

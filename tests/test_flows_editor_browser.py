@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent_console import AccountStore, Role, create_console_app
+from agent_console import create_console_app
+from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore

@@ -366,7 +366,7 @@ async def test_a_stalled_call_does_not_hold_up_others(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def flow_store(tmp_path: Path) -> Any:
-    from cases import create_engine_from_url, migrate_database
+    from storage import create_engine_from_url, migrate_database
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'flows.db'}"
     await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)

@@ -16,9 +16,10 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent_console import AccountStore, Role, create_console_app
+from agent_console import create_console_app
+from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from config.settings import SettingsError, load_settings
 from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, PromptLibrary, PromptSet, \
     TranscriptionService

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from ivr import HotlineCallFlow, IvrOptions, TranscriptionService
 from queueing import CallbackStore
 from tests.test_call_flow import FakeRecognizer, FakeStore

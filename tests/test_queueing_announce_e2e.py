@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cases import CaseStore, create_engine_from_url, migrate_database
+from cases import CaseStore
+from storage import create_engine_from_url, migrate_database
 from ivr.prompts import synthesize_speech
 from queueing import CallbackStore, QueueMetricsStore
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline

@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cases import CaseStore, create_engine_from_url
+from cases import CaseStore
+from storage import create_engine_from_url
 from queueing import CallbackStore
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml, free_port

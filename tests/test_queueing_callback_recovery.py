@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
 from queueing.callbacks import channel_id
 from tests.support.fake_agi import ChannelAgi

@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cases import CaseStatus, CaseStore, NewCase, create_engine_from_url
+from cases import CaseStatus, CaseStore, NewCase
+from storage import create_engine_from_url
 from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline

@@ -13,9 +13,8 @@ from cases import (
     CaseStore,
     NewCase,
     TranscriptStatus,
-    create_engine_from_url,
-    migrate_database,
 )
+from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 from datetime import UTC, datetime
 
-from cases import CaseStore, create_engine_from_url
+from cases import CaseStore
+from storage import create_engine_from_url
 from queueing import CallbackStore
 from telephony import AmiClient, AsteriskConfig, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command

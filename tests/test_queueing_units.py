@@ -14,9 +14,10 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent_console import AccountStore, Role, create_console_app
+from agent_console import create_console_app
+from identity import AccountStore, Role
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveCallState, PjsipAgentProvisioner,
                       PriorityPolicy, QueueEntryRoute, QueueEventTracker, QueueLiveState,
                       QueueMetricsStore, connect_redis, parse_skills)

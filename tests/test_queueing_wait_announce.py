@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import create_engine_from_url, migrate_database
+from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import QueueMetricsStore, QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator

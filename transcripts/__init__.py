@@ -1,8 +1,7 @@
 """Durable transcription jobs: recordings waiting for a transcript, a worker, and the stored results."""
 from .store import (JobKind, JobStatus, Recording, TranscriptionJob, TranscriptionJobError,
                     TranscriptionJobStore)
-from .tables import metadata
 from .worker import TranscriptionWorker, TranscriptObserver
 
 __all__ = ["JobKind", "JobStatus", "Recording", "TranscriptObserver", "TranscriptionJob", "TranscriptionJobError",
-           "TranscriptionJobStore", "TranscriptionWorker", "metadata"]
+           "TranscriptionJobStore", "TranscriptionWorker"]

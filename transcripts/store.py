@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import dialect_insert, finish_on_cancel
+from storage import dialect_insert, finish_on_cancel
 
 from .tables import TranscriptionJobRow
 

@@ -4,19 +4,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, UTCDateTime
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
+from storage import Base, UTCDateTime
 
 
-class _Base(DeclarativeBase):
-    metadata = metadata
-
-
-class TranscriptionJobRow(_Base):
+class TranscriptionJobRow(Base):
     """One recording (or a call's recordings) to transcribe, kept until its transcript is stored."""
 
     __tablename__ = "transcription_jobs"

@@ -1,4 +1,4 @@
-"""Console accounts (agent_console.accounts).
+"""Console accounts (identity.accounts).
 
 Revision ID: 0002
 Revises: 0001

@@ -10,12 +10,12 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, DateTime, Integer, MetaData, String, select
+from sqlalchemy import Boolean, DateTime, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from cases import NAMING_CONVENTION, finish_on_cancel
+from storage import Base, finish_on_cancel
 
 MIN_PASSWORD_LENGTH = 8
 # Argon2 happily hashes megabytes; a cap keeps a login form from becoming a CPU sink.
@@ -39,16 +39,6 @@ class AccountExists(ValueError):
 
 class AccountNotFound(LookupError):
     """No account with that username."""
-
-
-# Same convention as the other domains, so constraint names match migrations/versions/0002_accounts.py.
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the accounts table (own metadata, listed in migrations/env.py)."""
-
-    metadata = metadata
 
 
 class AccountRow(Base):
@@ -167,7 +157,7 @@ class AccountStore:
     async def create_schema(self) -> None:
         """Create the accounts table if missing (tests and throw-away set-ups; production uses Alembic)."""
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(lambda sync: AccountRow.__table__.create(sync, checkfirst=True))
 
     async def _hash(self, password: str) -> str:
         # Argon2 is deliberately slow: keep it off the event loop.
