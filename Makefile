@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup system venv clean bench
+.PHONY: run test lint setup system venv clean bench
 
 setup: system venv
 
@@ -21,7 +21,13 @@ venv: $(STAMP)
 run: setup
 	$(BIN)/hotline run
 
-test: setup
+# The house's static checks: style and imports (ruff), types (mypy), the import contracts (import-linter).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup lint
 	@# Tests bind fixed loopback ports below 46000; keep the kernel's ephemeral ports (SIPp's and
 	@# clients' local ports) above them so two test workers never collide (needs root; harmless if not).
 	-@sysctl -q -w net.ipv4.ip_local_port_range="46000 60999" 2>/dev/null || echo "note: could not move the ephemeral port range; parallel tests may collide on ports"
