@@ -54,11 +54,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-# Debian's asterisk package starts a system-wide instance on port 5060/5038; the hotline runs
-# its own, so stop the packaged one if a service manager started it.
-if pgrep -x asterisk >/dev/null 2>&1 && [ -f /var/run/asterisk/asterisk.pid ]; then
-  log "stopping the system-wide asterisk started by the package"
-  $SUDO /usr/sbin/asterisk -rx 'core stop now' >/dev/null 2>&1 || $SUDO pkill -x asterisk || true
+# Debian's asterisk package may start a system-wide instance on port 5060/5038 when it is installed; the hotline
+# runs its own. Stop only that packaged instance (the pid in its own pid file, through its own control socket),
+# never any other Asterisk on the machine.
+pkg_pid=$(cat /var/run/asterisk/asterisk.pid 2>/dev/null || true)
+if [ -n "$pkg_pid" ] && [ "$(cat /proc/"$pkg_pid"/comm 2>/dev/null)" = asterisk ]; then
+  log "stopping the system-wide asterisk (pid $pkg_pid) the package started"
+  $SUDO /usr/sbin/asterisk -rx 'core stop now' >/dev/null 2>&1 || log "could not stop it; the hotline's ports may be taken"
 fi
 
 # Redis: start it when nothing answers on 6379.
