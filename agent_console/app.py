@@ -114,7 +114,7 @@ def create_console_app(
     app[views.CALL_RECORDS] = call_records
     app[views.HEALTH] = health
     app[views.HEALTH_TIMEOUT] = float(health_timeout)
-    app[views.TEMPLATES] = pages.load_templates()
+    pages.setup_templates(app)
     add_routes(app, ROUTES)
     add_public_static(app, "/static", pages.STATIC_DIR)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
 from identity import AccountStore, Role
-from agent_console.pages import agent_actions, agent_fields
+from agent_console.display import agent_actions, agent_fields
 from agent_console.queue_views import QUEUE_CONSOLE
 from storage import create_engine_from_url, migrate_database
 from queueing import AgentService, AgentStore, QueueConsole
