@@ -5,6 +5,7 @@ The pages use these as Jinja2 filters and globals; the browser gets the same rul
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -15,6 +16,8 @@ QUEUE_SEPARATOR: Final = ", "
 # strftime patterns; display.js understands %Y %m %d %H %M %S.
 DATETIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 TIME_FORMAT: Final = "%H:%M:%S"
+# What is read as a moment: an ISO 8601 date and time (a bare number or date stays as it is).
+DATETIME_PATTERN: Final = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d"
 
 LIVE_STATE_LABELS: Final[Mapping[str, str]] = {
     "ivr": "In IVR", "queued": "Queued", "ringing": "Ringing", "connected": "Connected",
@@ -58,6 +61,7 @@ def rules() -> dict[str, Any]:
         "queue_separator": QUEUE_SEPARATOR,
         "datetime_format": DATETIME_FORMAT,
         "time_format": TIME_FORMAT,
+        "datetime_pattern": DATETIME_PATTERN,
         "live_state_labels": dict(LIVE_STATE_LABELS),
         "agent_state_labels": dict(AGENT_STATE_LABELS),
         "agent_action_labels": dict(AGENT_ACTION_LABELS),
@@ -81,6 +85,8 @@ def _local_time(value: Any) -> datetime | None:
     # Stored times are UTC; staff read them in local time (the browser does the same).
     if isinstance(value, datetime):
         moment = value
+    elif not re.match(DATETIME_PATTERN, str(value)):
+        return None
     else:
         try:
             moment = datetime.fromisoformat(str(value))
@@ -93,7 +99,7 @@ def fmt(value: Any, kind: str = "text") -> str:
     """Display text of a value of one kind: text, notes, list, datetime, time, state (of a live call), seconds."""
     if value is None or value == "" or value == []:
         return "" if kind == "notes" else EMPTY
-    if kind == "list" and isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):  # whatever the kind: an IVR path, a menu path
         return LIST_SEPARATOR.join(str(v) for v in value)
     if kind in ("datetime", "time"):
         moment = _local_time(value)

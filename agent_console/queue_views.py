@@ -15,9 +15,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
-
 from identity import Account, Role
+from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
 
 from .pages import render_page
 from .security import current_account, json_error

@@ -15,8 +15,9 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from . import pages
 from identity import Account, AccountExists, AccountStore, Role
+
+from . import pages
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,

@@ -22,11 +22,11 @@
       if (value === null || value === undefined || value === "" || (Array.isArray(value) && value.length === 0)) {
         return kind === "notes" ? "" : rules.empty;
       }
-      if (kind === "list" && Array.isArray(value)) return value.join(rules.list_separator);
+      if (Array.isArray(value)) return value.join(rules.list_separator);
       const text = String(value);
       if (kind === "datetime" || kind === "time") {
-        const d = new Date(text);
-        if (Number.isNaN(d.getTime())) return text;
+        const d = new RegExp(rules.datetime_pattern).test(text) ? new Date(text) : null;
+        if (d === null || Number.isNaN(d.getTime())) return text;
         return strftime(d, kind === "datetime" ? rules.datetime_format : rules.time_format);
       }
       if (kind === "state") return rules.live_state_labels[text] || text;
