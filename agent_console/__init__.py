@@ -4,12 +4,12 @@ from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsServi
 from .security import PUBLIC, route_policy
 
 __all__ = [
+    "PUBLIC",
+    "ROUTES",
     "CallRecordsService",
     "CasesService",
     "HealthCheck",
     "LiveCallsService",
-    "PUBLIC",
-    "ROUTES",
     "create_console_app",
     "describe_routes",
     "route_policy",

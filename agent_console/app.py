@@ -7,8 +7,9 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from . import flow_views, pages, queue_views, transcript_views, views
 from identity import AccountStore
+
+from . import flow_views, pages, queue_views, transcript_views, views
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,
@@ -41,11 +42,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/cases/{case_number}", views.api_case, CASE_READER_ROLES),
     Route("POST", "/api/cases/{case_number}/notes", views.api_add_note, CONSOLE_ROLES),
     Route("GET", "/api/cases/{case_number}/transcripts", transcript_views.api_case_transcripts,
-          CASE_READER_ROLES),  # asr (issue 4): description and whole-call transcripts with word timings
+          CASE_READER_ROLES),  # description and whole-call transcripts with word timings
     Route("GET", "/api/call-records", views.api_call_records, CONSOLE_ROLES),
     Route("GET", "/api/accounts", views.api_accounts, ADMIN_ROLES),
     Route("POST", "/api/accounts", views.api_create_account, ADMIN_ROLES),
-    # IVR flows (issue 3): admins edit, validate, publish and roll back the call flow
+    # IVR flows: admins edit, validate, publish and roll back the call flow
     Route("GET", "/flows", flow_views.flows_page, ADMIN_ROLES),
     Route("GET", "/api/flows", flow_views.api_flows, ADMIN_ROLES),
     Route("GET", "/api/flows/audit", flow_views.api_flow_audit, ADMIN_ROLES),
@@ -56,7 +57,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/flows/{name}", flow_views.api_flow, ADMIN_ROLES),
     Route("GET", "/api/flows/{name}/versions", flow_views.api_flow_versions, ADMIN_ROLES),
     Route("POST", "/api/flows/{name}/rollback", flow_views.api_flow_rollback, ADMIN_ROLES),
-    # queueing (issue 5): agents act on themselves, supervisors on anyone (checked in the view)
+    # queueing: agents act on themselves, supervisors on anyone (checked in the view)
     Route("GET", "/agents", queue_views.agents_page, CONSOLE_ROLES),  # own state; supervisors/admins: everyone
     Route("GET", "/api/agents", queue_views.api_agents, CONSOLE_ROLES),
     Route("POST", "/api/agents/{name}/{action}", queue_views.api_agent_action, CONSOLE_ROLES),
@@ -114,7 +115,7 @@ def create_console_app(
     app[views.CALL_RECORDS] = call_records
     app[views.HEALTH] = health
     app[views.HEALTH_TIMEOUT] = float(health_timeout)
-    app[views.TEMPLATES] = pages.load_templates()
+    pages.setup_templates(app)
     add_routes(app, ROUTES)
     add_public_static(app, "/static", pages.STATIC_DIR)
     return app

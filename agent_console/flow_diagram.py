@@ -1,4 +1,8 @@
-"""A flow as an SVG boxes-and-arrows diagram (server-rendered: no scripts, no CDN, fits the console's CSP)."""
+"""A flow as an SVG boxes-and-arrows diagram (server-rendered: no scripts, no CDN, fits the console's CSP).
+
+Built as text, not from a template: every name, label and kind from the flow goes through html.escape
+(quotes too); everything else is a number or a constant of this module.
+"""
 from __future__ import annotations
 
 from collections import deque
@@ -44,10 +48,10 @@ def render_flow_svg(document: Any, error_nodes: set[str] | None = None) -> str:
             pos[name] = (MARGIN + col * (BOX_W + GAP_X), MARGIN + row * (BOX_H + GAP_Y))
     width = MARGIN * 2 + max(1, len(layers)) * (BOX_W + GAP_X)
     height = MARGIN * 2 + max((len(layer) for layer in layers), default=1) * (BOX_H + GAP_Y)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="flow-diagram" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="flow diagram">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="flow-diagram" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="flow diagram">'),
+           ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>')]
     for name, node in document.nodes.items():
         x1, y1 = pos[name]
         for label, target in node.branches().items():

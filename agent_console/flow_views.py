@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-from html import escape
 from typing import Any, Final
 
 from aiohttp import web
 
 from .flow_diagram import render_flow_svg
-from .security import csrf_token, current_account, json_error
-from .views import TEMPLATES
+from .pages import render_page
+from .security import current_account, json_error
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +63,11 @@ def _report_payload(report: Any) -> dict[str, Any]:
 
 async def flows_page(request: web.Request) -> web.Response:
     """The flow editor: YAML on the left, validation and the diagram on the right, publish and history."""
-    account = current_account(request)
     admin = _admin(request)
     live = await admin.get(admin.live_name)
-    html = request.app[TEMPLATES]["flows"].substitute(
-        csrf=escape(await csrf_token(request)),
-        css_url=escape(str(request.app.router["static"].url_for(filename="console.css"))),
-        flows_css_url=escape(str(request.app.router["static"].url_for(filename="flows.css"))),
-        js_url=escape(str(request.app.router["static"].url_for(filename="flows.js"))),
-        username=escape(account.username),
-        flow_name=escape(live["flow_name"]),
-        live_version=escape(str(live["version"])),
-        yaml_text=escape(live["text"]),
-    )
-    return web.Response(text=html, content_type="text/html")
+    return await render_page(request, "flows.html", {
+        "flow_name": live["flow_name"], "live_version": live["version"], "yaml_text": live["text"],
+    })
 
 
 async def api_flows(request: web.Request) -> web.Response:

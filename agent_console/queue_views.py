@@ -15,12 +15,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from identity import Account, Role
 from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
 
-from . import pages
-from identity import Account, Role
-from .security import csrf_token, current_account, json_error
-from .views import TEMPLATES, dumps, ok
+from .pages import render_page
+from .security import current_account, json_error
+from .views import dumps, ok
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +102,13 @@ async def agents_page(request: web.Request) -> web.Response:
         except Exception as exc:  # the page still loads; the JS keeps retrying and says why it cannot
             log.exception("agents page: could not load the agents")
             error = f"Could not load the agents: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
-    static = request.app.router["static"]
-    html = pages.render_agents(
-        request.app[TEMPLATES],
-        account=account,
-        csrf=await csrf_token(request),
-        css_url=str(static.url_for(filename="console.css")),
-        agents_css_url=str(static.url_for(filename="agents.css")),
-        js_url=str(static.url_for(filename="agents.js")),
-        agents=agents,
-        mine=own_agent(account, agents or []),
-        supervisor=account.role in (Role.SUPERVISOR, Role.ADMIN),
-        pause_reasons=PAUSE_REASONS,
-        error=error,
-    )
-    return web.Response(text=html, content_type="text/html")
+    return await render_page(request, "agents.html", {
+        "agents": agents,
+        "mine": own_agent(account, agents or []),
+        "supervisor": account.role in (Role.SUPERVISOR, Role.ADMIN),
+        "pause_reasons": PAUSE_REASONS,
+        "error": error,
+    })
 
 
 async def api_queues(request: web.Request) -> web.Response:

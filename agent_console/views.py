@@ -15,8 +15,9 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from . import pages
 from identity import Account, AccountExists, AccountStore, Role
+
+from . import pages
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,
@@ -35,7 +36,6 @@ CASES: Final = web.AppKey("console_cases", object)
 LIVE_CALLS: Final = web.AppKey("console_live_calls", object)
 CALL_RECORDS: Final = web.AppKey("console_call_records", object)
 HEALTH: Final = web.AppKey("console_health", object)
-TEMPLATES: Final = web.AppKey("console_templates", dict)
 HEALTH_TIMEOUT: Final = web.AppKey("console_health_timeout", float)
 
 MAX_LIMIT = 500
@@ -86,10 +86,6 @@ def _records(request: web.Request) -> CallRecordsService:
 
 def _accounts(request: web.Request) -> AccountStore:
     return request.app[ACCOUNTS]
-
-
-def _static_url(request: web.Request, filename: str) -> str:
-    return str(request.app.router["static"].url_for(filename=filename))
 
 
 def _is_browser_form(request: web.Request) -> bool:
@@ -211,13 +207,9 @@ async def login_page(request: web.Request) -> web.StreamResponse:
         account = await _accounts(request).get(session[SESSION_USER])
         if account is not None and account.active:
             raise web.HTTPFound(_safe_next(request.query.get("next")))
-    html = pages.render_login(
-        request.app[TEMPLATES],
-        csrf=await csrf_token(request),
-        css_url=_static_url(request, "console.css"),
-        next_url=_safe_next(request.query.get("next")),
-    )
-    return web.Response(text=html, content_type="text/html")
+    return await pages.render_page(request, "login.html", {
+        "error": "", "username": "", "next_url": _safe_next(request.query.get("next")),
+    })
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -234,15 +226,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.info("console login failed for %r from %s", str(username)[:64], request.remote)
         if json_client:
             return json_error(401, "wrong username or password")
-        html = pages.render_login(
-            request.app[TEMPLATES],
-            csrf=await csrf_token(request),
-            css_url=_static_url(request, "console.css"),
-            error="Wrong username or password.",
-            username=username if isinstance(username, str) else "",
-            next_url=next_url,
-        )
-        return web.Response(text=html, content_type="text/html", status=401)
+        return await pages.render_page(request, "login.html", {
+            "error": "Wrong username or password.",
+            "username": username if isinstance(username, str) else "",
+            "next_url": next_url,
+        }, status=401)
     # A new session on login: nothing set before authentication (fixation) survives.
     session = await new_session(request)
     session[SESSION_USER] = account.username
@@ -284,19 +272,14 @@ async def console_page(request: web.Request) -> web.Response:
     cases = _plain(found_cases) if found_cases is not None else None
     if account.role == Role.ADMIN:
         accounts = [a.to_dict() for a in await _accounts(request).list()]
-    html = pages.render_console(
-        request.app[TEMPLATES],
-        account=account,
-        csrf=await csrf_token(request),
-        css_url=_static_url(request, "console.css"),
-        js_url=_static_url(request, "console.js"),
-        live_calls=live,
-        pop=pop,
-        cases=cases,
-        records=records,
-        accounts=accounts,
-    )
-    return web.Response(text=html, content_type="text/html")
+    return await pages.render_page(request, "console.html", {
+        "console_role": console_role,
+        "live_calls": live,
+        "pop": pop,
+        "cases": cases,
+        "records": records,
+        "accounts": accounts,
+    })
 
 
 # --- JSON API ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
 from identity import AccountStore, Role
-from agent_console.pages import agent_actions, agent_fields
+from agent_console.display import agent_actions, agent_fields
 from agent_console.queue_views import QUEUE_CONSOLE
 from storage import create_engine_from_url, migrate_database
 from queueing import AgentService, AgentStore, QueueConsole
@@ -378,3 +378,13 @@ async def test_supervisor_table_in_chromium(engine: AsyncEngine, tmp_path: Path)
     assert agent2.logged_in and agent2.paused and agent2.pause_reason == "case_work"
     assert ami.members[("inquiries", "PJSIP/agent2")]["Paused"] == "1"
     assert SUPERVISOR_SCREENSHOT.stat().st_size > 10_000
+
+
+async def test_agent_names_are_escaped_on_the_page(setup: Setup) -> None:
+    script = "<script>alert('x')</script>"
+    await setup.store.add("agent3", "long-enough-pw", {"inquiries": 0}, display_name=script)
+    setup.live.states["agent3"] = {"state": "paused", "pause_reason": script}
+    await login(setup.client, "super1")
+    html = await (await setup.client.get("/agents")).text()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html

@@ -665,3 +665,147 @@ async def test_session_key_must_be_32_bytes(store: AccountStore) -> None:
             cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
             health=lambda: {"ok": True}, session_key=b"short",
         )
+
+
+# --- templates and display rules -------------------------------------------------------------------
+
+SCRIPT = "<script>alert('x')</script>"
+ESCAPED_SCRIPT = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+
+
+def _display_rules_of(html: str) -> Any:
+    import json
+
+    match = re.search(r'<script type="application/json" id="display-rules">(.*?)</script>', html, re.DOTALL)
+    assert match, "page has no display-rules block"
+    return json.loads(match.group(1))
+
+
+async def test_caller_supplied_text_is_escaped_on_every_console_page(console: Console) -> None:
+    console.cases.cases["2611290001"] = replace(console.cases.cases["2611290001"], caller_number=SCRIPT,
+                                                transcript=SCRIPT, notes=SCRIPT, menu_path=[SCRIPT])
+    console.live.calls[0].update(caller_number=SCRIPT, transcript=SCRIPT, ivr_path=[SCRIPT], category=SCRIPT)
+    await console.accounts.create("mallory", PASSWORD, Role.ADMIN, display_name=SCRIPT, sip_endpoint="agent1")
+    for username in ("mallory", "agent1", "roads"):  # admin (all sections, accounts), agent (screen pop), department
+        client = await new_client(console)
+        try:
+            await login(client, username)
+            html = await (await client.get("/")).text()
+            assert "<script>alert" not in html, username
+            assert ESCAPED_SCRIPT in html, username
+            assert "&lt;script&gt;" in html.split('id="case-rows"')[1].split("</tbody>")[0]  # the case row itself
+        finally:
+            await client.close()
+    # The login form echoes what was typed, and the next URL it was sent to.
+    token = await login_csrf(console.client)
+    resp = await console.client.post("/login", data={"username": SCRIPT, "password": "wrong password",
+                                                     "csrf_token": token, "next": "/" + SCRIPT})
+    html = await resp.text()
+    assert resp.status == 401 and "<script>alert" not in html and ESCAPED_SCRIPT in html
+    html = await (await console.client.get("/login?next=/%3Cscript%3E")).text()
+    assert "<script>" not in html and 'name="next" value="/&lt;script&gt;"' in html
+
+
+def test_every_template_renders_with_autoescape(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from agent_console.pages import TEMPLATES
+
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+                             accounts=None, health=FakeHealth(), session_key=os.urandom(32))  # type: ignore[arg-type]
+    env = app[TEMPLATES]
+    bold = "<b>x</b>"
+    row = {key: bold for key in ("case_number", "caller_number", "transcript", "notes", "category", "status",
+                                 "linkedid", "state", "queue", "agent", "outcome", "username", "display_name",
+                                 "role", "sip_endpoint", "name", "pause_reason", "live_pause_reason")}
+    row.update(menu_path=[bold], ivr_path=[bold], skills={bold: 0}, paused=True, logged_in=True)
+    account = SimpleNamespace(username=bold, display_name=bold, role="admin", sip_endpoint=bold)
+    common = {"account": account, "csrf": bold}
+    contexts = {
+        "base.html": {**common, "page": bold},
+        "login.html": {**common, "error": bold, "username": bold, "next_url": bold},
+        "console.html": {**common, "console_role": True, "live_calls": [row], "pop": {"call": row, "case": row},
+                         "cases": [row], "records": [row], "accounts": [row]},
+        "no_call.html": common,
+        "agents.html": {**common, "agents": [row], "mine": row, "supervisor": True, "pause_reasons": [bold],
+                        "error": bold},
+        "flows.html": {**common, "flow_name": bold, "live_version": bold, "yaml_text": bold},
+        "macros.html": {},
+    }
+    assert set(env.list_templates()) == set(contexts), "every template needs a context here"
+    for name, context in contexts.items():
+        assert env.autoescape(name) if callable(env.autoescape) else env.autoescape, name
+        html = env.get_template(name).render(context)
+        if name != "macros.html":
+            assert bold not in html and "&lt;b&gt;x&lt;/b&gt;" in html, name
+    macros = env.get_template("macros.html").module
+    for macro, args in (("field", ("span", {"v": bold}, "v")), ("case_row", (row, bold, True)),
+                        ("live_row", (row,)), ("screen_pop", ({"call": row, "case": row}, bold)),
+                        ("record_row", (row,)), ("account_row", (row,)), ("agent_panel", (row, bold, [bold])),
+                        ("agent_row", (row, bold, [bold])), ("empty_row", ([], 3, bold))):
+        html = str(getattr(macros, macro)(*args))
+        assert bold not in html and "&lt;b&gt;x&lt;/b&gt;" in html, macro
+
+
+async def test_pages_hand_javascript_the_display_rules_python_uses(console: Console) -> None:
+    from pathlib import Path
+
+    from agent_console import display
+
+    await login(console.client, "admin1")
+    for path in ("/", "/agents"):
+        html = await (await console.client.get(path)).text()
+        assert _display_rules_of(html) == display.rules(), path
+        assert 'src="/static/display.js' in html
+    # The scripts keep no copies of their own: no label or format of the rules is written in them.
+    static = Path(display.__file__).parent / "static"
+    rules = display.rules()
+    texts = [rules["empty"], rules["list_separator"], rules["datetime_format"], rules["time_format"],
+             rules["paused_state_label"], *(rule["text"] for rule in rules["pending_rules"])]
+    for labels in ("live_state_labels", "agent_state_labels", "agent_action_labels"):
+        texts += [label for key, label in rules[labels].items() if label != key]
+    for script in static.glob("*.js"):
+        source = script.read_text(encoding="utf-8")
+        for text in texts:
+            assert f'"{text}"' not in source and f"'{text}'" not in source, f"{script.name} has its own {text!r}"
+
+
+NODE = "/usr/bin/node"
+
+
+@pytest.mark.skipif(not os.path.exists(NODE), reason="needs node to run static/display.js")
+def test_display_js_shows_what_python_shows() -> None:
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from agent_console import display
+
+    values = [None, "", [], ["1", "complaint"], "2026-11-29T09:30:05+00:00", "2026-11-29T23:59:59",
+              "not a time", "connected", "ivr", "hold", 95, 95.7, "12", "abc", "text"]
+    kinds = ["text", "notes", "list", "datetime", "time", "state", "seconds"]
+    agents = [
+        {"name": "agent1", "logged_in": logged_in, "paused": paused, "state": state, "pause_reason": reason,
+         "live_pause_reason": live_reason, "skills": {"inquiries": 0, "complaints": 1} if logged_in else {},
+         "display_name": "Kim", "state_since": since}
+        for logged_in in (False, True) for paused in (False, True)
+        for state in (None, "logged_out", "available", "paused", "on_call", "wrap_up", "some_new_state")
+        for reason, live_reason, since in ((None, None, None), ("case_work", None, 1764400000.5),
+                                           ("break", "meeting", "junk"))
+    ]
+    agents.append({"state": "available"})  # the row template's agent: no name, no controls
+    script = f"""
+        require({json.dumps(str(Path(display.__file__).parent / "static" / "display.js"))});
+        const d = HotlineDisplay.create({json.dumps(display.rules())});
+        const values = {json.dumps(values)}, kinds = {json.dumps(kinds)}, agents = {json.dumps(agents)};
+        console.log(JSON.stringify({{
+          fmt: values.map((v) => kinds.map((k) => d.fmt(v, k))),
+          fields: agents.map((a) => d.agentFields(a)),
+          actions: agents.map((a) => [...d.allowedActions(a)].sort()),
+        }}));
+    """
+    done = subprocess.run([NODE, "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    shown = json.loads(done.stdout)
+    assert shown["fmt"] == [[display.fmt(v, k) for k in kinds] for v in values]
+    assert shown["fields"] == [display.agent_fields(a) for a in agents]
+    assert shown["actions"] == [sorted(display.agent_actions(a)) for a in agents]

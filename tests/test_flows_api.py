@@ -149,3 +149,27 @@ async def test_flow_routes_are_admin_only_and_need_csrf(flow_console: FlowConsol
         assert await flow_console.store.live_version("default") is None
     finally:
         await admin.close()
+
+
+async def test_flow_text_is_escaped_on_the_editor_page(flow_console: FlowConsole) -> None:
+    c = flow_console.client
+    csrf = await login(c, "admin1")
+    text = "# </textarea><script>alert('x')</script>\n" + _flow_to_queue("inquiries").replace("name: t", "name: default")
+    resp = await c.post("/api/flows/publish", json={"yaml": text}, headers={"X-CSRF-Token": csrf})
+    assert resp.status == 201, await resp.text()
+    html = await (await c.get("/flows")).text()
+    assert "</textarea><script>" not in html
+    assert "&lt;/textarea&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+
+
+def test_flow_diagram_escapes_every_name() -> None:
+    from types import SimpleNamespace
+
+    from agent_console.flow_diagram import render_flow_svg
+
+    evil = "<script>alert('x')</script>"
+    node = SimpleNamespace(kind=evil, branches=lambda: {evil: evil}, queue=evil)
+    target = SimpleNamespace(kind="queue", branches=dict, queue=evil)
+    svg = render_flow_svg(SimpleNamespace(start=evil, nodes={evil: node, '"x" onload="y': target}), {evil})
+    assert "<script>" not in svg and 'onload="y' not in svg
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in svg and "&quot;x&quot; onload=&quot;y" in svg

@@ -3,11 +3,7 @@
 
 (function () {
   const REFRESH_MS = 2000;
-  const STATE_LABELS = {
-    logged_out: "logged out", available: "available", ringing: "ringing", on_call: "on call",
-    wrap_up: "wrap-up", paused: "paused", unreachable: "unreachable",
-  };
-  const ACTION_LABELS = { login: "Log in", pause: "Pause", resume: "Resume", logout: "Log out" };
+  const display = HotlineDisplay.fromPage();  // the server's display rules (display.js)
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const ownAgent = document.body.dataset.ownAgent || "";
   const supervisor = document.body.dataset.supervisor === "1";
@@ -16,62 +12,16 @@
   const busy = new Set();  // agents with a command in flight: their buttons stay disabled
   let loadErrorShown = !!errorLine && !errorLine.hidden;  // the page could not list the agents when it was made
 
-  function reasonLabel(reason) {
-    return String(reason).replace(/_/g, " ");
-  }
-
-  function two(n) {
-    return String(n).padStart(2, "0");
-  }
-
-  // Same rules as pages.agent_fields() on the server.
-  function agentFields(agent) {
-    const state = agent.state || "logged_out";
-    const reason = agent.live_pause_reason || agent.pause_reason;
-    const paused = state === "paused" || !!agent.paused;
-    let label = STATE_LABELS[state] || state.replace(/_/g, " ");
-    if (state === "paused" && reason) label += " (" + reasonLabel(reason) + ")";
-    let pending = "";
-    if (agent.logged_in && state === "logged_out") pending = "log-in not applied in Asterisk yet";
-    else if (!agent.logged_in && state !== "logged_out") pending = "log-out not applied in Asterisk yet";
-    else if (agent.paused && state === "available") pending = "pause not applied in Asterisk yet";
-    else if (agent.logged_in && !agent.paused && state === "paused") pending = "resume not applied in Asterisk yet";
-    let since = "—";
-    if (agent.state_since !== null && agent.state_since !== undefined && agent.state_since !== "") {
-      const d = new Date(Number(agent.state_since) * 1000);
-      if (!Number.isNaN(d.getTime())) since = two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
-    }
-    const queues = Object.keys(agent.skills || {}).sort();
-    return {
-      name: agent.name || "",
-      display_name: agent.display_name || "",
-      state: label,
-      pending: pending,
-      pause_reason: paused && reason ? reasonLabel(reason) : "—",
-      queues: queues.length ? queues.join(", ") : "—",
-      since: since,
-    };
-  }
-
-  // Same rules as pages.agent_actions() on the server.
-  function allowedActions(agent) {
-    const state = agent.state || "logged_out";
-    if (!agent.logged_in) return new Set(state !== "logged_out" ? ["login", "logout"] : ["login"]);
-    const actions = new Set(["logout", agent.paused ? "resume" : "pause"]);
-    if (state === "logged_out") actions.add("login");
-    return actions;
-  }
-
   function fill(root, agent) {
-    const texts = agentFields(agent);
+    const texts = display.agentFields(agent);
     for (const el of root.querySelectorAll("[data-agent-field]")) {
       const text = texts[el.dataset.agentField];
       if (text !== undefined && el.textContent !== text) el.textContent = text;
       if (el.dataset.agentField === "state") {
-        el.className = el.className.replace(/\bagent-state-\S+/g, "").trim() + " agent-state-" + (agent.state || "logged_out");
+        el.className = el.className.replace(/\bagent-state-\S+/g, "").trim() + " agent-state-" + display.agentState(agent);
       }
     }
-    const allowed = busy.has(agent.name) ? new Set() : allowedActions(agent);
+    const allowed = busy.has(agent.name) ? new Set() : display.allowedActions(agent);
     const base = "/api/agents/" + encodeURIComponent(agent.name) + "/";
     for (const button of root.querySelectorAll("button[data-action]")) {
       button.disabled = !allowed.has(button.dataset.action);
@@ -134,7 +84,7 @@
     const count = document.getElementById("agent-count");
     if (count) count.textContent = String(agents.length);
     if (agents.length === 0) {
-      tbody.innerHTML = '<tr class="empty"><td colspan="6">No agents.</td></tr>';
+      tbody.replaceChildren(document.getElementById("agent-empty-template").content.firstElementChild.cloneNode(true));
       return;
     }
     // Keep rows that still exist (a reason being chosen is not reset), add new ones, drop removed ones.
@@ -176,7 +126,7 @@
         showError("");
         loadErrorShown = false;
       }
-      setStatus("Live · updated " + agentFields({ state_since: Date.now() / 1000 }).since);
+      setStatus("Live · updated " + display.fmt(new Date().toISOString(), "time"));
     } catch (err) {
       setStatus("Live updates paused: " + err.message, true);
     }
@@ -204,7 +154,7 @@
       // Show what was asked at once; the live state (what Asterisk did) follows with the refresh.
       latest.set(name, Object.assign({}, latest.get(name) || {}, data.agent));
     } catch (err) {
-      showError(ACTION_LABELS[action] + " " + name + ": " + err.message);
+      showError(display.rules.agent_action_labels[action] + " " + name + ": " + err.message);
     } finally {
       busy.delete(name);
       renderOne(name);

@@ -4,7 +4,7 @@
 (function () {
   const LIVE_MS = 2000;
   const CASES_MS = 10000;
-  const STATE_LABELS = { ivr: "In IVR", queued: "Queued", ringing: "Ringing", connected: "Connected" };
+  const fmt = HotlineDisplay.fromPage().fmt;  // the server's display rules (display.js)
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const body = document.body;
 
@@ -15,30 +15,6 @@
       value = value[part];
     }
     return value === undefined ? null : value;
-  }
-
-  // Same rules as pages.fmt() on the server.
-  function fmt(value, kind) {
-    if (value === null || value === "" || (Array.isArray(value) && value.length === 0)) {
-      return kind === "notes" ? "" : "—";
-    }
-    if (kind === "list" && Array.isArray(value)) return value.join(" › ");
-    const text = String(value);
-    if (kind === "datetime" || kind === "time") {
-      const d = new Date(text);
-      if (Number.isNaN(d.getTime())) return text;
-      const two = (n) => String(n).padStart(2, "0");
-      const clock = two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
-      if (kind === "time") return clock;
-      return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " + clock;
-    }
-    if (kind === "state") return STATE_LABELS[text] || text;
-    if (kind === "seconds") {
-      const total = Math.floor(Number(value));
-      if (Number.isNaN(total)) return text;
-      return Math.floor(total / 60) + ":" + String(total % 60).padStart(2, "0");
-    }
-    return text;
   }
 
   function fill(root, data) {
@@ -91,7 +67,7 @@
     const count = document.getElementById("live-count");
     if (count) count.textContent = String(calls.length);
     if (calls.length === 0) {
-      tbody.innerHTML = '<tr class="empty"><td colspan="9">No calls in progress.</td></tr>';
+      tbody.replaceChildren(fromTemplate("live-empty-template"));
       return;
     }
     const rows = calls.map((call) => {
@@ -108,10 +84,7 @@
     if (!holder) return;
     if (!pop) {
       if (holder.querySelector(".pop") || !holder.textContent.trim()) {
-        const p = document.createElement("p");
-        p.className = "muted";
-        p.textContent = "No call connected to " + body.dataset.sipEndpoint + " right now.";
-        holder.replaceChildren(p);
+        holder.replaceChildren(fromTemplate("screen-pop-empty-template"));
       }
       return;
     }
