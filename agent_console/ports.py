@@ -1,27 +1,37 @@
 """What the console needs from the other domains (duck-typed; the real services are passed in)."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class CaseLike(Protocol):
     """A case: `.to_dict()` gives case_number, caller_number, category, priority, status, menu_path,
-    transcript, transcript_status, recording_path, source_ref, agent, notes, created_at, updated_at."""
+    transcript, transcript_status, recording_path, source_ref, agent, notes (the note texts, one per line),
+    created_at, updated_at."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class CaseEventLike(Protocol):
+    """One change of a case: `.to_dict()` gives id, case_number, at (ISO string), actor, kind, data."""
 
     def to_dict(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable
 class CasesService(Protocol):
-    """The cases domain; `get`/`update` raise a LookupError subclass (cases.CaseNotFound) for unknown numbers."""
+    """The cases domain; every method raises a LookupError subclass (cases.CaseNotFound) for unknown numbers."""
 
-    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[CaseLike]: ...
+    async def list_recent(self, limit: int = 50, status: str | None = None) -> Sequence[CaseLike]: ...
 
     async def get(self, case_number: str) -> CaseLike: ...
 
-    async def update(self, case_number: str, **fields: Any) -> CaseLike: ...
+    async def events(self, case_number: str) -> Sequence[CaseEventLike]: ...
+
+    async def add_note(self, case_number: str, text: str, *, actor: str) -> CaseLike: ...
 
 
 @runtime_checkable

@@ -311,17 +311,19 @@ async def api_cases(request: web.Request) -> web.Response:
 
 
 async def api_case(request: web.Request) -> web.Response:
-    """One case by number."""
+    """One case by number, with its history of events (oldest first)."""
     number = _case_number(request)
+    cases = _cases(request)
     try:
-        case = await _cases(request).get(number)
+        case = await cases.get(number)
+        events = await cases.events(number)
     except LookupError:
         return json_error(404, f"case {number} not found")
-    return ok({"case": case.to_dict()})
+    return ok({"case": case.to_dict(), "events": [e.to_dict() for e in events]})
 
 
 async def api_add_note(request: web.Request) -> web.StreamResponse:
-    """Append a note ('[time user] text') to a case's notes; body {"note": "..."} (JSON or form)."""
+    """Add a note ('[time user] text') to a case; body {"note": "..."} (JSON or form)."""
     account = current_account(request)
     number = _case_number(request)
     body = await _body(request)
@@ -331,12 +333,10 @@ async def api_add_note(request: web.Request) -> web.StreamResponse:
     note = " ".join(note.split())  # one line per note keeps the notes log readable
     if len(note) > pages.NOTE_MAX_LENGTH:
         raise web.HTTPBadRequest(reason=f"note: at most {pages.NOTE_MAX_LENGTH} characters")
-    cases = _cases(request)
+    stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
     try:
-        current = (await cases.get(number)).to_dict().get("notes") or ""
-        stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
-        entry = f"[{stamp} {account.username}] {note}"
-        updated = await cases.update(number, notes=f"{current.rstrip()}\n{entry}" if current.strip() else entry)
+        updated = await _cases(request).add_note(number, f"[{stamp} {account.username}] {note}",
+                                                 actor=account.username)
     except LookupError:
         return json_error(404, f"case {number} not found")
     log.info("note added to case %s by %s", number, account.username)

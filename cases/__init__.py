@@ -1,13 +1,31 @@
-"""The case domain: citizens' cases, their numbers and statuses (no knowledge of calls or telephony)."""
-from .model import Case, CaseNotFound, CaseStatus, CaseStoreError, NewCase, TranscriptStatus
+"""The case domain: citizens' cases, their statuses and allowed moves, and each case's history of events (no
+knowledge of calls or telephony)."""
+from .errors import CaseNotFound, CaseStoreError, CaseTransitionError
+from .events import ACTOR_IVR, ACTOR_SYSTEM, CaseEvent, CaseEventKind
+from .model import Case, NewCase
+from .statuses import (
+    ALLOWED_TRANSITIONS,
+    CaseStatus,
+    TranscriptStatus,
+    can_move,
+    check_transition,
+)
 from .store import CaseStore
 
 __all__ = [
+    "ACTOR_IVR",
+    "ACTOR_SYSTEM",
+    "ALLOWED_TRANSITIONS",
     "Case",
+    "CaseEvent",
+    "CaseEventKind",
     "CaseNotFound",
     "CaseStatus",
     "CaseStore",
     "CaseStoreError",
+    "CaseTransitionError",
     "NewCase",
     "TranscriptStatus",
+    "can_move",
+    "check_transition",
 ]

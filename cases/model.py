@@ -1,46 +1,19 @@
-"""Case value types, statuses and errors: what callers of the case store see."""
+"""Case value types and input checks: what callers of the case store see."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-
-class CaseStoreError(Exception):
-    """The case store refused a request; the message is one line naming what was wrong."""
-
-
-class CaseNotFound(CaseStoreError, LookupError):
-    """No case has the requested case number."""
-
-
-class CaseStatus(StrEnum):
-    """Where a case is in its life."""
-
-    NEW = "new"  # being collected in the IVR
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"  # an agent has it
-    ABANDONED_IN_IVR = "abandoned_in_ivr"
-    ABANDONED_IN_QUEUE = "abandoned_in_queue"
-    OPEN = "open"  # after the call, awaiting dispatch
-    CLOSED = "closed"
-
-
-class TranscriptStatus(StrEnum):
-    """Whether the caller's recorded description has been transcribed."""
-
-    NONE = "none"
-    PENDING = "pending"
-    DONE = "done"
-    FAILED = "failed"
-
+from .errors import CaseStoreError
+from .statuses import CaseStatus, TranscriptStatus
 
 _CATEGORY = re.compile(r"^[a-z][a-z_]{0,31}$")
 _MAX_SHORT = 64
 _MAX_SOURCE_REF = 255
 _MAX_MENU_STEPS = 32
+MAX_NOTE_LENGTH = 4000
 
 
 @dataclass
@@ -55,7 +28,8 @@ class NewCase:
 
 @dataclass(frozen=True)
 class Case:
-    """A stored citizen case (a snapshot; change it with CaseStore.update)."""
+    """A stored citizen case: the current snapshot (change it with CaseStore's named operations; its history is
+    CaseStore.events)."""
 
     id: int
     case_number: str
@@ -69,7 +43,7 @@ class Case:
     recording_path: str | None
     source_ref: str | None
     agent: str | None
-    notes: str | None
+    notes: str | None  # the texts of the case's note events, oldest first, one per line (None: no notes)
     created_at: datetime
     updated_at: datetime
 
@@ -159,13 +133,19 @@ def check_status(value: Any) -> CaseStatus:
         raise CaseStoreError(f"status must be one of {allowed}; got {value!r}") from None
 
 
-def check_transcript_status(value: Any) -> TranscriptStatus:
-    """One of TranscriptStatus (the enum or its string value)."""
-    try:
-        return TranscriptStatus(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in TranscriptStatus)
-        raise CaseStoreError(f"transcript_status must be one of {allowed}; got {value!r}") from None
+def check_note(value: Any) -> str:
+    """A note is a non-empty string of at most MAX_NOTE_LENGTH characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise CaseStoreError(f"note must be a non-empty string, got {value!r}")
+    if len(value) > MAX_NOTE_LENGTH:
+        raise CaseStoreError(f"note is longer than {MAX_NOTE_LENGTH} characters")
+    return value
+
+
+def clip_reason(value: Any) -> str:
+    """A reason the hotline gives itself (an error message): kept, but never longer than a note may be."""
+    text = str(value).strip() or "no reason given"
+    return text if len(text) <= MAX_NOTE_LENGTH else text[: MAX_NOTE_LENGTH - 1] + "…"
 
 
 def check_limit(value: Any, *, maximum: int = 1000) -> int:

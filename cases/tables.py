@@ -1,9 +1,10 @@
-"""SQLAlchemy tables of the case store (schema changes go through an Alembic revision in migrations/)."""
+"""SQLAlchemy tables of the case store (schema changes go through an Alembic revision in storage/migrations/)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage import Base, UTCDateTime
@@ -28,7 +29,6 @@ class CaseRow(Base):
     # Unique: one producer (e.g. one call) opens at most one case, which find_by_source relies on.
     source_ref: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     agent: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
@@ -37,6 +37,22 @@ class CaseRow(Base):
         Index("ix_cases_status_created_at", "status", "created_at"),
         Index("ix_cases_transcript_status_created_at", "transcript_status", "created_at"),
     )
+
+
+class CaseEventRow(Base):
+    """One change of a case, appended in the transaction that changed the case row (never updated or deleted)."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("cases.id"), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)  # a username, 'ivr' or 'system'
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+    # A case's history is read in order: by case, then by id (ids grow with time).
+    __table_args__ = (Index("ix_case_events_case_id_id", "case_id", "id"),)
 
 
 class CaseCounterRow(Base):

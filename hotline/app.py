@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_console import create_console_app
 from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
-from cases import CaseStatus, CaseStore, CaseStoreError
+from cases import CaseStore, CaseStoreError
 from identity import AccountStore
 from storage import create_engine_from_url, migrate_database
 from config import Settings
@@ -81,39 +81,6 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is reported as it was given
         return url
-
-
-class CaseCallObserver:
-    """Moves a case along as its call goes through the queue (queueing → cases, wired here)."""
-
-    def __init__(self, cases: CaseStore, end_hooks: list[Callable[[str], Awaitable[Any]]] | None = None) -> None:
-        self._cases = cases
-        # Called with the case number after a call ended (e.g. the whole-call transcription intake).
-        self._end_hooks = end_hooks if end_hooks is not None else []
-
-    async def call_queued(self, case_number: str, queue: str) -> None:
-        """The caller joined a queue."""
-        await self._cases.update(case_number, status=CaseStatus.QUEUED)
-
-    async def call_answered(self, case_number: str, agent: str) -> None:
-        """An agent answered: the case is theirs."""
-        await self._cases.update(case_number, status=CaseStatus.IN_PROGRESS, agent=agent)
-
-    async def call_ended(self, case_number: str, outcome: str) -> None:
-        """The call ended: answered calls leave an open case; abandoned ones say where."""
-        case = await self._cases.get(case_number)
-        if outcome == "abandoned_in_queue":
-            await self._cases.update(case_number, status=CaseStatus.ABANDONED_IN_QUEUE)
-        elif outcome == "abandoned_in_ivr":
-            if case.status == CaseStatus.NEW:
-                await self._cases.update(case_number, status=CaseStatus.ABANDONED_IN_IVR)
-        elif case.status in (CaseStatus.IN_PROGRESS, CaseStatus.QUEUED, CaseStatus.NEW):
-            await self._cases.update(case_number, status=CaseStatus.OPEN)
-        for hook in list(self._end_hooks):
-            try:
-                await hook(case_number)
-            except Exception:  # one hook failing must not stop the others or the call tracking
-                log.exception("case %s: call-end hook %r failed", case_number, hook)
 
 
 class HealthMonitor:
@@ -300,7 +267,9 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
     ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
                     action_timeout=settings.ami_action_timeout, ping_interval=settings.ami_ping_interval,
                     connect_timeout=settings.connect_timeout)
-    CallTracker(ami, app[LIVE_STATE], app[CALL_RECORDS], CaseCallObserver(app[CASES], app[CALL_END_HOOKS]))
+    # The case domain decides what each step of the call does to its case; the hooks run after its end.
+    end_hooks = app[CALL_END_HOOKS]
+    CallTracker(ami, app[LIVE_STATE], app[CALL_RECORDS], app[CASES], call_end_hooks=end_hooks)
     try:
         await ami.start()
     except AmiError as exc:

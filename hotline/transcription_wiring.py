@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from cases import CaseStore, TranscriptStatus
+from cases import ACTOR_SYSTEM, CaseStore
 from transcripts import JobKind, Recording, TranscriptionJob, TranscriptionJobStore, TranscriptionWorker
 
 log = logging.getLogger("hotline.transcripts")
@@ -48,7 +47,7 @@ class CallTranscriptIntake:
 
 
 class CaseTranscriptObserver:
-    """Reports finished jobs on the case: descriptions fill its transcript; failures are written in its notes."""
+    """Reports finished jobs on the case: descriptions fill its transcript; failures are noted on it."""
 
     def __init__(self, cases: CaseStore) -> None:
         self._cases = cases
@@ -57,16 +56,14 @@ class CaseTranscriptObserver:
         """A job's transcripts are stored."""
         if job.case_number and job.kind == JobKind.DESCRIPTION:
             text = " ".join(t["text"] for t in job.result or [] if t.get("text")).strip()
-            await self._cases.update(job.case_number, transcript=text, transcript_status=TranscriptStatus.DONE)
+            await self._cases.record_transcript(job.case_number, text)
 
     async def transcript_failed(self, job: TranscriptionJob) -> None:
         """A job failed for good: say so on the case (the recording is kept)."""
         if not job.case_number:
             return
-        fields: dict[str, Any] = {}
-        if job.kind == JobKind.DESCRIPTION:
-            fields["transcript_status"] = TranscriptStatus.FAILED
-        case = await self._cases.get(job.case_number)
         line = f"{job.kind.value} transcription failed after {job.attempts} attempt(s): {job.last_error}"
-        fields["notes"] = f"{case.notes}\n{line}" if case.notes else line
-        await self._cases.update(job.case_number, **fields)
+        if job.kind == JobKind.DESCRIPTION:
+            await self._cases.transcript_failed(job.case_number, line)  # noted on the case with its reason
+        else:
+            await self._cases.add_note(job.case_number, line, actor=ACTOR_SYSTEM)

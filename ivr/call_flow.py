@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cases import CaseStatus, NewCase, TranscriptStatus
+from cases import ACTOR_IVR, NewCase, TranscriptStatus
 from telephony import AgiHangup, AgiSession, agi_quote
 
 from .flow_model import (
@@ -140,8 +140,8 @@ class HotlineCallFlow:
         linkedid = agi.params.get("linkedid") \
             or await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         caller = agi.caller_number or "anonymous"
-        case = await self._cases.create(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
-                                                menu_path=[]))
+        case = await self._cases.open(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
+                                              menu_path=[]), actor=ACTOR_IVR)
         ctx = CallContext(agi=agi, linkedid=linkedid, caller=caller, case_number=case.case_number, flow=flow,
                           language=self._o.language if self._o.language in flow.document.languages
                           else flow.document.default_language)
@@ -167,7 +167,8 @@ class HotlineCallFlow:
         except AgiHangup:
             log.info("call %s: caller hung up in the IVR after %s", linkedid, ctx.path or "the welcome")
             await self._settle_transcript(ctx)
-            await self._cases.update(ctx.case_number, status=CaseStatus.ABANDONED_IN_IVR, menu_path=ctx.path)
+            await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
+            await self._cases.mark_abandoned_in_ivr(ctx.case_number, actor=ACTOR_IVR)
             await self._records.upsert(linkedid, ivr_path=ctx.path, outcome="abandoned_in_ivr")
             await self._keep_partial_recording(ctx)
 
@@ -202,8 +203,7 @@ class HotlineCallFlow:
         wav = self._o.recordings_dir / f"{ctx.case_number}.wav"
         if wav.exists() and wav.stat().st_size > 44:
             # The caller described the problem, then hung up: the description still becomes the case's.
-            await self._cases.update(ctx.case_number, recording_path=str(wav),
-                                     transcript_status=TranscriptStatus.PENDING)
+            await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
             await self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid)
 
     async def _key_press(self, ctx: CallContext, prompt: str, timeout_s: float, max_digits: int = 1) -> str:
@@ -300,7 +300,7 @@ class HotlineCallFlow:
         await ctx.agi.stream_file(ctx.prompt(node.prompt))
         base = self._o.recordings_dir / ctx.case_number
         wav = base.with_suffix(".wav")
-        await self._cases.update(ctx.case_number, recording_path=str(wav), transcript_status=TranscriptStatus.PENDING)
+        await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
         await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.PENDING.value)
         max_ms = self._o.record_max_ms if node.max_seconds is None else node.max_seconds * 1000
         silence = self._o.record_silence_s if node.silence_seconds is None else node.silence_seconds
@@ -312,8 +312,7 @@ class HotlineCallFlow:
             await self._step(ctx, "recorded")
         if not wav.exists():
             log.warning("case %s: Asterisk wrote no recording at %s", ctx.case_number, wav)
-            await self._cases.update(ctx.case_number, transcript_status=TranscriptStatus.FAILED, recording_path=None,
-                                     notes="no recording was made")
+            await self._cases.drop_recording(ctx.case_number, "no recording was made", actor=ACTOR_IVR)
             return node.next
         ctx.recording = wav
         if node.transcribe:
@@ -340,14 +339,13 @@ class HotlineCallFlow:
             log.warning("case %s: live transcription EAGI failed (%s)", ctx.case_number, result.line)
         if not wav.exists():
             log.warning("case %s: the live transcription wrote no recording at %s", ctx.case_number, wav)
-            await self._cases.update(ctx.case_number, transcript_status=TranscriptStatus.FAILED, recording_path=None,
-                                     notes="no recording was made")
+            await self._cases.drop_recording(ctx.case_number, "no recording was made", actor=ACTOR_IVR)
             return node.next
         ctx.recording = wav
         call = await self._live.get_call(ctx.linkedid) or {}
         text = (call.get("transcript") or "").strip()
         if text:
-            await self._cases.update(ctx.case_number, transcript=text, transcript_status=TranscriptStatus.DONE)
+            await self._cases.record_transcript(ctx.case_number, text, actor=ACTOR_IVR)
             await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.DONE.value)
         elif node.transcribe:
             # Nothing came live (websocket down, Redis away): the kept recording is transcribed as usual.
@@ -405,14 +403,15 @@ class HotlineCallFlow:
         return node.next
 
     async def _set(self, ctx: CallContext, node: SetNode) -> str | None:
-        fields: dict[str, Any] = {"menu_path": ctx.path}
         if node.category is not None:
             ctx.category = node.category
-            fields["category"] = node.category
         if node.priority is not None:
             ctx.priority = node.priority
-            fields["priority"] = node.priority
-        await self._cases.update(ctx.case_number, **fields)
+        if node.category is None and node.priority is None:
+            await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
+        else:
+            await self._cases.classify(ctx.case_number, category=node.category, priority=node.priority,
+                                       menu_path=ctx.path, actor=ACTOR_IVR)
         if node.category is not None:
             await self._live.update(ctx.linkedid, category=node.category)
         return node.next
@@ -443,7 +442,7 @@ class HotlineCallFlow:
             handover["HOTLINE_PROMPT"] = ctx.prompt(node.prompt)  # played by the dialplan, as for a queue node
         await ctx.agi.set_variables(handover)
         await self._step(ctx, f"transfer:{node.number}")
-        await self._cases.update(ctx.case_number, menu_path=ctx.path)
+        await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
         return None
 
@@ -462,13 +461,15 @@ class HotlineCallFlow:
                         priority=ctx.priority, queued_at=self._clock())
                 except ValueError as exc:  # e.g. an anonymous caller: nobody to call back
                     await self._step(ctx, "callback:refused")
-                    await self._cases.update(ctx.case_number, menu_path=ctx.path,
-                                             notes=f"callback could not be booked: {exc}")
+                    await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
+                    await self._cases.add_note(ctx.case_number, f"callback could not be booked: {exc}",
+                                               actor=ACTOR_IVR)
                     return node.declined
                 note = f"callback {booked.id} requested to {ctx.caller} (queue {queue})"
                 log.info("call %s: %s", ctx.linkedid, note)
             await self._step(ctx, "callback:yes")
-            await self._cases.update(ctx.case_number, menu_path=ctx.path, notes=note)
+            await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
+            await self._cases.add_note(ctx.case_number, note, actor=ACTOR_IVR)
             if node.accepted_prompt:
                 await ctx.agi.stream_file(ctx.prompt(node.accepted_prompt))
             return node.accepted
@@ -495,6 +496,6 @@ class HotlineCallFlow:
         if node.prompt:
             await ctx.agi.stream_file(ctx.prompt(node.prompt))
         await self._step(ctx, "hangup")
-        await self._cases.update(ctx.case_number, menu_path=ctx.path)
+        await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
         return None  # no HOTLINE_QUEUE: the dialplan hangs up

@@ -36,17 +36,16 @@ class TranscriptionService:
             # Nothing a retry can fix (empty or too short): say so on the case, keep the recording.
             self.failed += 1
             log.info("case %s: recording not transcribable: %s", case_number, exc)
-            await self._cases.update(case_number, transcript_status=TranscriptStatus.FAILED,
-                                     notes=f"transcription failed: {exc}")
+            await self._cases.transcript_failed(case_number, f"transcription failed: {exc}")
             if linkedid:
                 await self._live.update(linkedid, transcript_status=TranscriptStatus.FAILED.value)
             return None
         except (AsrError, TimeoutError, OSError) as exc:
             log.warning("case %s: transcription failed, will retry: %s", case_number, exc)
-            await self._cases.update(case_number, transcript_status=TranscriptStatus.PENDING)
+            await self._cases.transcript_pending(case_number)
             return None
         text = transcript.text.strip()
-        await self._cases.update(case_number, transcript=text, transcript_status=TranscriptStatus.DONE)
+        await self._cases.record_transcript(case_number, text)
         if linkedid:
             await self._live.update(linkedid, transcript=text, transcript_status=TranscriptStatus.DONE.value)
         self.transcribed += 1
@@ -62,14 +61,13 @@ class TranscriptionService:
             self._attempts[case.case_number] = attempts
             recording = Path(case.recording_path)
             if not recording.exists():
-                await self._cases.update(case.case_number, transcript_status=TranscriptStatus.FAILED,
-                                         notes=f"transcription failed: recording {recording} is missing")
+                await self._cases.transcript_failed(case.case_number,
+                                                    f"transcription failed: recording {recording} is missing")
                 continue
             tried += 1
             text = await self.transcribe_case(case.case_number, recording)
             if text is None and attempts >= self._max_attempts:
-                await self._cases.update(case.case_number, transcript_status=TranscriptStatus.FAILED,
-                                         notes=f"transcription failed after {attempts} attempts")
+                await self._cases.transcript_failed(case.case_number, f"transcription failed after {attempts} attempts")
                 log.error("case %s: transcription failed after %d attempts", case.case_number, attempts)
         return tried
 

@@ -2,7 +2,7 @@
 from .agents import (PAUSE_REASONS, Agent, AgentError, AgentNotApplied, AgentNotFound, AgentService, AgentStore, PjsipAgentProvisioner,
                      parse_skills)
 from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
-from .call_tracker import CallObserver, CallTracker
+from .call_tracker import CallEndHook, CallTracker, CaseProgress
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute
@@ -13,9 +13,9 @@ from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecord, CallRecordStore
 from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 
-__all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore", "CallObserver", "Callback", "CallbackDispatcher", "CallbackRoute",
+__all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore", "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute",
            "CallbackStore",
-           "CallRecord", "CallRecordStore", "CallTracker", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
+           "CallRecord", "CallRecordStore", "CallTracker", "CaseProgress", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
            "QueueConsole", "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState",
            "MaxWaitRecordingRoute", "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis",
            "parse_skills", "QueueWaitModel", "SpokenPrompts"]

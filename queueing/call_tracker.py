@@ -1,19 +1,26 @@
-"""Turns AMI queue and channel events into live call state, call detail records and case updates."""
+"""Turns AMI queue and channel events into live call state, call detail records and the case operations of
+the call's progress."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
-class CallObserver(Protocol):
-    """What the rest of the hotline wants to hear about a tracked call (the composition root implements it)."""
+class CaseProgress(Protocol):
+    """The case operations a tracked call drives (cases.CaseStore in the hotline); the case domain decides
+    what each does to the case's status."""
 
-    async def call_queued(self, case_number: str, queue: str) -> None: ...
-    async def call_answered(self, case_number: str, agent: str) -> None: ...
-    async def call_ended(self, case_number: str, outcome: str) -> None: ...
+    async def mark_queued(self, case_number: str, queue: str) -> object: ...
+    async def assign_agent(self, case_number: str, agent: str) -> object: ...
+    async def end_call(self, case_number: str, outcome: str) -> object: ...
+
+
+# Called with the case number after the case has heard of its call's end (the whole-call transcription intake).
+CallEndHook = Callable[[str], Awaitable[object]]
 
 
 class EventSource(Protocol):
@@ -42,11 +49,14 @@ def _member_name(event: Any) -> str | None:
 class CallTracker:
     """Follows each hotline call (by linkedid) from the IVR through the queue to its hang-up."""
 
-    def __init__(self, ami: EventSource, live: Any, records: Any, observer: CallObserver) -> None:
+    def __init__(self, ami: EventSource, live: Any, records: Any, cases: CaseProgress,
+                 call_end_hooks: Sequence[CallEndHook] = ()) -> None:
+        # call_end_hooks is read on each call's end, so hooks added to the given list later still run.
         self._ami = ami
         self._live = live
         self._records = records
-        self._observer = observer
+        self._cases = cases
+        self._end_hooks = call_end_hooks
         self.rebuilds = 0
         for name, handler in (
             ("QueueCallerJoin", self._on_join),
@@ -82,7 +92,7 @@ class CallTracker:
                                 queued_at=queued_at)
         await self._records.upsert(linkedid, queue=queue, outcome="queued")
         if call.get("case_number"):
-            await self._observer.call_queued(call["case_number"], queue)
+            await self._cases.mark_queued(call["case_number"], queue)
 
     async def _on_agent_called(self, event: Any) -> None:
         tracked = await self._tracked(event)
@@ -109,7 +119,7 @@ class CallTracker:
         await self._records.upsert(linkedid, agent=agent, queue_wait_seconds=wait, answered_at=now,
                                    outcome="answered")
         if call.get("case_number") and agent:
-            await self._observer.call_answered(call["case_number"], agent)
+            await self._cases.assign_agent(call["case_number"], agent)
 
     async def _on_complete(self, event: Any) -> None:
         linkedid = str(event.get("Linkedid") or "")
@@ -154,7 +164,18 @@ class CallTracker:
         await self._records.upsert(linkedid, hangup_cause=cause, ended_at=now, outcome=outcome or "completed")
         await self._live.end_call(linkedid, hangup_cause=cause, outcome=outcome)
         if call.get("case_number"):
-            await self._observer.call_ended(call["case_number"], outcome or "completed")
+            await self._case_call_ended(str(call["case_number"]), outcome or "completed")
+
+    async def _case_call_ended(self, case_number: str, outcome: str) -> None:
+        try:
+            await self._cases.end_call(case_number, outcome)
+        except Exception:  # the hooks still run: the call's recordings are kept whatever the case said
+            log.exception("case %s: recording the end of its call (%s) failed", case_number, outcome)
+        for hook in list(self._end_hooks):
+            try:
+                await hook(case_number)
+            except Exception:  # one hook failing must not stop the others or the call tracking
+                log.exception("case %s: call-end hook %r failed", case_number, hook)
 
     async def rebuild(self) -> None:
         """After (re)connecting, make live state match Asterisk: end calls whose channels are gone, refresh queues."""

@@ -1,7 +1,7 @@
 """`on_max_wait: record`: at the maximum wait the caller describes the complaint; the case keeps the recording.
 
-The recording goes through the IVR's TranscriptionService (case transcript_status 'pending' first, so a transcript
-that does not finish, e.g. on a restart, is retried from the case row)."""
+The recording goes through the IVR's TranscriptionService (attached to the case first, which makes its transcript
+'pending', so a transcript that does not finish, e.g. on a restart, is retried from the case row)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cases import TranscriptStatus
+from cases import ACTOR_IVR
 from telephony import AgiHangup
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,11 @@ class MaxWaitRecordingRoute:
             log.warning("case %s: nothing recorded at the maximum wait", case_number)
             return
         if case is not None and case.recording_path:
-            # The IVR recording (and its transcript) stays the case's; this one is named in the notes.
-            note = f"described again at the maximum queue wait: {wav}"
-            await self._cases.update(case_number, notes=f"{case.notes}\n{note}" if case.notes else note)
+            # The IVR recording (and its transcript) stays the case's; this one is named in a note.
+            await self._cases.add_note(case_number, f"described again at the maximum queue wait: {wav}",
+                                       actor=ACTOR_IVR)
         else:
-            await self._cases.update(case_number, recording_path=str(wav),
-                                     transcript_status=TranscriptStatus.PENDING)
+            await self._cases.attach_recording(case_number, str(wav), actor=ACTOR_IVR)
         await self._live.update(linkedid, state="recorded_at_max_wait", max_wait_recording=str(wav))
         log.info("case %s: caller described the complaint at the maximum wait (%s)", case_number, wav)
         if not hung_up:

@@ -70,17 +70,57 @@ class FakeAgi:
 
 
 class FakeCases:
+    """The case operations the flow engine calls, kept as dicts (the domain's own rules: tests/test_cases.py)."""
+
     def __init__(self) -> None:
         self.cases: dict[str, dict[str, Any]] = {}
+        self.actors: list[str] = []
 
-    async def create(self, new: Any) -> Any:
+    async def open(self, new: Any, *, actor: str) -> Any:
         number = f"26112900{len(self.cases) + 1:02d}"
         self.cases[number] = {"case_number": number, "status": CaseStatus.NEW, "menu_path": [], "category": new.category,
                               "transcript_status": "none", "recording_path": None, "notes": None, "transcript": None}
+        self.actors.append(actor)
         return type("C", (), {"case_number": number})()
 
-    async def update(self, case_number: str, **fields: Any) -> None:
+    def _change(self, case_number: str, actor: str, **fields: Any) -> None:
         self.cases[case_number].update(fields)
+        self.actors.append(actor)
+
+    def _note(self, case_number: str, text: str) -> str:
+        notes = self.cases[case_number]["notes"]
+        return f"{notes}\n{text}" if notes else text
+
+    async def classify(self, case_number: str, *, category: str | None = None, priority: int | None = None,
+                       menu_path: list[str] | None = None, actor: str = "system") -> None:
+        fields = {"category": category, "priority": priority, "menu_path": menu_path}
+        self._change(case_number, actor, **{k: v for k, v in fields.items() if v is not None})
+
+    async def record_menu_path(self, case_number: str, menu_path: list[str], *, actor: str = "system") -> None:
+        self._change(case_number, actor, menu_path=list(menu_path))
+
+    async def attach_recording(self, case_number: str, recording_path: str, *, actor: str = "system") -> None:
+        self._change(case_number, actor, recording_path=recording_path, transcript_status="pending")
+
+    async def drop_recording(self, case_number: str, reason: str, *, actor: str = "system") -> None:
+        self._change(case_number, actor, recording_path=None, transcript_status="failed",
+                     notes=self._note(case_number, reason))
+
+    async def transcript_pending(self, case_number: str, *, actor: str = "system") -> None:
+        self._change(case_number, actor, transcript_status="pending")
+
+    async def record_transcript(self, case_number: str, text: str, *, actor: str = "system") -> None:
+        self._change(case_number, actor, transcript=text, transcript_status="done")
+
+    async def transcript_failed(self, case_number: str, reason: str, *, actor: str = "system") -> None:
+        self._change(case_number, actor, transcript_status="failed", notes=self._note(case_number, reason))
+
+    async def add_note(self, case_number: str, text: str, *, actor: str) -> None:
+        self._change(case_number, actor, notes=self._note(case_number, text))
+
+    async def mark_abandoned_in_ivr(self, case_number: str, *, actor: str = "system") -> None:
+        if self.cases[case_number]["status"] == CaseStatus.NEW:  # as the domain: only a case still being collected
+            self._change(case_number, actor, status=CaseStatus.ABANDONED_IN_IVR)
 
     async def list_pending_transcripts(self) -> list[Any]:
         return [type("C", (), c)() for c in self.cases.values() if c["transcript_status"] == "pending"]
@@ -136,6 +176,7 @@ async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path) -> None:
     assert case["category"] == "operator"
     assert agi.variables["HOTLINE_QUEUE"] == "operator"
     assert agi.log.count("menu") == 3
+    assert set(cases.actors) == {"ivr"}  # every change the IVR makes is the IVR's in the case's history
 
 
 async def test_complaint_transcribed_before_queueing(tmp_path: Path, wav: Path) -> None:

@@ -49,18 +49,23 @@ class FakeRecords:
         return self.get_sync(linkedid)
 
 
-class FakeObserver:
-    def __init__(self) -> None:
+class FakeCaseProgress:
+    """Records the case operations the tracker calls (the case domain decides what they do)."""
+
+    def __init__(self, fail_end: bool = False) -> None:
         self.calls: list[tuple[str, ...]] = []
+        self.fail_end = fail_end
 
-    async def call_queued(self, case_number: str, queue: str) -> None:
-        self.calls.append(("queued", case_number, queue))
+    async def mark_queued(self, case_number: str, queue: str) -> None:
+        self.calls.append(("mark_queued", case_number, queue))
 
-    async def call_answered(self, case_number: str, agent: str) -> None:
-        self.calls.append(("answered", case_number, agent))
+    async def assign_agent(self, case_number: str, agent: str) -> None:
+        self.calls.append(("assign_agent", case_number, agent))
 
-    async def call_ended(self, case_number: str, outcome: str) -> None:
-        self.calls.append(("ended", case_number, outcome))
+    async def end_call(self, case_number: str, outcome: str) -> None:
+        self.calls.append(("end_call", case_number, outcome))
+        if self.fail_end:
+            raise RuntimeError("database away")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -85,7 +90,7 @@ pytestmark = pytest.mark.redis
 
 
 async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
     CallTracker(ami, live, records, observer)
     await live.start_call("L1", caller_number="0101", channel_uniqueid="L1", case_number="2611290001")
     await records.upsert("L1", outcome="in_ivr")
@@ -104,12 +109,12 @@ async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
     row = records.rows["L1"]
     assert row["agent"] == "agent1" and row["queue"] == "complaints" and row["talk_seconds"] == 33.0
     assert row["hangup_cause"] == "16 Normal Clearing" and row["outcome"] == "completed"
-    assert observer.calls == [("queued", "2611290001", "complaints"), ("answered", "2611290001", "agent1"),
-                              ("ended", "2611290001", "completed")]
+    assert observer.calls == [("mark_queued", "2611290001", "complaints"), ("assign_agent", "2611290001", "agent1"),
+                              ("end_call", "2611290001", "completed")]
 
 
 async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState) -> None:
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
     CallTracker(ami, live, records, observer)
     await ami.emit(Event="QueueCallerJoin", Linkedid="stranger", Queue="operator", Position="1")
     assert await live.get_call("stranger") is None and records.rows == {}
@@ -119,12 +124,12 @@ async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState)
     await ami.emit(Event="Hangup", Linkedid="L3", Uniqueid="L3", Cause="16")
     assert records.rows["L3"]["outcome"] == "abandoned_in_queue"
     assert records.rows["L3"]["queue_wait_seconds"] == 12.0
-    assert observer.calls[-1] == ("ended", "2611290003", "abandoned_in_queue")
+    assert observer.calls[-1] == ("end_call", "2611290003", "abandoned_in_queue")
 
 
 async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallState) -> None:
     """Calls that ended while AMI was down are closed; calls still waiting get their queue position back."""
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeObserver()
+    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
     tracker = CallTracker(ami, live, records, observer)
     await live.start_call("gone", channel_uniqueid="gone", case_number="2611290010")
     await live.start_call("waiting", channel_uniqueid="waiting", case_number="2611290011")
@@ -140,7 +145,30 @@ async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallS
     gone = await live.get_call("gone")
     assert gone["state"] == "ended" and "disconnected" in gone["hangup_cause"]
     assert records.rows["gone"]["outcome"] == "abandoned_in_ivr"
-    assert ("ended", "2611290010", "abandoned_in_ivr") in observer.calls
+    assert ("end_call", "2611290010", "abandoned_in_ivr") in observer.calls
+
+
+async def test_call_end_hooks_run_after_the_case_heard_of_the_end(live: LiveCallState) -> None:
+    """Hooks added to the list after the tracker was built run too, each even when another (or the case) fails."""
+    ami, records = FakeAmi(), FakeRecords()
+    cases = FakeCaseProgress(fail_end=True)
+    hooks: list[Any] = []
+    CallTracker(ami, live, records, cases, call_end_hooks=hooks)
+    ran: list[tuple[str, str, int]] = []  # (hook, case, case operations seen by then)
+
+    async def failing_hook(case_number: str) -> None:
+        ran.append(("failing", case_number, len(cases.calls)))
+        raise RuntimeError("hook broke")
+
+    async def intake(case_number: str) -> None:
+        ran.append(("intake", case_number, len(cases.calls)))
+
+    hooks.extend([failing_hook, intake])
+    await live.start_call("L5", channel_uniqueid="L5", case_number="2611290005")
+    await ami.emit(Event="Hangup", Linkedid="L5", Uniqueid="L5", Cause="16")
+    assert cases.calls == [("end_call", "2611290005", "abandoned_in_ivr")]
+    assert ran == [("failing", "2611290005", 1), ("intake", "2611290005", 1)]
+    assert "L5" not in await live.live_ids()
 
 
 async def test_live_state_survives_redis_errors_without_failing_the_call() -> None:

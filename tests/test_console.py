@@ -58,9 +58,24 @@ class FakeCase:
         return data
 
 
+@dataclass
+class FakeEvent:
+    id: int
+    case_number: str
+    at: str
+    actor: str
+    kind: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class FakeCases:
     def __init__(self, *cases: FakeCase) -> None:
         self.cases = {c.case_number: c for c in cases}
+        self.history: dict[str, list[FakeEvent]] = {}
+        self.note_limit = 4000
 
     async def list_recent(self, limit: int = 50, status: str | None = None) -> list[FakeCase]:
         if status is not None and status not in {"new", "in_progress", "open", "closed"}:
@@ -74,12 +89,19 @@ class FakeCases:
         except KeyError:
             raise FakeCaseNotFound(f"no case with number {case_number!r}") from None
 
-    async def update(self, case_number: str, **fields: Any) -> FakeCase:
+    async def events(self, case_number: str) -> list[FakeEvent]:
+        await self.get(case_number)
+        return list(self.history.get(case_number, []))
+
+    async def add_note(self, case_number: str, text: str, *, actor: str) -> FakeCase:
         case = await self.get(case_number)
-        if len(fields.get("notes") or "") > 20_000:
-            raise FakeCaseRefused("notes is longer than 20000 characters")
-        case = replace(case, **fields, updated_at=datetime.now(timezone.utc))
+        if len(text) > self.note_limit:
+            raise FakeCaseRefused(f"note is longer than {self.note_limit} characters")
+        now = datetime.now(timezone.utc)
+        case = replace(case, notes=f"{case.notes}\n{text}" if case.notes else text, updated_at=now)
         self.cases[case_number] = case
+        history = self.history.setdefault(case_number, [])
+        history.append(FakeEvent(len(history) + 1, case_number, now.isoformat(), actor, "note", {"text": text}))
         return case
 
 
@@ -502,7 +524,11 @@ async def test_add_notes_to_a_case(console: Console) -> None:
     resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Crew on site"}, headers=headers)
     lines = (await resp.json())["case"]["notes"].splitlines()
     assert len(lines) == 2 and lines[1].endswith("agent1] Crew on site")
-    assert (await (await console.client.get("/api/cases/2611290001")).json())["case"]["notes"].count("\n") == 1
+    detail = await (await console.client.get("/api/cases/2611290001")).json()
+    assert detail["case"]["notes"].count("\n") == 1
+    # Each note is an event of the case, by the agent who wrote it.
+    assert [(e["kind"], e["actor"]) for e in detail["events"]] == [("note", "agent1"), ("note", "agent1")]
+    assert [e["data"]["text"] for e in detail["events"]] == lines
 
     resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "  "}, headers=headers)
     assert resp.status == 400 and (await resp.json())["error"].startswith("note:")
@@ -521,10 +547,10 @@ async def test_add_notes_to_a_case(console: Console) -> None:
     assert resp.status == 303 and resp.headers["Location"] == "/#case-2611290002"
     assert console.cases.cases["2611290002"].notes.endswith("agent1] Form note")
 
-    # The domain refusing the update (notes too long) is the caller's fault: 400, not 500.
-    console.cases.cases["2611290002"].notes = "x" * 19_990
+    # The domain refusing the note is the caller's fault: 400, not 500.
+    console.cases.note_limit = 20
     resp = await console.client.post("/api/cases/2611290002/notes", json={"note": "one more"}, headers=headers)
-    assert resp.status == 400 and (await resp.json()) == {"error": "notes is longer than 20000 characters"}
+    assert resp.status == 400 and (await resp.json()) == {"error": "note is longer than 20 characters"}
 
 
 async def test_case_api(console: Console) -> None:

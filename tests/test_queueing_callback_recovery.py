@@ -411,8 +411,8 @@ class Records:
         pass
 
 
-class Observer:
-    async def call_queued(self, case_number: str, queue: str) -> None:
+class CaseProgress:
+    async def mark_queued(self, case_number: str, queue: str) -> None:
         pass
 
 
@@ -422,7 +422,7 @@ async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
     calls = LiveCalls({"case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
                        "requeue_queue": "inquiries", "requeue_queued_at": first_join})
     waiting, metrics = WaitingState(), Metrics()
-    CallTracker(ami, calls, Records(), Observer())  # type: ignore[arg-type]
+    CallTracker(ami, calls, Records(), CaseProgress())  # type: ignore[arg-type]
     QueueEventTracker(ami, waiting, metrics, calls, queues=["inquiries"], wrapup_seconds={})  # type: ignore[arg-type]
     waiting.entries["inquiries"] = {"400.1": {"uniqueid": "400.1", "position": 1, "joined_at": "x"},
                                     "400.2": {"uniqueid": "400.2", "position": 2, "joined_at": "y"}}

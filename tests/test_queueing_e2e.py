@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from cases import CaseStatus, CaseStore, NewCase
+from cases import CaseStore, NewCase
 from storage import create_engine_from_url
 from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
@@ -207,9 +207,9 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     await probe.agents_cli("logout", "agent3")
     await probe.until(lambda: _state_is(probe, "agent3", "logged_out"), what="agent3 logged out")
     repeat = "01055502003"
-    earlier = await probe.cases.create(NewCase(caller_number=repeat, category="inquiry", source_ref=None,
-                                               menu_path=["2"]))
-    await probe.cases.update(earlier.case_number, status=CaseStatus.OPEN)
+    earlier = await probe.cases.open(NewCase(caller_number=repeat, category="inquiry", source_ref=None,
+                                             menu_path=["2"]), actor="ivr")
+    await probe.cases.end_call(earlier.case_number, "completed")  # the earlier call was heard: the case is open
     log_start = len(probe.asterisk_log())
     sip_port = probe.settings.sip_port
     first = "01055502002"

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from cases import (
+    CaseEventKind,
     CaseStore,
     NewCase,
     TranscriptStatus,
@@ -94,7 +95,7 @@ def test_settings_accept_record_as_on_max_wait() -> None:
 
 async def test_case_without_recording_keeps_the_max_wait_description_and_transcribes_it(
         cases: CaseStore, tmp_path: Path) -> None:
-    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]))
+    case = await cases.open(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]), actor="ivr")
     transcription = FakeTranscription()
     route = _route(cases, tmp_path, transcription)
     agi = FakeAgi({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
@@ -110,7 +111,7 @@ async def test_case_without_recording_keeps_the_max_wait_description_and_transcr
 
 
 async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, tmp_path: Path) -> None:
-    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry"))
+    case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
     transcription = FakeTranscription()
     agi = FakeAgi({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
     await _route(cases, tmp_path, transcription).handle(agi)
@@ -119,14 +120,15 @@ async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, tmp
 
 
 async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseStore, tmp_path: Path) -> None:
-    case = await cases.create(NewCase(caller_number="01055504201", category="complaint", menu_path=["1"]))
-    await cases.update(case.case_number, recording_path="/rec/ivr.wav", transcript="버스",
-                       transcript_status=TranscriptStatus.DONE)
+    case = await cases.open(NewCase(caller_number="01055504201", category="complaint", menu_path=["1"]), actor="ivr")
+    await cases.attach_recording(case.case_number, "/rec/ivr.wav", actor="ivr")
+    await cases.record_transcript(case.case_number, "버스")
     transcription = FakeTranscription()
     await _route(cases, tmp_path, transcription).handle(FakeAgi({"HOTLINE_CASE": case.case_number}))
     stored = await cases.get(case.case_number)
     assert stored.recording_path == "/rec/ivr.wav" and stored.transcript == "버스"
     assert f"{case.case_number}-maxwait.wav" in (stored.notes or "")
+    assert [e.kind for e in await cases.events(case.case_number)][-1] == CaseEventKind.NOTE
     assert transcription.calls == []
 
 
@@ -136,7 +138,7 @@ async def test_silence_or_no_case_records_nothing(cases: CaseStore, tmp_path: Pa
     no_case = FakeAgi({})
     await route.handle(no_case)
     assert no_case.variables["HOTLINE_MAXWAIT_RECORDED"] == "none" and no_case.recorded == []
-    case = await cases.create(NewCase(caller_number="01055504201", category="inquiry"))
+    case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
     await route.handle(FakeAgi({"HOTLINE_CASE": case.case_number}, spoken=0))
     assert (await cases.get(case.case_number)).recording_path is None and transcription.calls == []
 
