@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from cases import CaseStore, TranscriptStatus
-from transcripts import (DescriptionTranscripts, JobKind, Recording, TranscriptionJob, TranscriptionJobStore,
-                         TranscriptionWorker, job_text)
+from transcripts import (
+    DescriptionTranscripts,
+    JobKind,
+    Recording,
+    TranscriptionJob,
+    TranscriptionJobStore,
+    TranscriptionWorker,
+    job_text,
+)
 
 log = logging.getLogger("hotline.transcripts")
 

@@ -5,7 +5,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import JobKind, JobStatus, Recording, TranscriptionJob, TranscriptionJobStore
+from .store import (
+    JobKind,
+    JobStatus,
+    Recording,
+    TranscriptionJob,
+    TranscriptionJobStore,
+)
 from .worker import TranscriptionWorker
 
 
