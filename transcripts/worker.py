@@ -138,6 +138,10 @@ class TranscriptionWorker:
         except (AsrError, TimeoutError, OSError) as exc:
             await self._failed(job, str(exc) or type(exc).__name__, retry_in=self._retry_delay)
             return
+        except Exception as exc:  # a bug, not the audio: counted as an attempt, so it cannot loop forever
+            log.exception("transcription job %s: unexpected error", job.job_key)
+            await self._failed(job, f"{type(exc).__name__}: {exc}", retry_in=self._retry_delay)
+            return
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
