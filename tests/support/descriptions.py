@@ -5,12 +5,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
 
 from hotline.transcription_wiring import CaseTranscriptObserver
 from storage import create_engine_from_url, migrate_database
-from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
+from transcripts import (
+    DescriptionTranscripts,
+    TranscriptionJobStore,
+    TranscriptionWorker,
+)
 from transcripts.tables import TranscriptionJobRow
+
+job_table = cast(Table, TranscriptionJobRow.__table__)
 
 
 @dataclass
@@ -57,7 +65,7 @@ async def description_pipelines(db_url: str, *, migrate: bool = False) -> AsyncI
     try:
         if not migrate:
             async with engine.begin() as conn:
-                await conn.run_sync(lambda sync: TranscriptionJobRow.__table__.create(sync, checkfirst=True))
+                await conn.run_sync(lambda sync: job_table.create(sync, checkfirst=True))
         pipelines = DescriptionPipelines(TranscriptionJobStore(engine))
         try:
             yield pipelines
