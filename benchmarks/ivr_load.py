@@ -175,8 +175,17 @@ def _time_round_trips(agi: Any, samples: list[float]) -> Any:
     return agi
 
 
+def _no_descriptions(work: Path) -> Any:
+    """The bench flow records nothing: a description pipeline that is never asked (its database is never opened)."""
+    from storage import create_engine_from_url
+    from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
+
+    jobs = TranscriptionJobStore(create_engine_from_url(f"sqlite+aiosqlite:///{work / 'jobs.db'}"))
+    return DescriptionTranscripts(jobs, TranscriptionWorker(jobs, None, None))  # type: ignore[arg-type]
+
+
 async def _bridge(flow_file: Path, stats_file: Path, loop_kind: str) -> int:
-    from ivr import FlowPrompts, FlowValidator, HotlineCallFlow, IvrOptions, TranscriptionService, compile_flow
+    from ivr import FlowPrompts, FlowValidator, HotlineCallFlow, IvrOptions, compile_flow
     from telephony import FastAgiServer
 
     memory = _Memory()
@@ -190,7 +199,7 @@ async def _bridge(flow_file: Path, stats_file: Path, loop_kind: str) -> int:
 
     flow = HotlineCallFlow(options=IvrOptions(recordings_dir=flow_file.parent / "rec"), flows=Source(),
                            cases=memory, records=memory, live=memory,
-                           transcription=TranscriptionService(None, memory, memory))
+                           descriptions=_no_descriptions(flow_file.parent))
     samples: list[float] = []
     peak = {"live": 0, "rss_kb": 0}
     live = {"n": 0}

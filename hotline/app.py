@@ -27,7 +27,7 @@ from storage import create_engine_from_url, migrate_database
 from config import Settings
 from agent_console.flow_views import FLOW_ADMIN
 from config.settings import PROJECT_ROOT
-from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, TranscriptionService, load_prompt_sets
+from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, load_prompt_sets
 from ivr.live_transcript import REDIS_URL_ENV as LIVE_TRANSCRIPT_REDIS_ENV
 from ivr.prompts import synthesize_speech
 from ivr.flow_service import FlowServices
@@ -36,9 +36,9 @@ from queueing import CallRecordStore, CallTracker, LiveCallState, connect_redis
 from queueing import (AgentService, AgentStore, CallbackDispatcher, CallbackRoute, CallbackStore,
                       PjsipAgentProvisioner, PriorityPolicy, QueueConsole, QueueEntryRoute, QueueEventTracker,
                       QueueLiveState, QueueMetricsStore, QueueTimeoutRoute)
-from transcripts import TranscriptionJobStore, TranscriptionWorker
+from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
 
-from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver
+from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver, queue_pending_descriptions
 from queueing import MaxWaitRecordingRoute, QueueWaitAnnouncer, SpokenPrompts, WaitEstimator
 from telephony import (AgiError, AmiActionFailed, AmiClient, AmiError, AsteriskConfig, AsteriskProcess,
                        AsteriskStartError, FastAgiServer, render_asterisk_config)
@@ -61,7 +61,7 @@ AMI = web.AppKey("ami", AmiClient)
 ASR = web.AppKey("asr", SpeechRecognizer)
 FASTAGI = web.AppKey("fastagi", FastAgiServer)
 CALL_FLOW = web.AppKey("call_flow", HotlineCallFlow)
-TRANSCRIPTION = web.AppKey("transcription", TranscriptionService)
+DESCRIPTIONS = web.AppKey("descriptions", DescriptionTranscripts)
 # ASR (issue 4): websocket service, durable transcription jobs, hooks run when a call ends.
 ASR_WS = web.AppKey("asr_ws", VoskWebsocketServer)
 TRANSCRIPT_JOB_STORE = web.AppKey("transcript_job_store", TranscriptionJobStore)
@@ -161,12 +161,13 @@ def build_app(settings: Settings) -> web.Application:
                                      prefix=settings.redis_key_prefix)
     app[METRICS_TOKEN] = settings.metrics_token
     app[CALLBACKS] = CallbackStore(engine)
+    # The transcription worker starts before calls are taken (the IVR queues descriptions) and stops after.
     app.cleanup_ctx.extend([database_ctx, redis_ctx, agents_ctx, asr_ctx, asterisk_ctx, ami_ctx, queueing_ctx,
-                            fastagi_ctx])
+                            transcription_jobs_ctx, fastagi_ctx])
     app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
     app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
     app[CALL_END_HOOKS] = []
-    app.cleanup_ctx.extend([asr_ws_ctx, transcription_jobs_ctx])  # issue 4; after the database and the model
+    app.cleanup_ctx.append(asr_ws_ctx)
     return app
 
 
@@ -283,7 +284,7 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Prepare prompts, start the FastAGI server running the call flow, and the transcription retries."""
+    """Prepare prompts and start the FastAGI server running the call flow."""
     settings = app[SETTINGS]
     flows = app[FLOWS]
     flows.models.attach_default(app[ASR])
@@ -298,8 +299,6 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     for problem in await flows.router.check(routes):  # ivr flows: every number's flow, loaded now
         log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    transcription = TranscriptionService(app[ASR], app[CASES], app[LIVE_STATE],
-                                         grammar=settings.complaint_grammar or None)
     flow = HotlineCallFlow(
         options=IvrOptions(
             recordings_dir=settings.recordings_dir,
@@ -312,7 +311,7 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
             live_transcript_command=live_transcript_command(settings),  # issue 4: record nodes with mode: stream
         ),
         flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
-        cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], transcription=transcription,
+        cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS],
         # queueing: callback nodes book durable requests, dialed like the queue key's (first queue if none named)
         callbacks=app[CALLBACKS], callback_queue=settings.queues[0].name if settings.queues else None,
     )
@@ -331,7 +330,7 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
     try:
         maxwait_record = MaxWaitRecordingRoute(
-            app[CASES], transcription, app[LIVE_STATE], recordings_dir=settings.recordings_dir,
+            app[CASES], app[DESCRIPTIONS], app[LIVE_STATE], recordings_dir=settings.recordings_dir,
             prompts_dir=settings.prompts_dir, voice=prompt_set.voice if prompt_set else "",
             texts=prompt_set.texts if prompt_set else {}, synthesize=synthesize_speech,
             record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
@@ -344,13 +343,9 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
         raise HotlineStartError(str(exc)) from None
     app[FASTAGI] = server
     app[CALL_FLOW] = flow
-    app[TRANSCRIPTION] = transcription
-    retries = asyncio.create_task(transcription.run_retries(), name="transcription-retries")
     try:
         yield
     finally:
-        retries.cancel()
-        await asyncio.gather(retries, return_exceptions=True)
         await server.close()
         await flow.aclose()
         flows.models.close()
@@ -480,15 +475,21 @@ async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run the durable transcription worker; enqueue each ended call's MixMonitor recordings."""
+    """Run the durable transcription worker: callers' descriptions, and each ended call's MixMonitor recordings."""
     settings = app[SETTINGS]
     calls_dir = settings.recordings_dir / "calls"
     calls_dir.mkdir(parents=True, exist_ok=True)
     worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR], CaseTranscriptObserver(app[CASES]),
                                  concurrency=settings.asr_job_workers)
     intake = CallTranscriptIntake(app[TRANSCRIPT_JOB_STORE], worker, calls_dir)
+    descriptions = DescriptionTranscripts(app[TRANSCRIPT_JOB_STORE], worker, grammar=settings.complaint_grammar)
     app[TRANSCRIPTION_WORKER] = worker
+    app[DESCRIPTIONS] = descriptions
     app[CALL_END_HOOKS].append(intake.call_ended)
+    try:
+        await queue_pending_descriptions(app[CASES], descriptions)
+    except Exception:  # the cases stay 'pending' and are queued at the next start; calls can still be taken
+        log.exception("queueing pending descriptions for transcription failed")
     task = asyncio.create_task(worker.run(), name="transcription-worker")
     try:
         yield

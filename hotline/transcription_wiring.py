@@ -1,5 +1,8 @@
 """Wiring of durable transcription jobs into calls and cases (part of the composition root).
 
+A caller's recorded description (the IVR's record node, or ``on_max_wait: record``) is queued as a
+``description`` job by ``transcripts.DescriptionTranscripts``; the call waits a bounded time for it.
+
 The dialplan (context ``hotline-call-recording``) runs MixMonitor on the citizen's channel before
 Queue, writing ``<recordings_dir>/calls/<case>-citizen.wav`` (what the citizen said, MixMonitor r())
 and ``<case>-agent.wav`` (what the citizen heard, t()). When the call ends, the job that transcribes
@@ -11,7 +14,15 @@ import logging
 from pathlib import Path
 
 from cases import ACTOR_SYSTEM, CaseStore
-from transcripts import JobKind, Recording, TranscriptionJob, TranscriptionJobStore, TranscriptionWorker
+from transcripts import (
+    DescriptionTranscripts,
+    JobKind,
+    Recording,
+    TranscriptionJob,
+    TranscriptionJobStore,
+    TranscriptionWorker,
+    job_text,
+)
 
 log = logging.getLogger("hotline.transcripts")
 
@@ -47,7 +58,9 @@ class CallTranscriptIntake:
 
 
 class CaseTranscriptObserver:
-    """Reports finished jobs on the case: descriptions fill its transcript; failures are noted on it."""
+    """Reports finished jobs on the case: descriptions fill its transcript; failures are noted on it.
+
+    Every case write of the transcription pipeline is made here."""
 
     def __init__(self, cases: CaseStore) -> None:
         self._cases = cases
@@ -55,8 +68,7 @@ class CaseTranscriptObserver:
     async def transcript_done(self, job: TranscriptionJob) -> None:
         """A job's transcripts are stored."""
         if job.case_number and job.kind == JobKind.DESCRIPTION:
-            text = " ".join(t["text"] for t in job.result or [] if t.get("text")).strip()
-            await self._cases.record_transcript(job.case_number, text)
+            await self._cases.record_transcript(job.case_number, job_text(job))
 
     async def transcript_failed(self, job: TranscriptionJob) -> None:
         """A job failed for good: say so on the case (the recording is kept)."""
@@ -67,3 +79,20 @@ class CaseTranscriptObserver:
             await self._cases.transcript_failed(job.case_number, line)  # noted on the case with its reason
         else:
             await self._cases.add_note(job.case_number, line, actor=ACTOR_SYSTEM)
+
+
+async def queue_pending_descriptions(cases: CaseStore, descriptions: DescriptionTranscripts,
+                                     limit: int = 1000) -> int:
+    """Queue a job for every case still 'pending' with a recording (idempotent); how many there were.
+
+    Run once at start, before calls are taken: a description whose job was never queued (the process
+    stopped between the recording and the queueing, or it predates the job table) is transcribed too."""
+    listed = await cases.list_pending_transcripts(limit=limit)
+    pending = [(c.case_number, Path(c.recording_path)) for c in listed if c.recording_path]
+    for case_number, recording in pending:
+        await descriptions.submit(case_number, recording)
+    if len(listed) >= limit:
+        log.warning("more than %d cases wait for their transcript; the rest are queued at the next start", limit)
+    elif pending:
+        log.info("%d pending description(s) queued for transcription", len(pending))
+    return len(pending)

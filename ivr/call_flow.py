@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from cases import ACTOR_IVR, NewCase, TranscriptStatus
 from telephony import AgiHangup, AgiSession, agi_quote
+from transcripts import DescriptionTranscripts
 
 from .flow_model import (
     WEEKDAYS,
@@ -35,7 +36,6 @@ from .flow_prompts import FixedPrompts
 from .flow_routes import dialed_number
 from .flow_source import FileFlowSource, LoadedFlow
 from .flow_validator import FlowValidator
-from .transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ class IvrOptions:
     menu_retries: int = 2
     record_max_ms: int = 60000
     record_silence_s: int = 3
-    transcript_wait_s: float = 30.0
+    transcript_wait_s: float = 30.0  # the call waits this long for the description's transcript, then goes on
+    # After that, the transcript is still mirrored into the live call when it lands within this many seconds
+    # (it is on the case whenever it lands).
+    transcript_follow_s: float = 600.0
     speech_silence_s: int = 2  # a spoken menu answer ends after this much silence
     flow_file: Path = DEFAULT_FLOW_FILE
     language: str | None = None  # the language calls start in (None: the flow's default_language)
@@ -78,7 +81,7 @@ class CallContext:
     category: str | None = None
     priority: int = 0
     recording: Path | None = None
-    transcribing: asyncio.Task[str | None] | None = None
+    transcribing: asyncio.Task[None] | None = None  # waits for the description's job, then mirrors it live
 
     def prompt(self, ref: str) -> str:
         """Playable path of a prompt in the caller's language."""
@@ -91,10 +94,11 @@ class HotlineCallFlow:
     flows: where each call gets its flow (FlowRouter in the hotline: by the number dialed; or one source with
     current(), e.g. LiveFlowSource); default: the shipped YAML file with
     the given prompt library. speech: language → recognizer (transcribe_file with a grammar) or None for DTMF.
+    descriptions: where recorded descriptions are queued as durable transcription jobs.
     """
 
     def __init__(self, *, options: IvrOptions, cases: Any, records: Any, live: Any,
-                 transcription: TranscriptionService, prompts: Any = None, flows: Any = None,
+                 descriptions: DescriptionTranscripts, prompts: Any = None, flows: Any = None,
                  speech: Callable[[str, str | None], Any] | None = None, surveys: Any = None,
                  clock: Callable[[], datetime] | None = None, callbacks: Any = None,
                  callback_queue: str | None = None) -> None:
@@ -107,7 +111,7 @@ class HotlineCallFlow:
         self._cases = cases
         self._records = records
         self._live = live
-        self._transcription = transcription
+        self._descriptions = descriptions
         if flows is None:
             if prompts is None:
                 raise ValueError("HotlineCallFlow needs flows or a prompt library")
@@ -127,7 +131,7 @@ class HotlineCallFlow:
         }
 
     async def aclose(self) -> None:
-        """Cancel and await transcriptions still running past their call (their cases stay 'pending')."""
+        """Stop following descriptions' jobs past their call (the jobs themselves are durable and go on)."""
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -184,6 +188,22 @@ class HotlineCallFlow:
         ctx.path.append(step)
         await self._live.update(ctx.linkedid, ivr_path=ctx.path)
 
+    async def _transcribe_description(self, ctx: CallContext, wav: Path) -> None:
+        """Queue the description as a durable job, then follow it so its transcript reaches the live call."""
+        await self._descriptions.submit(ctx.case_number, wav)
+        ctx.transcribing = asyncio.create_task(self._mirror_transcript(ctx.case_number, ctx.linkedid),
+                                               name=f"transcript-{ctx.case_number}")
+
+    async def _mirror_transcript(self, case_number: str, linkedid: str) -> None:
+        result = await self._descriptions.wait(case_number, self._o.transcript_follow_s)
+        if result is None:
+            return  # still being worked on (e.g. retries): it lands on the case when done
+        if result.done:
+            await self._live.update(linkedid, transcript=result.transcript,
+                                    transcript_status=TranscriptStatus.DONE.value)
+        else:
+            await self._live.update(linkedid, transcript_status=TranscriptStatus.FAILED.value)
+
     async def _settle_transcript(self, ctx: CallContext) -> None:
         task, ctx.transcribing = ctx.transcribing, None
         if task is None:
@@ -191,7 +211,7 @@ class HotlineCallFlow:
         try:
             await asyncio.wait_for(asyncio.shield(task), self._o.transcript_wait_s)
         except TimeoutError:
-            # The caller goes on to the queue; the transcript lands on the case when it is done.
+            # The caller goes on to the queue; the transcript lands on the case (and the live call) when done.
             log.warning("case %s: transcript not ready within %.0f s; going on", ctx.case_number,
                         self._o.transcript_wait_s)
             self._background.add(task)
@@ -199,12 +219,13 @@ class HotlineCallFlow:
 
     async def _keep_partial_recording(self, ctx: CallContext) -> None:
         if ctx.recording is not None:
-            return  # recorded to the end: its transcription already ran
+            return  # recorded to the end: its transcription is already queued
         wav = self._o.recordings_dir / f"{ctx.case_number}.wav"
         if wav.exists() and wav.stat().st_size > 44:
             # The caller described the problem, then hung up: the description still becomes the case's.
             await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
-            await self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid)
+            await self._transcribe_description(ctx, wav)
+            await self._settle_transcript(ctx)
 
     async def _key_press(self, ctx: CallContext, prompt: str, timeout_s: float, max_digits: int = 1) -> str:
         if max_digits == 1:
@@ -316,9 +337,7 @@ class HotlineCallFlow:
             return node.next
         ctx.recording = wav
         if node.transcribe:
-            ctx.transcribing = asyncio.create_task(
-                self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid),
-                name=f"transcribe-{ctx.case_number}")
+            await self._transcribe_description(ctx, wav)
         return node.next
 
     async def _stream_record(self, ctx: CallContext, node: RecordNode, wav: Path, max_ms: int) -> str | None:
@@ -349,9 +368,7 @@ class HotlineCallFlow:
             await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.DONE.value)
         elif node.transcribe:
             # Nothing came live (websocket down, Redis away): the kept recording is transcribed as usual.
-            ctx.transcribing = asyncio.create_task(
-                self._transcription.transcribe_case(ctx.case_number, wav, ctx.linkedid),
-                name=f"transcribe-{ctx.case_number}")
+            await self._transcribe_description(ctx, wav)
         return node.next
 
     async def _announce_case(self, ctx: CallContext, node: AnnounceCaseNode) -> str | None:

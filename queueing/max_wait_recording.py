@@ -1,7 +1,7 @@
 """`on_max_wait: record`: at the maximum wait the caller describes the complaint; the case keeps the recording.
 
-The recording goes through the IVR's TranscriptionService (attached to the case first, which makes its transcript
-'pending', so a transcript that does not finish, e.g. on a restart, is retried from the case row)."""
+The recording is queued as the case's description, a durable transcription job (case transcript_status 'pending'
+until the job's worker stores the transcript or the reason it failed, also across a restart)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cases import ACTOR_IVR
+from cases import ACTOR_IVR, TranscriptStatus
 from telephony import AgiHangup
+from transcripts import DescriptionTranscripts
 
 log = logging.getLogger(__name__)
 DESCRIBE_PROMPT = "queue_maxwait_describe"
@@ -21,13 +22,13 @@ DESCRIBE_PROMPT = "queue_maxwait_describe"
 class MaxWaitRecordingRoute:
     """FastAGI route `queue-maxwait-record`: prompt, beep, record to <case>-maxwait.wav, keep it on the case."""
 
-    def __init__(self, cases: Any, transcription: Any, live_calls: Any, *, recordings_dir: Path, prompts_dir: Path,
-                 voice: str, texts: dict[str, str], synthesize: Callable[[str, str, Path], Any],
-                 record_max_ms: int = 60000, silence_s: int = 3) -> None:
+    def __init__(self, cases: Any, descriptions: DescriptionTranscripts, live_calls: Any, *, recordings_dir: Path,
+                 prompts_dir: Path, voice: str, texts: dict[str, str], synthesize: Callable[[str, str, Path], Any],
+                 record_max_ms: int = 60000, silence_s: int = 3, transcript_wait_s: float = 30.0) -> None:
         if not texts.get(DESCRIBE_PROMPT):
             raise ValueError(f"prompt texts lack {DESCRIBE_PROMPT} (config/prompts.yaml)")
         self._cases = cases
-        self._transcription = transcription
+        self._descriptions = descriptions
         self._live = live_calls
         self._recordings = Path(recordings_dir)
         self._text = texts[DESCRIBE_PROMPT]
@@ -37,6 +38,7 @@ class MaxWaitRecordingRoute:
         self._prompt = Path(prompts_dir).absolute() / f"queue-maxwait-describe-{digest}"  # new text: new file
         self._max_ms = record_max_ms
         self._silence = silence_s
+        self._transcript_wait_s = transcript_wait_s
 
     async def prompt_path(self) -> str:
         """The describe prompt (synthesized once, off the event loop)."""
@@ -82,4 +84,17 @@ class MaxWaitRecordingRoute:
             except AgiHangup:
                 pass  # the recording is kept either way
         if case is None or not case.recording_path:
-            await self._transcription.transcribe_case(case_number, wav, linkedid)
+            await self._transcribe(case_number, wav, linkedid)
+
+    async def _transcribe(self, case_number: str, wav: Path, linkedid: str) -> None:
+        """Queue the description's job; wait (bounded) so its transcript also reaches the live call."""
+        await self._descriptions.submit(case_number, wav)
+        result = await self._descriptions.wait(case_number, self._transcript_wait_s)
+        if result is None:
+            log.info("case %s: transcript not ready within %.0f s; it lands on the case when done", case_number,
+                     self._transcript_wait_s)
+        elif result.done:
+            await self._live.update(linkedid, transcript=result.transcript,
+                                    transcript_status=TranscriptStatus.DONE.value)
+        else:
+            await self._live.update(linkedid, transcript_status=TranscriptStatus.FAILED.value)

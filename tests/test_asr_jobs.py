@@ -1,20 +1,34 @@
-"""Durable transcription jobs: the store and worker with small fakes, and a real worker killed mid-job."""
+"""Durable transcription jobs: the store and worker with small fakes, callers' descriptions through the job table
+onto real cases (SQLite and PostgreSQL), and a real worker killed mid-job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript, WordTiming
+from cases import CaseStore, NewCase, TranscriptStatus
+from hotline.transcription_wiring import queue_pending_descriptions
 from storage import create_engine_from_url, migrate_database
+from tests.support.descriptions import description_pipelines
 from tests.support.hotline_process import PROJECT_ROOT
 from tests.support.speech import concatenate, merge_channels, silence, synthesize
-from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
+from transcripts import (JobKind, JobStatus, Recording, TranscriptionJobError,
+                         TranscriptionJobStore, TranscriptionWorker)
+
+PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 class FakeRecognizer:
@@ -189,6 +203,154 @@ async def test_wait_finished_returns_when_the_worker_is_done(store, wav):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_descriptions_are_claimed_first_and_have_their_own_lane(store, wav):
+    await store.enqueue("call:old", JobKind.CALL, [Recording(str(wav), ("citizen",))], case_number="c1")
+    await store.enqueue("description:new", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c2")
+    # A caller waits for the description; a whole call can wait: the newer description goes first.
+    assert (await store.claim("w", 30)).job_key == "description:new"
+    assert await store.claim("lane", 30, kinds=(JobKind.DESCRIPTION,)) is None  # the lane leaves call jobs alone
+    assert (await store.claim("w", 30)).job_key == "call:old"
+
+
+# --- callers' descriptions through the job table onto real cases, on SQLite and PostgreSQL --------------------
+
+@pytest.fixture(scope="session")
+def pg_unreachable() -> str | None:
+    """Why PostgreSQL cannot be used (checked once per session), or None when it is there."""
+    url = make_url(PG_URL)
+    host, port = url.host or "127.0.0.1", url.port or 5432
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return f"PostgreSQL not reachable at {host}:{port} ({exc}); set HOTLINE_TEST_PG_URL to test it"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _scratch_pg_database(pg_unreachable):
+    """A fresh, uniquely named database per test."""
+    if pg_unreachable:
+        pytest.skip(pg_unreachable)
+    name = f"hotline_test_{uuid.uuid4().hex[:16]}"
+    admin = create_async_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db_url(request, tmp_path, pg_unreachable):
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    else:
+        async with _scratch_pg_database(pg_unreachable) as url:
+            yield url
+
+
+@pytest.fixture
+async def pipelines(db_url):
+    async with description_pipelines(db_url, migrate=True) as running:
+        yield running
+
+
+@pytest.fixture
+async def cases(db_url, pipelines):
+    engine = create_engine_from_url(db_url)
+    yield CaseStore(engine)
+    await engine.dispose()
+
+
+async def _pending_case(cases: CaseStore, recording: Path) -> str:
+    """A case whose caller has just described the problem, as the IVR leaves it."""
+    case = await cases.open(NewCase(caller_number="01055501234", category="complaint", source_ref="call-1"),
+                            actor="ivr")
+    await cases.attach_recording(case.case_number, str(recording), actor="ivr")
+    return case.case_number
+
+
+async def test_description_is_transcribed_by_a_job_onto_the_case(pipelines, cases, wav):
+    recognizer = FakeRecognizer(Transcript(text="하수도가 막혔어요", duration=2.0))
+    pipeline = pipelines.start(cases, recognizer, grammar=["하수도가 막혔어요"])
+    number = await _pending_case(cases, wav)
+    await pipeline.descriptions.submit(number, wav)
+    await pipeline.descriptions.submit(number, wav)  # a repeated submit adds nothing
+    result = await pipeline.descriptions.wait(number, timeout=10)
+    assert result is not None and result.done and result.transcript == "하수도가 막혔어요"
+    case = await cases.get(number)
+    assert case.transcript == "하수도가 막혔어요" and case.transcript_status == TranscriptStatus.DONE
+    [job] = await pipeline.store.list_for_case(number)
+    assert job.kind == JobKind.DESCRIPTION and job.attempts == 1 and job.grammar == ("하수도가 막혔어요",)
+    assert recognizer.calls == [wav]
+
+
+async def test_too_short_description_fails_at_once_with_the_reason_on_the_case(pipelines, cases, wav):
+    recognizer = FakeRecognizer(AudioFormatError(f"recording {wav}: too short (0.2 s)"))
+    pipeline = pipelines.start(cases, recognizer, max_attempts=3)
+    number = await _pending_case(cases, wav)
+    await pipeline.descriptions.submit(number, wav)
+    result = await pipeline.descriptions.wait(number, timeout=10)
+    assert result is not None and not result.done and "too short (0.2 s)" in result.error
+    case = await cases.get(number)
+    assert case.transcript_status == TranscriptStatus.FAILED and case.transcript is None
+    assert "description transcription failed after 1 attempt(s)" in case.notes and "too short" in case.notes
+    assert len(recognizer.calls) == 1 and wav.exists()
+
+
+async def test_recognizer_failures_are_retried_then_fail_for_good_with_the_reason(pipelines, cases, wav):
+    recognizer = FakeRecognizer(*(AsrError("recognizer pool is down") for _ in range(3)))
+    pipeline = pipelines.start(cases, recognizer, max_attempts=3, retry_delay=0.05)
+    number = await _pending_case(cases, wav)
+    await pipeline.descriptions.submit(number, wav)
+    result = await pipeline.descriptions.wait(number, timeout=10)
+    assert result is not None and not result.done
+    job = await pipeline.store.get(f"description:{number}")
+    assert job.status == JobStatus.FAILED and job.attempts == 3 and len(recognizer.calls) == 3
+    case = await cases.get(number)
+    assert case.transcript_status == TranscriptStatus.FAILED
+    assert "after 3 attempt(s): recognizer pool is down" in case.notes
+
+
+async def test_a_description_claimed_by_a_dead_worker_is_transcribed_after_a_restart(pipelines, cases, wav):
+    dead = pipelines.start(cases, FakeRecognizer(), run=False, owner="dead-worker", lease_seconds=0.5)
+    number = await _pending_case(cases, wav)
+    await dead.descriptions.submit(number, wav)
+    claimed = await dead.store.claim("dead-worker", lease_seconds=0.5)  # ...and the process died mid-job
+    assert claimed is not None and claimed.job_key == f"description:{number}"
+    assert (await cases.get(number)).transcript_status == TranscriptStatus.PENDING
+    restarted = pipelines.start(cases, FakeRecognizer(Transcript(text="가로등이 꺼졌어요", duration=2.0)),
+                                owner="restarted", poll_interval=0.1)
+    result = await restarted.descriptions.wait(number, timeout=10)
+    assert result is not None and result.done
+    job = await restarted.store.get(f"description:{number}")
+    assert job.status == JobStatus.DONE and job.attempts == 2 and job.notified
+    case = await cases.get(number)
+    assert case.transcript == "가로등이 꺼졌어요" and case.transcript_status == TranscriptStatus.DONE
+
+
+async def test_a_pending_description_without_a_job_is_queued_at_start(pipelines, cases, wav):
+    # The case says 'pending' but no job was ever queued (written before the job table, or the process
+    # stopped in between): the start queues it, and only once.
+    number = await _pending_case(cases, wav)
+    no_recording = (await cases.open(NewCase(caller_number="01055501235", category="complaint"),
+                                     actor="ivr")).case_number
+    await cases.transcript_pending(no_recording)
+    pipeline = pipelines.start(cases, FakeRecognizer(Transcript(text="버스가 안 와요", duration=2.0)))
+    assert await queue_pending_descriptions(cases, pipeline.descriptions) == 1
+    assert await queue_pending_descriptions(cases, pipeline.descriptions) <= 1
+    result = await pipeline.descriptions.wait(number, timeout=10)
+    assert result is not None and result.done
+    assert (await cases.get(number)).transcript == "버스가 안 와요"
+    assert len(await pipeline.store.list_for_case(number)) == 1
+    assert await pipeline.store.list_for_case(no_recording) == []
 
 
 # --- through the real parts: a real Vosk worker process killed mid-job --------------------------------

@@ -1,15 +1,20 @@
-"""The IVR call flow and its transcription rules, with small fakes for AGI, the stores and Vosk."""
+"""The IVR call flow and its transcription rules, with small fakes for AGI, the stores and Vosk; the caller's
+description goes through the real durable job pipeline (SQLite job table, worker, case observer)."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asr import AsrError, AudioFormatError
+from asr import AsrError, AudioFormatError, Transcript
 from cases import CaseStatus
-from ivr import HotlineCallFlow, IvrOptions, TranscriptionService
+from ivr import HotlineCallFlow, IvrOptions
 from telephony import AgiHangup
+from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines
+from transcripts import JobStatus
 
 
 class FakePrompts:
@@ -122,8 +127,8 @@ class FakeCases:
         if self.cases[case_number]["status"] == CaseStatus.NEW:  # as the domain: only a case still being collected
             self._change(case_number, actor, status=CaseStatus.ABANDONED_IN_IVR)
 
-    async def list_pending_transcripts(self) -> list[Any]:
-        return [type("C", (), c)() for c in self.cases.values() if c["transcript_status"] == "pending"]
+    async def get(self, case_number: str) -> Any:
+        return type("C", (), dict(self.cases[case_number]))()
 
 
 class FakeStore:
@@ -141,23 +146,44 @@ class FakeStore:
 
 
 class FakeRecognizer:
-    def __init__(self, outcome: Any) -> None:
+    """Answers with outcome (a text, or an exception to raise); further outcomes answer the following calls."""
+
+    def __init__(self, outcome: Any, *then: Any) -> None:
         self.outcome = outcome
+        self.then = list(then)
         self.calls = 0
+        self.grammars: list[Any] = []
+        self.release: asyncio.Event | None = None  # set: each call waits for it
 
     async def transcribe_file(self, path: Path, grammar: Any = None, timeout: float | None = None) -> Any:
         self.calls += 1
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return type("T", (), {"text": self.outcome})()
+        self.grammars.append(grammar)
+        if self.release is not None:
+            await self.release.wait()
+        outcome = self.outcome
+        if self.then:
+            self.outcome = self.then.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Transcript(text=outcome, duration=1.0)
 
 
-def _flow(tmp_path: Path, recognizer: FakeRecognizer) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore]:
+@pytest.fixture
+async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
+    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
+        yield running
+
+
+def _flow(tmp_path: Path, pipelines: DescriptionPipelines, recognizer: FakeRecognizer, *,
+          transcript_wait_s: float = 30.0, grammar: list[str] | None = None,
+          ) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, RunningPipeline]:
     cases, records, live = FakeCases(), FakeStore(), FakeStore()
-    transcription = TranscriptionService(recognizer, cases, live, max_attempts=2)
-    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2), prompts=FakePrompts(),
-                           cases=cases, records=records, live=live, transcription=transcription)
-    return flow, cases, records, live
+    pipeline = pipelines.start(cases, recognizer, max_attempts=2, grammar=grammar)
+    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2,
+                                              transcript_wait_s=transcript_wait_s),
+                           prompts=FakePrompts(), cases=cases, records=records, live=live,
+                           descriptions=pipeline.descriptions)
+    return flow, cases, records, live, pipeline
 
 
 @pytest.fixture
@@ -167,8 +193,8 @@ def wav(tmp_path: Path) -> Path:
     return path
 
 
-async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path) -> None:
-    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("x"))
+async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    flow, cases, records, _, pipeline = _flow(tmp_path, pipelines, FakeRecognizer("x"))
     agi = FakeAgi(["", "9", ""])
     await flow.handle(agi)  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
@@ -177,11 +203,13 @@ async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path) -> None:
     assert agi.variables["HOTLINE_QUEUE"] == "operator"
     assert agi.log.count("menu") == 3
     assert set(cases.actors) == {"ivr"}  # every change the IVR makes is the IVR's in the case's history
+    assert await pipeline.store.get("description:2611290001") is None  # nothing recorded, nothing queued
 
 
-async def test_complaint_transcribed_before_queueing(tmp_path: Path, wav: Path) -> None:
+async def test_complaint_transcribed_via_a_job_before_queueing(tmp_path: Path, wav: Path,
+                                                               pipelines: DescriptionPipelines) -> None:
     recognizer = FakeRecognizer("도로에 쓰레기")
-    flow, cases, records, live = _flow(tmp_path, recognizer)
+    flow, cases, records, live, pipeline = _flow(tmp_path, pipelines, recognizer, grammar=["도로에 쓰레기"])
     agi = FakeAgi(["1"], recording=wav)
     await flow.handle(agi)  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
@@ -191,56 +219,87 @@ async def test_complaint_transcribed_before_queueing(tmp_path: Path, wav: Path) 
                              "HOTLINE_PROMPT": "/prompts/to_agent"}
     assert "say:2611290001" in agi.log
     assert live.rows["linked-1"]["transcript"] == "도로에 쓰레기"
+    assert live.rows["linked-1"]["transcript_status"] == "done"
     assert records.rows["linked-1"]["ivr_path"] == ["1", "recorded"]
+    job = await pipeline.store.get("description:2611290001")
+    assert job is not None and job.status == JobStatus.DONE and job.attempts == 1 and job.notified
+    assert job.recordings[0].path == case["recording_path"] and job.case_number == "2611290001"
+    assert recognizer.grammars == [["도로에 쓰레기"]]  # the complaint grammar setting reaches the recognizer
 
 
-async def test_hang_up_after_describing_keeps_recording_and_transcript(tmp_path: Path, wav: Path) -> None:
-    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("가로등 고장"))
+async def test_hang_up_after_describing_keeps_recording_and_transcript(tmp_path: Path, wav: Path,
+                                                                       pipelines: DescriptionPipelines) -> None:
+    flow, cases, records, _, _ = _flow(tmp_path, pipelines, FakeRecognizer("가로등 고장"))
     await flow.handle(FakeAgi(["1"], hang_up_on="record", recording=wav))  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
     assert case["status"] == CaseStatus.ABANDONED_IN_IVR
-    assert case["transcript"] == "가로등 고장"
+    assert case["transcript"] == "가로등 고장" and case["transcript_status"] == "done"
     assert Path(case["recording_path"]).exists()
     assert records.rows["linked-1"]["outcome"] == "abandoned_in_ivr"
 
 
-async def test_hang_up_at_welcome_keeps_an_abandoned_case(tmp_path: Path) -> None:
-    flow, cases, records, _ = _flow(tmp_path, FakeRecognizer("x"))
+async def test_hang_up_at_welcome_keeps_an_abandoned_case(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    flow, cases, records, _, _ = _flow(tmp_path, pipelines, FakeRecognizer("x"))
     await flow.handle(FakeAgi([], hang_up_on="play:welcome"))  # type: ignore[arg-type]
     assert cases.cases["2611290001"]["status"] == CaseStatus.ABANDONED_IN_IVR
     assert records.rows["linked-1"]["outcome"] == "abandoned_in_ivr"
 
 
-async def test_asr_failure_leaves_pending_then_retries_then_reports(tmp_path: Path, wav: Path) -> None:
-    recognizer = FakeRecognizer(AsrError("recognizer crashed"))
-    flow, cases, _, _ = _flow(tmp_path, recognizer)
+async def test_asr_failure_is_retried_by_the_job_and_then_transcribed(tmp_path: Path, wav: Path,
+                                                                      pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer(AsrError("recognizer crashed"), "이제 됩니다")
+    flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     agi = FakeAgi(["1"], recording=wav)
     await flow.handle(agi)  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
-    assert case["transcript_status"] == "pending" and agi.variables["HOTLINE_QUEUE"] == "complaints"
-    service = TranscriptionService(recognizer, cases, FakeStore(), max_attempts=2)
-    assert await service.retry_pending_once() == 1
-    assert case["transcript_status"] == "pending"
-    recognizer.outcome = "이제 됩니다"  # the service is back: the retry fills the transcript in
-    assert await service.retry_pending_once() == 1
+    assert agi.variables["HOTLINE_QUEUE"] == "complaints"
     assert case["transcript"] == "이제 됩니다" and case["transcript_status"] == "done"
+    assert live.rows["linked-1"]["transcript"] == "이제 됩니다"
+    job = await pipeline.store.get("description:2611290001")
+    assert job is not None and job.status == JobStatus.DONE and job.attempts == 2 and recognizer.calls == 2
 
 
-async def test_retries_give_up_with_a_reason(tmp_path: Path, wav: Path) -> None:
-    recognizer = FakeRecognizer(AsrError("down"))
-    flow, cases, _, _ = _flow(tmp_path, recognizer)
+async def test_retries_give_up_with_a_reason(tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer(AsrError("recognizer down"))
+    flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     await flow.handle(FakeAgi(["1"], recording=wav))  # type: ignore[arg-type]
-    service = TranscriptionService(recognizer, cases, FakeStore(), max_attempts=2)
-    await service.retry_pending_once()
-    await service.retry_pending_once()
     case = cases.cases["2611290001"]
-    assert case["transcript_status"] == "failed" and "after 2 attempts" in case["notes"]
+    assert case["transcript_status"] == "failed" and case["transcript"] is None
+    assert "after 2 attempt(s): recognizer down" in case["notes"]
+    assert recognizer.calls == 2 and live.rows["linked-1"]["transcript_status"] == "failed"
+    job = await pipeline.store.get("description:2611290001")
+    assert job is not None and job.status == JobStatus.FAILED and job.attempts == 2
     assert Path(case["recording_path"]).exists()
 
 
-async def test_too_short_recording_is_kept_and_says_why(tmp_path: Path, wav: Path) -> None:
-    flow, cases, _, _ = _flow(tmp_path, FakeRecognizer(AudioFormatError("recording x.wav: too short (0.2 s)")))
+async def test_too_short_recording_fails_at_once_and_says_why(tmp_path: Path, wav: Path,
+                                                              pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer(AudioFormatError("recording x.wav: too short (0.2 s)"))
+    flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     await flow.handle(FakeAgi(["1"], recording=wav))  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
-    assert case["transcript_status"] == "failed" and "too short" in case["notes"]
+    assert case["transcript_status"] == "failed" and "too short (0.2 s)" in case["notes"]
+    assert recognizer.calls == 1  # no retry can make it longer
+    job = await pipeline.store.get("description:2611290001")
+    assert job is not None and job.status == JobStatus.FAILED and job.attempts == 1
+    assert live.rows["linked-1"]["transcript_status"] == "failed"
     assert Path(case["recording_path"]).exists()
+
+
+async def test_a_slow_transcript_does_not_hold_the_caller_and_still_reaches_the_live_call(
+        tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer("늦은 설명")
+    recognizer.release = asyncio.Event()
+    flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer, transcript_wait_s=0.2)
+    agi = FakeAgi(["1"], recording=wav)
+    await asyncio.wait_for(flow.handle(agi), 5)  # type: ignore[arg-type]
+    case = cases.cases["2611290001"]
+    assert agi.variables["HOTLINE_QUEUE"] == "complaints" and case["transcript_status"] == "pending"
+    recognizer.release.set()  # the recognizer answers once the caller is in the queue
+    for _ in range(100):
+        if live.rows["linked-1"].get("transcript"):
+            break
+        await asyncio.sleep(0.05)
+    assert case["transcript"] == "늦은 설명" and case["transcript_status"] == "done"
+    assert live.rows["linked-1"]["transcript"] == "늦은 설명"
+    await flow.aclose()

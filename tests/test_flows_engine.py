@@ -3,6 +3,7 @@ and FlowStore versions/audit/surveys on SQLite."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ import pytest
 import yaml
 
 from cases import CaseNotFound, CaseStatus
-from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, TranscriptionService, compile_flow
+from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, compile_flow
 from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
 from telephony import AgiHangup, AgiResult
+from tests.support.descriptions import DescriptionPipelines, description_pipelines
 from tests.test_call_flow import FakeCases, FakeRecognizer, FakeStore
 from tests.test_flows_validator import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow
 
@@ -145,14 +147,21 @@ async def _source(path_or_text: Path | str, version: int = 1) -> FixedSource:
     return FixedSource(loaded)
 
 
-def _engine(tmp_path: Path, flows: Any, *, speech: Any = None, clock: datetime | None = None,
-            cases: FakeCases | None = None, transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
+@pytest.fixture
+async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
+    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
+        yield running
+
+
+def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, speech: Any = None,
+            clock: datetime | None = None, cases: FakeCases | None = None,
+            transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
     cases = cases or LookupCases()
     records, live, surveys = FakeStore(), FakeStore(), FakeSurveys()
-    transcription = TranscriptionService(FakeRecognizer("설명"), cases, live, max_attempts=1)
+    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
                              flows=flows,
-                             cases=cases, records=records, live=live, transcription=transcription,
+                             cases=cases, records=records, live=live, descriptions=descriptions,
                              speech=speech, surveys=surveys, clock=(lambda: clock) if clock else None)
     return engine, cases, records, live, surveys
 
@@ -164,8 +173,8 @@ def _only_case(cases: FakeCases) -> dict[str, Any]:
 
 # -- the default flow --------------------------------------------------------------------------------------
 
-async def test_default_flow_barge_in_during_welcome(tmp_path: Path) -> None:
-    engine, cases, records, live, _ = _engine(tmp_path, await _source(DEFAULT_FLOW))
+async def test_default_flow_barge_in_during_welcome(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
     agi = ScriptedAgi(barge={"/ko/welcome": "2"})
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
@@ -176,19 +185,32 @@ async def test_default_flow_barge_in_during_welcome(tmp_path: Path) -> None:
     assert records.rows[f"linked-{agi.uniqueid}"]["ivr_path"] == ["2"]
 
 
-async def test_default_flow_hang_up_mid_prompt_keeps_the_case(tmp_path: Path) -> None:
-    engine, cases, records, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW))
+async def test_default_flow_hang_up_mid_prompt_keeps_the_case(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, records, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
     await engine.handle(ScriptedAgi(keys=["7"], hang_up_on="play:/ko/invalid"))  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["status"] == CaseStatus.ABANDONED_IN_IVR and case["menu_path"] == ["invalid:7"]
     assert records.rows["linked-1.1"]["outcome"] == "abandoned_in_ivr"
 
 
+async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, _, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
+    agi = ScriptedAgi(keys=["1"], listen=["say"])
+    await engine.handle(agi)  # type: ignore[arg-type]
+    case = _only_case(cases)
+    assert case["menu_path"] == ["1", "recorded"] and agi.variables["HOTLINE_QUEUE"] == "complaints"
+    assert case["transcript"] == "설명" and case["transcript_status"] == "done"
+    assert live.rows[f"linked-{agi.uniqueid}"]["transcript"] == "설명"
+    job = await pipelines.store.get(f"description:{case['case_number']}")
+    assert job is not None and job.status == "done" and job.recordings[0].path == case["recording_path"]
+
+
 # -- speech menus ------------------------------------------------------------------------------------------
 
-async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path) -> None:
+async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = QueuedRecognizer(["버스"])
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW),
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW),
                                      speech=lambda lang, model: recognizer if model == "default" else None)
     agi = ScriptedAgi(listen=["say"])
     await engine.handle(agi)  # type: ignore[arg-type]
@@ -199,22 +221,22 @@ async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path) -> 
     assert list((tmp_path / "menu-speech").iterdir()) == []  # the listened-to audio is not kept
 
 
-async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(tmp_path: Path) -> None:
+async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = QueuedRecognizer([""])
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
     agi = ScriptedAgi(listen=["say", "dtmf:1"])
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["menu_path"] == ["no-input", "1", "recorded"]
     assert agi.variables["HOTLINE_QUEUE"] == "complaints" and agi.variables["HOTLINE_PRIORITY"] == "1"
     # Invalid keys during listening count as invalid, like in a DTMF menu.
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
     await engine.handle(ScriptedAgi(listen=["dtmf:9", "", ""]))  # type: ignore[arg-type]
     assert _only_case(cases)["menu_path"] == ["invalid:9", "no-input", "no-input", "fallback:0"]
 
 
-async def test_speech_menu_without_a_model_uses_keys(tmp_path: Path) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW), speech=lambda lang, model: None)
+async def test_speech_menu_without_a_model_uses_keys(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: None)
     agi = ScriptedAgi(keys=["0"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert _only_case(cases)["menu_path"] == ["0"]
@@ -223,8 +245,8 @@ async def test_speech_menu_without_a_model_uses_keys(tmp_path: Path) -> None:
 
 # -- the example flow: language, hours, callback, case status, survey, transfer, goto -----------------------
 
-async def test_language_choice_then_closed_hours_callback(tmp_path: Path) -> None:
-    engine, cases, records, live, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_SUNDAY)
+async def test_language_choice_then_closed_hours_callback(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_SUNDAY)
     agi = ScriptedAgi(keys=["2", "1"])
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
@@ -235,12 +257,12 @@ async def test_language_choice_then_closed_hours_callback(tmp_path: Path) -> Non
     assert "HOTLINE_QUEUE" not in agi.variables  # the dialplan hangs up
 
 
-async def test_case_status_lookup_and_survey(tmp_path: Path) -> None:
+async def test_case_status_lookup_and_survey(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     cases = LookupCases()
     cases.cases["2611280042"] = {"case_number": "2611280042", "status": CaseStatus.OPEN, "menu_path": [],
                                  "category": "complaint", "transcript_status": "done", "recording_path": None,
                                  "notes": None, "transcript": "x"}
-    engine, _, _, _, surveys = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON, cases=cases)
+    engine, _, _, _, surveys = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON, cases=cases)
     agi = ScriptedAgi(keys=["1", "2", "2611280042", "5"])
     await engine.handle(agi)  # type: ignore[arg-type]
     new = [c for n, c in cases.cases.items() if n != "2611280042"][0]
@@ -249,34 +271,34 @@ async def test_case_status_lookup_and_survey(tmp_path: Path) -> None:
     assert surveys.rows == [(new["case_number"], 5, "default", 1)]
 
 
-async def test_unknown_case_number_and_menu_failure_transfer(tmp_path: Path) -> None:
-    engine, cases, _, _, surveys = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+async def test_unknown_case_number_and_menu_failure_transfer(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, _, _, surveys = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "2", "999", ""])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert "play:/ko/not_found" in agi.log and "say:999" not in agi.log
     assert _only_case(cases)["menu_path"][-2:] == ["survey:none", "hangup"] and surveys.rows == []
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "8", ""])  # retries: 1, then on_failure: emergency transfer
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["menu_path"] == ["language:ko", "open", "invalid:8", "no-input", "failure", "transfer:0212345678"]
     assert agi.variables["HOTLINE_TRANSFER"] == "0212345678" and "HOTLINE_QUEUE" not in agi.variables
     assert "HOTLINE_TRANSFER_DIAL" not in agi.variables  # no outbound route configured: the call ends
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
                                      transfer_dial="PJSIP/trunk/sip:{number}@10.0.0.1:5060")
     agi = ScriptedAgi(keys=["1", "", ""])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_TRANSFER_DIAL"] == "PJSIP/trunk/sip:0212345678@10.0.0.1:5060"
 
 
-async def test_operator_goto_and_queue_priority(tmp_path: Path) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+async def test_operator_goto_and_queue_priority(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["3", "0"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_QUEUE"] == "operator" and agi.variables["HOTLINE_PRIORITY"] == "2"
     # the dialplan plays the queue node's prompt after the AGI, in the caller's language
     assert agi.variables["HOTLINE_PROMPT"] == "/zh/to_agent" and not any("to_agent" in e for e in agi.log)
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "1"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_QUEUE_MAXWAIT"] == "900"
@@ -307,12 +329,12 @@ def _flow_to_queue(queue: str) -> str:
     return yaml.safe_dump(flow, allow_unicode=True)
 
 
-async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(tmp_path: Path) -> None:
+async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
     source = LiveFlowSource(store, "default", shipped, validator, lambda _doc: LangPrompts())
-    engine, cases, _, _, _ = _engine(tmp_path, source)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, source)
     # Nothing published: the shipped file runs.
     first = ScriptedAgi(keys=["0"], uniqueid="1.0")
     await engine.handle(first)  # type: ignore[arg-type]
@@ -334,12 +356,12 @@ async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(t
     assert back.variables["HOTLINE_QUEUE"] == "inquiries"
 
 
-async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_path: Path) -> None:
+async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
     source = LiveFlowSource(store, "default", shipped, validator, lambda _doc: LangPrompts())
-    engine, _, _, _, _ = _engine(tmp_path, source)
+    engine, _, _, _, _ = _engine(tmp_path, pipelines, source)
     store.texts[1] = _flow_to_queue("inquiries")
     await engine.handle(ScriptedAgi(keys=["0"], uniqueid="3.1"))  # type: ignore[arg-type]
     store.texts[2] = "name: default\nstart: nowhere"  # e.g. written to the database by hand
@@ -349,8 +371,8 @@ async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_pa
         assert call.variables["HOTLINE_QUEUE"] == "inquiries"
 
 
-async def test_a_stalled_call_does_not_hold_up_others(tmp_path: Path) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, await _source(DEFAULT_FLOW))
+async def test_a_stalled_call_does_not_hold_up_others(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
     stuck = ScriptedAgi(block_on="play:/ko/welcome", uniqueid="2.0")
     stuck_task = asyncio.create_task(engine.handle(stuck))  # type: ignore[arg-type]
     await asyncio.wait_for(stuck.blocked.wait(), 5)

@@ -21,8 +21,7 @@ from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
 from storage import create_engine_from_url, migrate_database
 from config.settings import SettingsError, load_settings
-from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, PromptLibrary, PromptSet, \
-    TranscriptionService
+from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, PromptLibrary, PromptSet
 from ivr.flow_admin import FlowAdmin, FlowNotFound, RouteRefused
 from ivr.flow_prompts import FlowPrompts
 from ivr.flow_routes import FlowRouter, dialed_number
@@ -31,6 +30,7 @@ from ivr.flow_store import FlowStore
 from ivr.prompts import load_prompt_sets
 from telephony import FastAgiServer
 from telephony.asterisk_process import AsteriskConfig, AsteriskConfigError, render_asterisk_config
+from tests.support.descriptions import DescriptionPipelines, description_pipelines
 from tests.support.fake_agi import FakeAgiCall, agi_variables
 from tests.support.hotline_process import PROJECT_ROOT
 from tests.test_call_flow import FakeCases, FakeRecognizer, FakeStore
@@ -89,12 +89,19 @@ def _router(store: NamedVersions, numbers: dict[str, str], flow_dir: Path | None
     return FlowRouter(numbers, "12345", source_for, store)
 
 
-def _engine(tmp_path: Path, flows: Any, speech: Any = None) -> tuple[HotlineCallFlow, FakeCases]:
+@pytest.fixture
+async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
+    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
+        yield running
+
+
+def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any,
+            speech: Any = None) -> tuple[HotlineCallFlow, FakeCases]:
     cases = FakeCases()
     live = FakeStore()
-    transcription = TranscriptionService(FakeRecognizer("설명"), cases, live, max_attempts=1)
+    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2), flows=flows,
-                             cases=cases, records=FakeStore(), live=live, transcription=transcription,
+                             cases=cases, records=FakeStore(), live=live, descriptions=descriptions,
                              speech=speech)
     return engine, cases
 
@@ -165,10 +172,10 @@ def test_dialed_number_comes_from_the_agi_argument_then_the_extension() -> None:
 
 
 async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_default(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture) -> None:
     store = NamedVersions()
     router = _router(store, {"12345": "default", "12399": "flood-warning"})
-    engine, cases = _engine(tmp_path, router)
+    engine, cases = _engine(tmp_path, pipelines, router)
     # Not published yet: the caller gets the default flow, and the log says why.
     with caplog.at_level(logging.WARNING, logger="ivr.flow_routes"):
         early = DialedAgi(arg="12399", keys=["2"], uniqueid="1.1")
@@ -192,11 +199,11 @@ async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_de
 
 
 async def test_an_admin_route_wins_over_the_configuration_until_the_lookup_fails(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture) -> None:
     store = NamedVersions()
     store.texts["flood-warning"] = {1: flood_flow()}
     router = _router(store, {"12399": "flood-warning"})
-    engine, cases = _engine(tmp_path, router)
+    engine, cases = _engine(tmp_path, pipelines, router)
     store.routed["12345"] = "flood-warning"  # e.g. `hotline flows route 12345 flood-warning`
     call = DialedAgi(uniqueid="2.1")
     await engine.handle(call)  # type: ignore[arg-type]
@@ -213,11 +220,11 @@ async def test_an_admin_route_wins_over_the_configuration_until_the_lookup_fails
         in caplog.messages
 
 
-async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(tmp_path: Path) -> None:
+async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     (tmp_path / "holiday.yaml").write_text(flood_flow("holiday"), encoding="utf-8")
     store = NamedVersions()
     router = _router(store, {"12388": "holiday"}, flow_dir=tmp_path)
-    engine, cases = _engine(tmp_path, router)
+    engine, cases = _engine(tmp_path, pipelines, router)
     call = DialedAgi(arg="12388", uniqueid="3.1")
     await engine.handle(call)  # type: ignore[arg-type]
     assert _last_case(cases)["category"] == "holiday"
@@ -256,10 +263,10 @@ async def _run_agi_call(engine: HotlineCallFlow, variables: dict[str, str], repl
     return call
 
 
-async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(tmp_path: Path) -> None:
+async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = QueuedRecognizer(["택시", "", "버스"])  # a word no option has, nothing recognized, a keyword
     store = NamedVersions()
-    engine, cases = _engine(tmp_path, _router(store, {}), speech=lambda lang, model: recognizer)
+    engine, cases = _engine(tmp_path, pipelines, _router(store, {}), speech=lambda lang, model: recognizer)
     call = await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT),
                                _agi_replies([True, True, True]))
     case = _last_case(cases)
@@ -271,19 +278,19 @@ async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_inv
                          "/ko/menu", "record"]
 
 
-async def test_silence_in_a_speech_menu_stays_no_input(tmp_path: Path) -> None:
+async def test_silence_in_a_speech_menu_stays_no_input(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = QueuedRecognizer([])
     store = NamedVersions()
-    engine, cases = _engine(tmp_path, _router(store, {}), speech=lambda lang, model: recognizer)
+    engine, cases = _engine(tmp_path, pipelines, _router(store, {}), speech=lambda lang, model: recognizer)
     await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT), _agi_replies([False, False, False]))
     assert _last_case(cases)["menu_path"] == ["no-input", "no-input", "no-input", "fallback:0"]
     assert recognizer.grammars == []  # nothing was said: nothing to recognize
 
 
-async def test_the_agi_argument_picks_the_flow_through_fastagi(tmp_path: Path) -> None:
+async def test_the_agi_argument_picks_the_flow_through_fastagi(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     store = NamedVersions()
     store.texts["flood-warning"] = {4: flood_flow()}
-    engine, cases = _engine(tmp_path, _router(store, {"12399": "flood-warning"}))
+    engine, cases = _engine(tmp_path, pipelines, _router(store, {"12399": "flood-warning"}))
     variables = agi_variables("ivr", "9.1", port=AGI_PORT, agi_arg_1="12399")  # extension: the hotline number
     call = await _run_agi_call(engine, variables, _agi_replies([]))
     assert _last_case(cases)["category"] == "flood_warning"

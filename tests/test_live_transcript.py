@@ -16,11 +16,13 @@ import yaml
 
 from asr import SpeechRecognizer, VoskWebsocketServer, read_audio
 from cases import TranscriptStatus
-from ivr import HotlineCallFlow, IvrOptions, TranscriptionService
+from transcripts import JobStatus
+from ivr import HotlineCallFlow, IvrOptions
 from ivr.live_transcript import LiveTranscriber, parse_args, read_audio_fd, run_eagi
 from queueing import LiveCallState
 from queueing.live_state import connect_redis
 from telephony import AgiResult
+from tests.support.descriptions import description_pipelines
 from tests.support.speech import concatenate, silence, synthesize
 from tests.test_call_flow import FakeRecognizer, FakeStore
 from tests.test_flows_engine import LookupCases, ScriptedAgi, _source
@@ -201,6 +203,12 @@ async def test_eagi_entry_point_streams_from_the_audio_fd(ws_server, live, speec
     assert (await live.get_call("eagi-1"))["transcript"] == result.text
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def pipelines(tmp_path):
+    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
+        yield running
+
+
 # -- the flow hand-over: a record node with mode "stream" runs the EAGI program as Asterisk would --------------
 
 class EagiRunningAgi(ScriptedAgi):
@@ -236,7 +244,7 @@ class EagiRunningAgi(ScriptedAgi):
 
 
 async def test_stream_record_node_runs_eagi_and_puts_the_live_transcript_on_the_case(ws_server, live, speech,
-                                                                                    tmp_path):
+                                                                                    tmp_path, pipelines):
     flow = base_flow()
     flow["nodes"]["welcome"]["next"] = "describe"
     flow["nodes"]["describe"] = {"kind": "record", "prompt": "hi", "mode": "stream", "silence_seconds": 2,
@@ -248,7 +256,7 @@ async def test_stream_record_node_runs_eagi_and_puts_the_live_transcript_on_the_
         options=IvrOptions(recordings_dir=tmp_path, live_transcript_command=(
             sys.executable, "-m", "ivr.live_transcript", "--ws-url", URL, "--redis-prefix", prefix)),
         flows=await _source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeStore(), live=live,
-        transcription=TranscriptionService(recognizer, cases, live, max_attempts=1))
+        descriptions=pipelines.start(cases, recognizer, max_attempts=1).descriptions)
     pcm, _ = read_audio(speech["talk_then_silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 90)  # type: ignore[arg-type]
@@ -260,12 +268,13 @@ async def test_stream_record_node_runs_eagi_and_puts_the_live_transcript_on_the_
     call = await live.get_call("linked-1.1")
     assert case["transcript"] and case["transcript"] == call["transcript"]  # what was heard live
     assert case["transcript_status"] == TranscriptStatus.DONE and recognizer.calls == 0
+    assert await pipelines.store.get(f"description:{case['case_number']}") is None  # heard live: no job
     assert case["recording_path"] == str(tmp_path / f"{case['case_number']}.wav")
     with wave.open(case["recording_path"]) as w:
         assert 2 < w.getnframes() / 8000 < len(pcm) / 16000 - 3  # ended on silence, kept what was said
 
 
-async def test_stream_record_node_falls_back_to_file_transcription(live, speech, tmp_path):
+async def test_stream_record_node_falls_back_to_file_transcription(live, speech, tmp_path, pipelines):
     flow = base_flow()
     flow["nodes"]["welcome"]["next"] = "describe"
     flow["nodes"]["describe"] = {"kind": "record", "prompt": "hi", "mode": "stream", "max_seconds": 3,
@@ -277,13 +286,17 @@ async def test_stream_record_node_falls_back_to_file_transcription(live, speech,
             sys.executable, "-m", "ivr.live_transcript", "--ws-url", "ws://127.0.0.1:43091/",
             "--redis-prefix", prefix)),
         flows=await _source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeStore(), live=live,
-        transcription=TranscriptionService(FakeRecognizer("from the file"), cases, live, max_attempts=1))
+        descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1).descriptions)
     pcm, _ = read_audio(speech["silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 60)  # type: ignore[arg-type]
     case = next(iter(cases.cases.values()))
     assert agi.eagi_variables == {"HOTLINE_LIVE_STOPPED": "error"}
+    # Nothing came live: the kept recording went through the durable description job instead.
     assert case["transcript"] == "from the file" and case["transcript_status"] == TranscriptStatus.DONE
+    job = await pipelines.store.get(f"description:{case['case_number']}")
+    assert job is not None and job.status == JobStatus.DONE and job.recordings[0].path == case["recording_path"]
+    assert (await live.get_call("linked-1.1"))["transcript"] == "from the file"
 
 
 async def test_a_channel_that_sends_no_audio_ends_at_the_wall_clock_bound(ws_server, live, tmp_path):

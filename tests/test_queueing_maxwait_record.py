@@ -1,4 +1,5 @@
-"""`on_max_wait: record` with small fakes: the timeout route asks for it; the recording route keeps it on the case."""
+"""`on_max_wait: record` with small fakes: the timeout route asks for it; the recording route keeps it on the case
+and queues it as the case's description (a real durable job, transcribed by a worker with a fake recognizer)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from asr import Transcript
 from cases import (
     CaseEventKind,
     CaseStore,
@@ -20,16 +22,40 @@ from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
 from telephony import AgiHangup
+from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines
 from tests.support.fake_agi import ChannelAgi
+from transcripts import JobStatus
 
 
 @pytest_asyncio.fixture
-async def cases(tmp_path: Path) -> AsyncIterator[CaseStore]:
+async def db_url(tmp_path: Path) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
     await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
-    engine = create_engine_from_url(url)
+    return url
+
+
+@pytest_asyncio.fixture
+async def cases(db_url: str) -> AsyncIterator[CaseStore]:
+    engine = create_engine_from_url(db_url)
     yield CaseStore(engine)
     await engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def pipelines(db_url: str) -> AsyncIterator[DescriptionPipelines]:
+    async with description_pipelines(db_url) as running:
+        yield running
+
+
+class SaysSewer:
+    """The recognizer: every recording says 하수도."""
+
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+
+    async def transcribe_file(self, path: Path, grammar: Any = None, timeout: float | None = None) -> Transcript:
+        self.calls.append(Path(path))
+        return Transcript(text="하수도", duration=1.0)
 
 
 class FakeAgi(ChannelAgi):
@@ -60,23 +86,15 @@ class FakeLive:
         self.updates.append(fields)
 
 
-class FakeTranscription:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Path]] = []
-
-    async def transcribe_case(self, case_number: str, recording: Path, linkedid: str | None = None) -> str:
-        self.calls.append((case_number, recording))
-        return "하수도"
-
-
 def _synth(text: str, voice: str, target: Path) -> Path:
     target.write_text(text, encoding="utf-8")
     return target
 
 
-def _route(cases: CaseStore, tmp_path: Path, transcription: FakeTranscription) -> MaxWaitRecordingRoute:
+def _route(cases: CaseStore, tmp_path: Path, pipeline: RunningPipeline,
+           live: FakeLive | None = None) -> MaxWaitRecordingRoute:
     ko = load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml")["ko"]
-    return MaxWaitRecordingRoute(cases, transcription, FakeLive(), recordings_dir=tmp_path / "rec",
+    return MaxWaitRecordingRoute(cases, pipeline.descriptions, live or FakeLive(), recordings_dir=tmp_path / "rec",
                                  prompts_dir=tmp_path / "prompts", voice=ko.voice, texts=ko.texts, synthesize=_synth)
 
 
@@ -94,53 +112,64 @@ def test_settings_accept_record_as_on_max_wait() -> None:
 
 
 async def test_case_without_recording_keeps_the_max_wait_description_and_transcribes_it(
-        cases: CaseStore, tmp_path: Path) -> None:
+        cases: CaseStore, pipelines: DescriptionPipelines, tmp_path: Path) -> None:
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]), actor="ivr")
-    transcription = FakeTranscription()
-    route = _route(cases, tmp_path, transcription)
+    recognizer, live = SaysSewer(), FakeLive()
+    pipeline = pipelines.start(cases, recognizer)
+    route = _route(cases, tmp_path, pipeline, live)
     agi = FakeAgi({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
     await route.handle(agi)
     wav = tmp_path / "rec" / f"{case.case_number}-maxwait.wav"
     stored = await cases.get(case.case_number)
     assert stored.recording_path == str(wav) and wav.exists()
-    assert stored.transcript_status == TranscriptStatus.PENDING  # the (fake) service would set the transcript
-    assert transcription.calls == [(case.case_number, wav)]
+    assert stored.transcript == "하수도" and stored.transcript_status == TranscriptStatus.DONE
+    assert recognizer.calls == [wav]
+    job = await pipeline.store.get(f"description:{case.case_number}")
+    assert job is not None and job.status == JobStatus.DONE and job.recordings[0].path == str(wav)
+    assert {"transcript": "하수도", "transcript_status": "done"} in live.updates  # mirrored into the live call
     assert agi.variables["HOTLINE_MAXWAIT_RECORDED"] == case.case_number
     [prompt] = agi.played
     assert Path(prompt + ".wav").read_text(encoding="utf-8").startswith("오래 기다리시게 해서 죄송합니다")
 
 
-async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, tmp_path: Path) -> None:
+async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, pipelines: DescriptionPipelines,
+                                                             tmp_path: Path) -> None:
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
-    transcription = FakeTranscription()
+    recognizer = SaysSewer()
     agi = FakeAgi({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
-    await _route(cases, tmp_path, transcription).handle(agi)
-    assert (await cases.get(case.case_number)).recording_path.endswith("-maxwait.wav")
-    assert len(transcription.calls) == 1 and "HOTLINE_MAXWAIT_RECORDED" not in agi.variables
+    await _route(cases, tmp_path, pipelines.start(cases, recognizer)).handle(agi)
+    stored = await cases.get(case.case_number)
+    assert stored.recording_path.endswith("-maxwait.wav") and stored.transcript == "하수도"
+    assert len(recognizer.calls) == 1 and "HOTLINE_MAXWAIT_RECORDED" not in agi.variables
 
 
-async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseStore, tmp_path: Path) -> None:
+async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseStore, pipelines: DescriptionPipelines,
+                                                                   tmp_path: Path) -> None:
     case = await cases.open(NewCase(caller_number="01055504201", category="complaint", menu_path=["1"]), actor="ivr")
     await cases.attach_recording(case.case_number, "/rec/ivr.wav", actor="ivr")
     await cases.record_transcript(case.case_number, "버스")
-    transcription = FakeTranscription()
-    await _route(cases, tmp_path, transcription).handle(FakeAgi({"HOTLINE_CASE": case.case_number}))
+    recognizer = SaysSewer()
+    pipeline = pipelines.start(cases, recognizer)
+    await _route(cases, tmp_path, pipeline).handle(FakeAgi({"HOTLINE_CASE": case.case_number}))
     stored = await cases.get(case.case_number)
     assert stored.recording_path == "/rec/ivr.wav" and stored.transcript == "버스"
     assert f"{case.case_number}-maxwait.wav" in (stored.notes or "")
     assert [e.kind for e in await cases.events(case.case_number)][-1] == CaseEventKind.NOTE
-    assert transcription.calls == []
+    assert recognizer.calls == [] and await pipeline.store.get(f"description:{case.case_number}") is None
 
 
-async def test_silence_or_no_case_records_nothing(cases: CaseStore, tmp_path: Path) -> None:
-    transcription = FakeTranscription()
-    route = _route(cases, tmp_path, transcription)
+async def test_silence_or_no_case_records_nothing(cases: CaseStore, pipelines: DescriptionPipelines,
+                                                  tmp_path: Path) -> None:
+    recognizer = SaysSewer()
+    pipeline = pipelines.start(cases, recognizer)
+    route = _route(cases, tmp_path, pipeline)
     no_case = FakeAgi({})
     await route.handle(no_case)
     assert no_case.variables["HOTLINE_MAXWAIT_RECORDED"] == "none" and no_case.recorded == []
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
     await route.handle(FakeAgi({"HOTLINE_CASE": case.case_number}, spoken=0))
-    assert (await cases.get(case.case_number)).recording_path is None and transcription.calls == []
+    assert (await cases.get(case.case_number)).recording_path is None and recognizer.calls == []
+    assert await pipeline.store.get(f"description:{case.case_number}") is None
 
 
 def test_route_refuses_a_language_without_the_prompt(tmp_path: Path) -> None:

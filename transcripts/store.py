@@ -1,19 +1,20 @@
 """TranscriptionJobStore: durable transcription jobs with leases, in SQLite or PostgreSQL."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Row, Table, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import dialect_insert, finish_on_cancel
 
 from .tables import TranscriptionJobRow
 
-_jobs = TranscriptionJobRow.__table__
+_jobs = cast(Table, TranscriptionJobRow.__table__)  # a declarative class's table is a Table
 
 
 class JobStatus(StrEnum):
@@ -98,12 +99,19 @@ def _to_job(row: Row[Any]) -> TranscriptionJob:
     )
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: datetime, kinds: Collection[JobKind] | None) -> ColumnElement[bool]:
     """Pending jobs that are due, and running jobs whose worker stopped renewing its lease (it died)."""
-    return or_(
+    due = or_(
         and_(_jobs.c.status == JobStatus.PENDING.value, _jobs.c.not_before <= now),
         and_(_jobs.c.status == JobStatus.RUNNING.value, _jobs.c.lease_expires_at < now),
     )
+    if kinds is None:
+        return due
+    return and_(due, _jobs.c.kind.in_([JobKind(k).value for k in kinds]))
+
+
+# A caller's description first: the call waits for it (the agent's screen pop); a whole call can wait.
+_CLAIM_ORDER = (case((_jobs.c.kind == JobKind.DESCRIPTION.value, 0), else_=1), _jobs.c.not_before, _jobs.c.id)
 
 
 @finish_on_cancel
@@ -161,19 +169,22 @@ class TranscriptionJobStore:
                                     _jobs.c.notified.is_(False)).order_by(_jobs.c.id).limit(limit))).all()
         return [_to_job(r) for r in rows]
 
-    async def claim(self, owner: str, lease_seconds: float) -> TranscriptionJob | None:
-        """Lease the oldest due job to owner (attempts + 1), or None when nothing is due."""
+    async def claim(self, owner: str, lease_seconds: float,
+                    kinds: Collection[JobKind] | None = None) -> TranscriptionJob | None:
+        """Lease the next due job (descriptions first, then oldest) to owner (attempts + 1); None when none is due.
+
+        kinds: only jobs of these kinds (None: any)."""
         for _ in range(5):  # another worker may win the race for the same row: try the next one
             now = _now()
             async with self._engine.begin() as conn:
                 job_id = (await conn.execute(
-                    select(_jobs.c.id).where(_claimable(now)).order_by(_jobs.c.not_before, _jobs.c.id).limit(1)
+                    select(_jobs.c.id).where(_claimable(now, kinds)).order_by(*_CLAIM_ORDER).limit(1)
                 )).scalar()
                 if job_id is None:
                     return None
                 # The WHERE repeats the claimable test: of two workers racing, exactly one row update wins.
                 won = await conn.execute(
-                    update(_jobs).where(_jobs.c.id == job_id, _claimable(now)).values(
+                    update(_jobs).where(_jobs.c.id == job_id, _claimable(now, kinds)).values(
                         status=JobStatus.RUNNING.value, lease_owner=owner,
                         lease_expires_at=now + timedelta(seconds=lease_seconds),
                         attempts=_jobs.c.attempts + 1, updated_at=now))

@@ -6,13 +6,14 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from asr import AsrError, AudioFormatError, Transcript
 
-from .store import JobStatus, TranscriptionJob, TranscriptionJobStore
+from .store import JobKind, JobStatus, TranscriptionJob, TranscriptionJobStore
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Recognizer(Protocol):
 
     async def transcribe_file(self, path: Path, grammar: list[str] | None = None,
                               timeout: float | None = ...) -> Transcript: ...
-    async def transcribe_stereo(self, path: Path, labels: Any = ..., grammar: list[str] | None = None,
+    async def transcribe_stereo(self, path: Path, labels: Sequence[str] = ..., grammar: list[str] | None = None,
                                 timeout: float | None = ...) -> list[Transcript]: ...
 
 
@@ -37,13 +38,17 @@ class TranscriptionWorker:
     """Runs durable transcription jobs; a job whose worker died is taken over when its lease expires."""
 
     def __init__(self, store: TranscriptionJobStore, recognizer: Recognizer, observer: TranscriptObserver, *,
-                 owner: str | None = None, concurrency: int = 1, lease_seconds: float = 60.0,
-                 poll_interval: float = 2.0, retry_delay: float = 30.0, timeout: float = 900.0) -> None:
+                 owner: str | None = None, concurrency: int = 1, description_lanes: int = 1,
+                 lease_seconds: float = 60.0, poll_interval: float = 2.0, retry_delay: float = 30.0,
+                 timeout: float = 900.0) -> None:
         self._store = store
         self._recognizer = recognizer
         self._observer = observer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._concurrency = concurrency
+        # Loops that take only callers' descriptions, so a call that waits for one is never stuck behind
+        # a long whole-call job.
+        self._description_lanes = description_lanes
         self._lease = lease_seconds
         self._poll = poll_interval
         self._retry_delay = retry_delay
@@ -58,42 +63,57 @@ class TranscriptionWorker:
         self._wake.set()
 
     async def wait_finished(self, job_key: str, timeout: float) -> TranscriptionJob | None:
-        """Wait (up to timeout s) until the job is done or failed; the job as it then is (None if unknown)."""
+        """Wait (up to timeout s) until the job is done or failed and its observer was told; the job as it then is.
+
+        Woken by this worker's own completion; the stored row is read again at every poll interval, so a job
+        finished by another process's worker is seen too. None if there is no such job."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         event = self._finished.setdefault(job_key, asyncio.Event())
-        job = await self._store.get(job_key)
-        if job is None or job.status in (JobStatus.DONE, JobStatus.FAILED):
-            self._finished.pop(job_key, None)
-            return job
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            self._finished.pop(job_key, None)
-        return await self._store.get(job_key)
+            while True:
+                job = await self._store.get(job_key)
+                if job is None or (job.status in (JobStatus.DONE, JobStatus.FAILED) and job.notified):
+                    return job
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return job
+                try:
+                    await asyncio.wait_for(event.wait(), min(remaining, self._poll))
+                except TimeoutError:
+                    pass
+        finally:
+            # A second waiter on the same job then falls back to reading the row at each poll.
+            if self._finished.get(job_key) is event:
+                self._finished.pop(job_key, None)
 
     async def run(self) -> None:
         """Tell the observer of jobs finished before a crash, then work until cancelled (run as an owned task)."""
         await self._notify_leftovers()
         async with asyncio.TaskGroup() as group:
             for index in range(self._concurrency):
-                group.create_task(self._loop(), name=f"transcription-worker-{index}")
+                group.create_task(self._loop(None), name=f"transcription-worker-{index}")
+            for index in range(self._description_lanes):
+                group.create_task(self._loop((JobKind.DESCRIPTION,)), name=f"transcription-descriptions-{index}")
 
-    async def run_once(self) -> bool:
-        """Claim and run one due job; False when none was due."""
-        job = await self._store.claim(self.owner, self._lease)
+    async def run_once(self, kinds: Collection[JobKind] | None = None) -> bool:
+        """Claim and run one due job (of these kinds; None: any); False when none was due."""
+        job = await self._store.claim(self.owner, self._lease, kinds)
         if job is None:
             return False
         await self._process(job)
         return True
 
-    async def _loop(self) -> None:
+    async def _loop(self, kinds: Collection[JobKind] | None) -> None:
         while True:
+            self._wake.clear()  # cleared before the claim: a job enqueued meanwhile still wakes this loop
             try:
-                worked = await self.run_once()
+                worked = await self.run_once(kinds)
             except Exception:  # a database hiccup must not end the worker; try again after a pause
                 log.exception("transcription worker: pass failed")
-                worked = False
+                await asyncio.sleep(self._poll)
+                continue
             if not worked:
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 except TimeoutError:
@@ -117,6 +137,10 @@ class TranscriptionWorker:
             return
         except (AsrError, TimeoutError, OSError) as exc:
             await self._failed(job, str(exc) or type(exc).__name__, retry_in=self._retry_delay)
+            return
+        except Exception as exc:  # a bug, not the audio: counted as an attempt, so it cannot loop forever
+            log.exception("transcription job %s: unexpected error", job.job_key)
+            await self._failed(job, f"{type(exc).__name__}: {exc}", retry_in=self._retry_delay)
             return
         finally:
             renewing.cancel()
