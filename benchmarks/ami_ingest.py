@@ -118,6 +118,7 @@ class Bridge:
         self.ami = AmiClient("127.0.0.1", self.server.port, "hotline", "s3cret", ping_interval=30)
         self.tracker = QueueEventTracker(self.ami, self.live, QueueMetricsStore(self.engine), self.calls,
                                          queues=QUEUES, wrapup_seconds={q: wrapup for q in QUEUES})
+        self.tracker.subscribe(self.ami)
         await self.ami.start()
 
     async def applied(self, count: int, timeout: float = 600) -> None:

@@ -1,12 +1,12 @@
-"""The composition root: builds every service from Settings and wires them into one aiohttp application.
+"""The composition root: builds every domain's services with its builder and starts them in one ordered list.
 
-Services that do no I/O when built (stores, clients) are made up front; everything that connects,
-listens or spawns is started and stopped by a ``cleanup_ctx`` entry, each under a typed ``web.AppKey``.
+`build_app` does no I/O: it calls each domain's builder, makes the explicit subscriptions (AMI handlers) and
+returns the aiohttp application. Everything that connects, listens or spawns is a ``cleanup_ctx`` entry of
+`START_ORDER`, started in that order and stopped in reverse; each owns its background tasks (a TaskOwner).
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import sys
@@ -19,29 +19,53 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
+from agent_console.flow_views import FLOW_ADMIN
+from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStore, CaseStoreError
-from identity import AccountStore
-from storage import create_engine_from_url, migrate_database
 from config import Settings
-from agent_console.flow_views import FLOW_ADMIN
 from config.settings import PROJECT_ROOT
+from identity import AccountStore
 from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, load_prompt_sets
+from ivr.flow_service import FlowServices
 from ivr.live_transcript import REDIS_URL_ENV as LIVE_TRANSCRIPT_REDIS_ENV
 from ivr.prompts import synthesize_speech
-from ivr.flow_service import FlowServices
-from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
-from queueing import CallRecordStore, CallTracker, LiveCallState, connect_redis
-from queueing import (AgentService, AgentStore, CallbackDispatcher, CallbackRoute, CallbackStore,
-                      PjsipAgentProvisioner, PriorityPolicy, QueueConsole, QueueEntryRoute, QueueEventTracker,
-                      QueueLiveState, QueueMetricsStore, QueueTimeoutRoute)
+from lifecycle import TaskOwner
+from queueing import (
+    CallbackRoute,
+    CallEndHook,
+    CallRecordStore,
+    LiveCallState,
+    MaxWaitRecordingRoute,
+    PriorityPolicy,
+    QueueEntryRoute,
+    QueueTimeoutRoute,
+)
+from queueing.builder import (
+    QueuePrompts,
+    QueueingServices,
+    QueueingStores,
+    build_agent_provisioner,
+    build_live_calls,
+    build_queueing,
+    build_queueing_stores,
+    too_early_prompt,
+)
+from storage import create_engine_from_url, migrate_database
+from telephony import (
+    AgiError,
+    AmiClient,
+    AmiError,
+    AsteriskProcess,
+    AsteriskStartError,
+    FastAgiServer,
+    render_asterisk_config,
+)
+from telephony.builder import build_ami, build_asterisk, build_asterisk_config, build_fastagi
 from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
 
 from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver, queue_pending_descriptions
-from queueing import MaxWaitRecordingRoute, QueueWaitAnnouncer, SpokenPrompts, WaitEstimator
-from telephony import (AgiError, AmiActionFailed, AmiClient, AmiError, AsteriskConfig, AsteriskProcess,
-                       AsteriskStartError, FastAgiServer, render_asterisk_config)
 
 log = logging.getLogger("hotline")
 
@@ -62,17 +86,13 @@ ASR = web.AppKey("asr", SpeechRecognizer)
 FASTAGI = web.AppKey("fastagi", FastAgiServer)
 CALL_FLOW = web.AppKey("call_flow", HotlineCallFlow)
 DESCRIPTIONS = web.AppKey("descriptions", DescriptionTranscripts)
-# ASR (issue 4): websocket service, durable transcription jobs, hooks run when a call ends.
 ASR_WS = web.AppKey("asr_ws", VoskWebsocketServer)
 TRANSCRIPT_JOB_STORE = web.AppKey("transcript_job_store", TranscriptionJobStore)
 TRANSCRIPTION_WORKER = web.AppKey("transcription_worker", TranscriptionWorker)
-CALL_END_HOOKS = web.AppKey("call_end_hooks", list)
+CALL_END_HOOKS = web.AppKey("call_end_hooks", list[CallEndHook])
 FLOWS = web.AppKey("flows", FlowServices)
-AGENT_STORE = web.AppKey("agent_store", AgentStore)
-QUEUE_METRICS = web.AppKey("queue_metrics", QueueMetricsStore)
-QUEUE_LIVE = web.AppKey("queue_live", QueueLiveState)
-QUEUE_TRACKER = web.AppKey("queue_tracker", QueueEventTracker)
-CALLBACKS = web.AppKey("callbacks", CallbackStore)
+QUEUEING_STORES = web.AppKey("queueing_stores", QueueingStores)
+QUEUEING = web.AppKey("queueing", QueueingServices)
 
 
 def safe_url(url: str) -> str:
@@ -125,49 +145,60 @@ def _session_key(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def queue_prompts(settings: Settings) -> QueuePrompts:
+    """The sentences the bridge whispers to waiting callers, in the hotline's language."""
+    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
+    return QueuePrompts(settings.prompts_dir, prompt_set.voice if prompt_set else "",
+                        dict(prompt_set.texts) if prompt_set else {}, synthesize_speech)
+
+
 def build_app(settings: Settings) -> web.Application:
-    """Build the whole hotline as one aiohttp application (nothing connects until it starts)."""
-    engine = create_engine_from_url(settings.database_url)
+    """Build the whole hotline as one aiohttp application (nothing connects until it starts).
+
+    HotlineStartError (one line) if a part's configuration cannot be built."""
+    assert settings.session_secret is not None, "resolve_secrets() must run before build_app()"
+    engine = create_engine_from_url(settings.database_url, connect_timeout=settings.connect_timeout)
     cases = CaseStore(engine)
-    records = CallRecordStore(engine)
     accounts = AccountStore(engine)
-    live = LiveCallState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
-                         prefix=settings.redis_key_prefix)
+    stores = build_queueing_stores(engine, settings)
+    live = build_live_calls(settings)
+    ami = build_ami(settings)
+    # Read at each call's end: the whole-call transcription intake is added before AMI starts (START_ORDER).
+    call_end_hooks: list[CallEndHook] = []
+    try:
+        queueing = build_queueing(settings, stores, live, ami, cases, call_end_hooks, queue_prompts(settings))
+    except ValueError as exc:
+        raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
+    queueing.subscribe(ami)  # the one place AMI handlers are registered, before AMI connects
     holder: dict[str, HealthMonitor] = {}
 
     async def health() -> dict[str, Any]:
         return await holder["monitor"].report()
 
-    assert settings.session_secret is not None, "resolve_secrets() must run before build_app()"
-    app = create_console_app(cases=cases, live_calls=live, call_records=records, accounts=accounts,
+    app = create_console_app(cases=cases, live_calls=live, call_records=stores.records, accounts=accounts,
                              health=health, session_key=_session_key(settings.session_secret),
                              bad_input_errors=(CaseStoreError,))
     holder["monitor"] = HealthMonitor(app)
     app[SETTINGS] = settings
     app[DB_ENGINE] = engine
     app[CASES] = cases
-    app[CALL_RECORDS] = records
+    app[CALL_RECORDS] = stores.records
     app[ACCOUNTS] = accounts
     app[LIVE_STATE] = live
+    app[AMI] = ami
+    app[QUEUEING_STORES] = stores
+    app[QUEUEING] = queueing
+    app[QUEUE_CONSOLE] = queueing.console
+    app[METRICS_TOKEN] = settings.metrics_token
+    app[CALL_END_HOOKS] = call_end_hooks
     app[FLOWS] = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
                                      override_dir=settings.prompts_override_dir,
                                      queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
                                      hotline_number=settings.hotline_number, numbers=settings.flow_numbers)
     app[FLOW_ADMIN] = app[FLOWS].admin
-    app[AGENT_STORE] = AgentStore(engine, [q.name for q in settings.queues])
-    app[QUEUE_METRICS] = QueueMetricsStore(engine, interval_minutes=settings.metrics_interval_minutes,
-                                           service_level_seconds=settings.service_level_seconds)
-    app[QUEUE_LIVE] = QueueLiveState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
-                                     prefix=settings.redis_key_prefix)
-    app[METRICS_TOKEN] = settings.metrics_token
-    app[CALLBACKS] = CallbackStore(engine)
-    # The transcription worker starts before calls are taken (the IVR queues descriptions) and stops after.
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, agents_ctx, asr_ctx, asterisk_ctx, ami_ctx, queueing_ctx,
-                            transcription_jobs_ctx, fastagi_ctx])
     app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
     app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
-    app[CALL_END_HOOKS] = []
-    app.cleanup_ctx.append(asr_ws_ctx)
+    app.cleanup_ctx.extend(START_ORDER)
     return app
 
 
@@ -233,22 +264,14 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
     """Render the Asterisk configuration and run Asterisk as a child process (unless --no-asterisk)."""
     settings = app[SETTINGS]
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    # Agents are not static: their endpoints come from pjsip_agents.conf and queue membership from AMI.
-    config = dataclasses.replace(AsteriskConfig.from_settings(settings), agents=())
-    # queueing: position, wait estimate and callback offer are whispered per caller by the bridge
-    # (QueueWaitAnnouncer, on time and for their own position), so app_queue's shared announcements stay off.
-    config = dataclasses.replace(config, queues=[dataclasses.replace(
-        q, announce_frequency_seconds=0, periodic_announce=(), periodic_announce_frequency=0)
-        for q in config.queues])
     if not settings.manage_asterisk:
         # An external Asterisk (compose, production) reads the configuration rendered here.
-        render_asterisk_config(config)
+        render_asterisk_config(build_asterisk_config(settings))
         yield
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    process = AsteriskProcess(config, binary=settings.asterisk_binary, 
-                              env={LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
+    process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
     try:
         await process.start()
     except AsteriskStartError as exc:
@@ -262,21 +285,13 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connect AMI (supervised: pings, reconnect with backoff) and follow calls through the queues."""
-    settings = app[SETTINGS]
-    assert settings.ami_secret is not None
-    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
-                    action_timeout=settings.ami_action_timeout, ping_interval=settings.ami_ping_interval,
-                    connect_timeout=settings.connect_timeout)
-    # The case domain decides what each step of the call does to its case; the hooks run after its end.
-    end_hooks = app[CALL_END_HOOKS]
-    CallTracker(ami, app[LIVE_STATE], app[CALL_RECORDS], app[CASES], call_end_hooks=end_hooks)
+    """Connect AMI (supervised: pings, reconnect with backoff); its handlers were registered by build_app."""
+    ami = app[AMI]
     try:
         await ami.start()
     except AmiError as exc:
         await ami.close()
         raise HotlineStartError(str(exc)) from None
-    app[AMI] = ami
     try:
         yield
     finally:
@@ -284,9 +299,10 @@ async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Prepare prompts and start the FastAGI server running the call flow."""
+    """Prepare prompts and start the FastAGI server running the call flow and the queue routes."""
     settings = app[SETTINGS]
     flows = app[FLOWS]
+    stores = app[QUEUEING_STORES]
     flows.models.attach_default(app[ASR])
     try:
         live_flow = await flows.live.current()  # validates the live flow and synthesizes its prompts
@@ -296,7 +312,7 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
         raise HotlineStartError(f"language {settings.language!r} is not one of the IVR flow's languages "
                                 f"({', '.join(live_flow.document.languages)})")
     routes = {r.number: r.flow_name for r in await flows.store.routes()}
-    for problem in await flows.router.check(routes):  # ivr flows: every number's flow, loaded now
+    for problem in await flows.router.check(routes):  # every number's flow, loaded now
         log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     flow = HotlineCallFlow(
@@ -308,35 +324,33 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
             record_silence_s=settings.record_silence_seconds,
             language=settings.language,
             transfer_dial=settings.transfer_dial,
-            live_transcript_command=live_transcript_command(settings),  # issue 4: record nodes with mode: stream
+            live_transcript_command=live_transcript_command(settings),  # record nodes with mode: stream
         ),
         flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
-        cases=app[CASES], records=app[CALL_RECORDS], live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS],
-        # queueing: callback nodes book durable requests, dialed like the queue key's (first queue if none named)
-        callbacks=app[CALLBACKS], callback_queue=settings.queues[0].name if settings.queues else None,
+        cases=app[CASES], records=stores.records, live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS],
+        # callback nodes book durable requests, dialed like the queue key's (first queue if none named)
+        callbacks=stores.callbacks, callback_queue=settings.queues[0].name if settings.queues else None,
     )
-    server = FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout)
+    prompts = queue_prompts(settings)
+    max_wait = {q.name: q.max_wait_seconds for q in settings.queues}
+    server = build_fastagi(settings)
     server.add_route("ivr", flow.handle)
     entry = QueueEntryRoute(PriorityPolicy(urgent_categories=frozenset(settings.urgent_categories)),
-                            app[CASES].has_open_case, app[LIVE_STATE],
-                            max_wait={q.name: q.max_wait_seconds for q in settings.queues})
+                            app[CASES].has_open_case, app[LIVE_STATE], max_wait=max_wait)
     server.add_route("queue-entry", entry.handle)
     server.add_route("queue-timeout", QueueTimeoutRoute({q.name: q.on_max_wait for q in settings.queues},
-                                                        app[CALLBACKS], app[LIVE_STATE],
-                                                        {q.name: q.max_wait_seconds for q in settings.queues}).handle)
-    server.add_route("callback-request", CallbackRoute(app[CALLBACKS], app[LIVE_STATE],
+                                                        stores.callbacks, app[LIVE_STATE], max_wait).handle)
+    server.add_route("callback-request", CallbackRoute(stores.callbacks, app[LIVE_STATE],
                                                        after_seconds=settings.callback_after_seconds,
-                                                       too_early_prompt=_callback_too_early_prompt(settings)).handle)
-    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
+                                                       too_early_prompt=too_early_prompt(prompts)).handle)
     try:
         maxwait_record = MaxWaitRecordingRoute(
             app[CASES], app[DESCRIPTIONS], app[LIVE_STATE], recordings_dir=settings.recordings_dir,
-            prompts_dir=settings.prompts_dir, voice=prompt_set.voice if prompt_set else "",
-            texts=prompt_set.texts if prompt_set else {}, synthesize=synthesize_speech,
+            prompts_dir=prompts.directory, voice=prompts.voice, texts=prompts.texts, synthesize=prompts.synthesize,
             record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
     except ValueError as exc:
         raise HotlineStartError(f"on_max_wait record ({settings.language}): {exc}") from None
-    server.add_route("queue-maxwait-record", maxwait_record.handle)  # queueing: on_max_wait record
+    server.add_route("queue-maxwait-record", maxwait_record.handle)
     try:
         await server.start()
     except AgiError as exc:
@@ -351,98 +365,29 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
         flows.models.close()
 
 
-
-# ---------------------------------------------------------------------------------------------- queueing (issue 5)
-
-
-def _agent_provisioner(settings: Settings) -> PjsipAgentProvisioner:
-    config = AsteriskConfig.from_settings(settings)
-    return PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part", settings.sip_host)
-
-
-def _callback_too_early_prompt(settings: Settings) -> Callable[[], Awaitable[str]] | None:
-    """"Not yet; you keep your place" in the hotline's language, synthesized on first use (None: no such text)."""
-    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
-    text = prompt_set.texts.get("queue_callback_too_early") if prompt_set else None
-    if prompt_set is None or not text:
-        return None
-    prompts = SpokenPrompts(settings.prompts_dir, prompt_set.voice, synthesize_speech)
-    return lambda: prompts.path(text)
-
-
 async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
     settings = app[SETTINGS]
-    store = app[AGENT_STORE]
+    store = app[QUEUEING_STORES].agents
     created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
     if created:
         log.info("agents created from the configuration (logged in): %s", ", ".join(created))
-    await _agent_provisioner(settings).apply(await store.list(), None)
+    await build_agent_provisioner(settings).apply(await store.list(), None)
     yield
 
 
 async def queueing_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Agents' queue membership via AMI, live queue/agent state in Redis, queue metrics; rebuilt on reconnect."""
-    settings = app[SETTINGS]
-    ami = app[AMI]
-    live = app[QUEUE_LIVE]
-    agents = AgentService(app[AGENT_STORE], ami, _agent_provisioner(settings), ami_error=AmiActionFailed,
-                          ami_failure=AmiError)  # console: "saved, not applied yet" when Asterisk is away
-
-    async def known_agents() -> list[str]:
-        return [a.name for a in await app[AGENT_STORE].list()]
-
-    ami.on_connected(agents.sync)  # after a reconnect (or an Asterisk restart) members are re-applied from the DB
-    tracker = QueueEventTracker(ami, live, app[QUEUE_METRICS], app[LIVE_STATE], queues=[q.name for q in settings.queues],
-                                wrapup_seconds={q.name: float(q.wrapup_seconds) for q in settings.queues},
-                                known_agents=known_agents)  # registers its rebuild after agents.sync
-    try:
-        await agents.sync()
-        await tracker.rebuild()
-    except AmiError as exc:  # the supervisor reconnects and the on-connect handlers retry
-        log.warning("queueing: first sync with Asterisk failed: %s", exc)
-    app[QUEUE_TRACKER] = tracker
-    app[QUEUE_CONSOLE] = QueueConsole(agents, live, app[QUEUE_METRICS], [q.name for q in settings.queues])
-    callbacks = CallbackDispatcher(app[CALLBACKS], ami, live, app[LIVE_STATE],
-                                   dial_template=settings.callback_dial_template,
-                                   max_attempts=settings.callback_max_attempts,
-                                   retry_seconds=settings.callback_retry_seconds, ami_error=AmiError)
-    try:
-        await callbacks.recover()
-    except AmiError as exc:
-        log.warning("queueing: callback recovery failed (retried on reconnect): %s", exc)
-    prompt_set = load_prompt_sets(settings.prompts_file, settings.hotline_number).get(settings.language)
-    try:
-        announcer = QueueWaitAnnouncer(
-            WaitEstimator(app[QUEUE_METRICS], live.agents,
-                          wrapup_seconds={q.name: float(q.wrapup_seconds) for q in settings.queues}),
-            live, ami,
-            SpokenPrompts(settings.prompts_dir, prompt_set.voice if prompt_set else "", synthesize_speech),
-            frequency={q.name: q.announce_frequency_seconds for q in settings.queues},
-            callback_after=settings.callback_after_seconds, texts=prompt_set.texts if prompt_set else {})
-    except ValueError as exc:
-        raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
-    tasks = [asyncio.create_task(tracker.watch_redis(), name="queue-state-redis-watch"),
-             asyncio.create_task(callbacks.run(), name="callback-dispatcher"),
-             asyncio.create_task(announcer.run(), name="queue-wait-announcer"),
-             asyncio.create_task(app[QUEUE_METRICS].run_flusher(), name="queue-metrics-flusher")]
+    """Agents' queue membership via AMI, live queue/agent state in Redis, callbacks, announcements, metrics."""
+    queueing = app[QUEUEING]
+    await queueing.first_sync()
+    queueing.start()
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await callbacks.aclose()
-        await announcer.aclose()
-        await tracker.aclose()
-        try:
-            await app[QUEUE_METRICS].flush()  # the last second of counts
-        except Exception as exc:  # the database is going away too; say what was not kept
-            log.warning("queue metrics: final flush failed: %s", exc)
-        await live.aclose()
+        await queueing.aclose()
 
 
-# ---------------------------------------------------------------------------------------------- ASR (issue 4)
+# ---------------------------------------------------------------------------------------------- speech
 
 
 def live_transcript_command(settings: Settings) -> tuple[str, ...] | None:
@@ -490,13 +435,13 @@ async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         await queue_pending_descriptions(app[CASES], descriptions)
     except Exception:  # the cases stay 'pending' and are queued at the next start; calls can still be taken
         log.exception("queueing pending descriptions for transcription failed")
-    task = asyncio.create_task(worker.run(), name="transcription-worker")
+    tasks = TaskOwner("transcription")
+    tasks.spawn(worker.run(), "transcription-worker")
     try:
         yield
     finally:
         app[CALL_END_HOOKS].remove(intake.call_ended)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await tasks.aclose()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -509,3 +454,9 @@ def _first_line(exc: BaseException) -> str:
         line = line.split(") ", 1)[1]
     return line
 
+
+# Started in this order, stopped in reverse. The transcription intake joins the call-end hooks before AMI
+# delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; the queueing services
+# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running.
+START_ORDER = (database_ctx, redis_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx, asterisk_ctx, ami_ctx,
+               queueing_ctx, fastagi_ctx, asr_ws_ctx)

@@ -202,10 +202,10 @@ async def _run(settings: Settings) -> int:
     try:
         _check_port_free(settings.http_host, settings.http_port, "HTTP console")
         _check_port_free(settings.agi_host, settings.agi_port, "FastAGI")
+        app = build_app(settings)
     except HotlineStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app = build_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -258,7 +258,7 @@ async def _cases_list(settings: Settings, as_json: bool, limit: int) -> int:
 
     from .app import safe_url
 
-    engine = create_engine_from_url(settings.database_url)
+    engine = create_engine_from_url(settings.database_url, connect_timeout=settings.connect_timeout)
     try:
         cases = await CaseStore(engine).list_recent(limit=limit)
     except Exception as exc:  # any driver failure is reported as one line
@@ -280,10 +280,11 @@ async def _cases_list(settings: Settings, as_json: bool, limit: int) -> int:
 
 async def _call(settings: Settings, args: argparse.Namespace) -> int:
     from cases import CaseStore
-    from storage import create_engine_from_url
     from ivr import load_prompt_sets
     from ivr.prompts import synthesize_speech
-    from telephony import AmiClient, AmiError
+    from storage import create_engine_from_url
+    from telephony import AmiError
+    from telephony.builder import build_ami
 
     audio: Path | None = None
     if args.say:
@@ -305,9 +306,7 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
     if args.digits and not all(ch in "0123456789*#" for ch in args.digits):
         print(f"error: --digits {args.digits!r}: only 0-9, * and # can be pressed", file=sys.stderr)
         return 2
-    assert settings.ami_secret is not None
-    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
-                    connect_timeout=settings.connect_timeout)
+    ami = build_ami(settings, supervised=False)
     call_id = f"demo-{uuid.uuid4().hex[:12]}"
     variables = [f"DEMO_DIGITS={args.digits}"]
     if audio is not None:
@@ -330,7 +329,7 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
     print(f"calling {args.number} from {args.caller} (call {call_id})")
     if args.wait <= 0:
         return 0
-    engine = create_engine_from_url(settings.database_url)
+    engine = create_engine_from_url(settings.database_url, connect_timeout=settings.connect_timeout)
     store = CaseStore(engine)
     try:
         deadline = asyncio.get_running_loop().time() + args.wait
@@ -352,26 +351,23 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
 async def _agents(settings: Settings, args: argparse.Namespace) -> int:
     """`hotline agents ...`: the database is changed first, then Asterisk through AMI (the running bridge
     re-applies the database on its next AMI connect if Asterisk cannot be reached now)."""
-    from identity import AccountStore
-    from storage import create_engine_from_url
-    from queueing import AgentError, AgentService, AgentStore, PjsipAgentProvisioner, QueueLiveState, connect_redis
-    from queueing import parse_skills
     from sqlalchemy.exc import SQLAlchemyError
-    from telephony import AmiActionFailed, AmiClient, AmiError, AsteriskConfig
 
-    engine = create_engine_from_url(settings.database_url)
-    store = AgentStore(engine, [q.name for q in settings.queues])
-    config = AsteriskConfig.from_settings(settings)
-    provisioner = PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part",
-                                        settings.sip_host)
-    assert settings.ami_secret is not None
-    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
-                    connect_timeout=settings.connect_timeout)
+    from identity import AccountStore
+    from queueing import AgentError, parse_skills
+    from queueing.builder import build_agent_service, build_queue_live, build_queueing_stores
+    from storage import create_engine_from_url
+    from telephony import AmiError
+    from telephony.builder import build_ami
+
+    engine = create_engine_from_url(settings.database_url, connect_timeout=settings.connect_timeout)
+    stores = build_queueing_stores(engine, settings)
+    store = stores.agents
+    ami = build_ami(settings, supervised=False)
     verb = args.agents_command
     try:
         if verb == "list":
-            live = QueueLiveState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
-                                  settings.redis_key_prefix)
+            live = build_queue_live(settings)
             try:
                 states = {a["name"]: a for a in await live.agents()}
             finally:
@@ -386,10 +382,10 @@ async def _agents(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         try:
             await ami.start()
-            service = AgentService(store, ami, provisioner, ami_error=AmiActionFailed)
+            service = build_agent_service(stores, ami, settings)
         except AmiError as exc:
             print(f"warning: {exc}; the change is stored and applied when the hotline reconnects", file=sys.stderr)
-            service = AgentService(store, None, provisioner)
+            service = build_agent_service(stores, None, settings)
         if verb == "add":
             agent = await service.add(args.name, args.password, parse_skills(args.queue), args.display_name)
             accounts = AccountStore(engine)

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cases import ACTOR_IVR, NewCase, TranscriptStatus
+from lifecycle import TaskOwner
 from telephony import AgiHangup, AgiSession, agi_quote
 from transcripts import DescriptionTranscripts
 
@@ -122,7 +123,7 @@ class HotlineCallFlow:
         self._surveys = surveys
         self._clock = clock or (lambda: datetime.now(UTC))
         self.calls_handled = 0
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskOwner("IVR transcript followers")
         self._runners: dict[type, Callable[[CallContext, Any], Any]] = {
             PlayNode: self._play, MenuNode: self._menu, RecordNode: self._record_node,
             AnnounceCaseNode: self._announce_case, CaseStatusNode: self._case_status, HoursNode: self._hours,
@@ -132,9 +133,7 @@ class HotlineCallFlow:
 
     async def aclose(self) -> None:
         """Stop following descriptions' jobs past their call (the jobs themselves are durable and go on)."""
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.aclose()
 
     async def handle(self, agi: AgiSession) -> None:
         """FastAGI route handler for agi://.../ivr (each connection is its own task in FastAgiServer)."""
@@ -191,8 +190,9 @@ class HotlineCallFlow:
     async def _transcribe_description(self, ctx: CallContext, wav: Path) -> None:
         """Queue the description as a durable job, then follow it so its transcript reaches the live call."""
         await self._descriptions.submit(ctx.case_number, wav)
-        ctx.transcribing = asyncio.create_task(self._mirror_transcript(ctx.case_number, ctx.linkedid),
-                                               name=f"transcript-{ctx.case_number}")
+        # Owned from the start: it follows the job past a hang-up or a caller who goes on to the queue.
+        ctx.transcribing = self._background.spawn(self._mirror_transcript(ctx.case_number, ctx.linkedid),
+                                                  f"transcript-{ctx.case_number}")
 
     async def _mirror_transcript(self, case_number: str, linkedid: str) -> None:
         result = await self._descriptions.wait(case_number, self._o.transcript_follow_s)
@@ -214,8 +214,6 @@ class HotlineCallFlow:
             # The caller goes on to the queue; the transcript lands on the case (and the live call) when done.
             log.warning("case %s: transcript not ready within %.0f s; going on", ctx.case_number,
                         self._o.transcript_wait_s)
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     async def _keep_partial_recording(self, ctx: CallContext) -> None:
         if ctx.recording is not None:

@@ -69,8 +69,8 @@ def flows_command(args: argparse.Namespace, settings: Any) -> int:
 
 async def _flows(args: argparse.Namespace, settings: Any) -> int:
     from asr import AsrError, SpeechRecognizer
-    from storage import create_engine_from_url, migrate_database
     from config.settings import PROJECT_ROOT
+    from storage import create_engine_from_url, migrate_database
 
     from .flow_service import FlowServices
 

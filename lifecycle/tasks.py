@@ -55,11 +55,15 @@ class TaskOwner:
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         return pending
 
-    async def aclose(self) -> None:
-        """Refuse new tasks, cancel the running ones and wait until every one has ended."""
-        self._closed = True
+    async def cancel_all(self) -> None:
+        """Cancel the running tasks and wait until every one has ended; new tasks may be started after."""
         while self._tasks:
             tasks = set(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Refuse new tasks, cancel the running ones and wait until every one has ended."""
+        self._closed = True
+        await self.cancel_all()

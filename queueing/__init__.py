@@ -1,8 +1,17 @@
 """Queues, agents and the live state of calls: AMI events in, Redis state and call records out."""
-from .agents import (PAUSE_REASONS, Agent, AgentError, AgentNotApplied, AgentNotFound, AgentService, AgentStore, PjsipAgentProvisioner,
-                     parse_skills)
-from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
+from .agents import (
+                     PAUSE_REASONS,
+                     Agent,
+                     AgentError,
+                     AgentNotApplied,
+                     AgentNotFound,
+                     AgentService,
+                     AgentStore,
+                     PjsipAgentProvisioner,
+                     parse_skills,
+)
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
+from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute

@@ -14,14 +14,16 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import finish_on_cancel
+from telephony import AmiActionFailed, AmiError
 
+from .ports import AmiActions
 from .queue_tables import AgentRow, AgentSkillRow
 
 log = logging.getLogger(__name__)
@@ -184,14 +186,6 @@ class AgentStore:
 # ---------------------------------------------------------------------------------------------- Asterisk side
 
 
-class AmiActions(Protocol):
-    """The part of the AMI client the agent service uses."""
-
-    async def action(self, fields: dict[str, Any], *, timeout: float | None = None, as_list: bool | None = None,
-                     check: bool = True) -> Any: ...
-    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[Any]: ...
-
-
 def render_pjsip_agents(agents: Iterable[Agent], template: str, sip_host: str) -> str:
     """pjsip_agents.conf: one endpoint/auth/aor per agent from the pjsip_agent.conf.part template."""
     parts = ["; Rendered by queueing.agents from the agents table; reloaded through AMI without a restart.\n"]
@@ -251,15 +245,12 @@ class AgentService:
     """Log agents in and out, pause and resume them: database first, then app_queue through AMI."""
 
     def __init__(self, store: AgentStore, ami: AmiActions | None, provisioner: PjsipAgentProvisioner | None = None,
-                 *, ami_error: type[Exception] = Exception,
-                 ami_failure: type[Exception] | tuple[type[Exception], ...] = ()) -> None:
+                 ) -> None:
         self._store = store
         self._ami = ami
         self._provisioner = provisioner
-        self._ami_error = ami_error  # the AMI client's failure type (telephony.AmiActionFailed in production)
         # Any AMI failure (telephony.AmiError: refused, timed out, not connected) that login/pause/resume/logout
         # turn into AgentNotApplied, so callers can say "saved, not applied yet" in one line; () leaves them as is.
-        self._ami_failure = ami_failure
         self.syncs = 0
 
     @property
@@ -294,7 +285,7 @@ class AgentService:
         """Run the AMI step of a command whose new state is already saved; AgentNotApplied if Asterisk fails."""
         try:
             await step
-        except self._ami_failure as exc:
+        except AmiError as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             # No agent/verb prefix: the caller names the command it ran (the console shows "Pause agent1: ...").
             raise AgentNotApplied(f"saved, but Asterisk did not apply it ({first}); it is applied again when "
@@ -348,7 +339,7 @@ class AgentService:
                                     "MemberName": agent.name, "StateInterface": agent.interface,
                                     **({"Reason": agent.pause_reason} if agent.paused and agent.pause_reason else {})},
                                    as_list=False)  # panoramisk would wait for an event list after "Added ... to queue"
-        except self._ami_error as exc:
+        except AmiActionFailed as exc:
             if not _already(exc, "already there"):
                 raise
             # Already a member (the bridge restarted while Asterisk ran): the penalty may be stale.
@@ -359,7 +350,7 @@ class AgentService:
         assert self._ami is not None
         try:
             await self._ami.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface}, as_list=False)
-        except self._ami_error as exc:
+        except AmiActionFailed as exc:
             if not _already(exc, "not there", "no such queue"):
                 raise
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .ports import AmiActions, AmiEvents
+
+if TYPE_CHECKING:
+    from .live_state import LiveCallState
+    from .records import CallRecordStore
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +27,6 @@ class CaseProgress(Protocol):
 
 # Called with the case number after the case has heard of its call's end (the whole-call transcription intake).
 CallEndHook = Callable[[str], Awaitable[object]]
-
-
-class EventSource(Protocol):
-    """The AMI client as seen by the tracker."""
-
-    def on_event(self, name: str, handler: Any) -> None: ...
-    def on_connected(self, handler: Any) -> None: ...
-    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[Any]: ...
 
 
 def _seconds(value: Any) -> float | None:
@@ -49,7 +47,7 @@ def _member_name(event: Any) -> str | None:
 class CallTracker:
     """Follows each hotline call (by linkedid) from the IVR through the queue to its hang-up."""
 
-    def __init__(self, ami: EventSource, live: Any, records: Any, cases: CaseProgress,
+    def __init__(self, ami: AmiActions, live: LiveCallState, records: CallRecordStore, cases: CaseProgress,
                  call_end_hooks: Sequence[CallEndHook] = ()) -> None:
         # call_end_hooks is read on each call's end, so hooks added to the given list later still run.
         self._ami = ami
@@ -58,6 +56,9 @@ class CallTracker:
         self._cases = cases
         self._end_hooks = call_end_hooks
         self.rebuilds = 0
+
+    def subscribe(self, ami: AmiEvents) -> None:
+        """Follow calls through this AMI client's events, and rebuild after each (re)connect."""
         for name, handler in (
             ("QueueCallerJoin", self._on_join),
             ("AgentCalled", self._on_agent_called),

@@ -19,8 +19,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lifecycle import TaskOwner
 from storage import finish_on_cancel
+from telephony import AmiActionFailed, AmiError
 
+from .live_state import LiveCallState
+from .ports import AmiActions, AmiEvents
+from .queue_live import QueueLiveState
 from .queue_tables import CallbackRow
 
 log = logging.getLogger(__name__)
@@ -228,9 +233,9 @@ class CallbackDispatcher:
         dialed again: failed, for a supervisor.
     Reconciling runs at every (re)connect, when a callback channel hangs up, and every `reconcile_seconds`."""
 
-    def __init__(self, store: CallbackStore, ami: Any, queue_live: Any, live_calls: Any, *, dial_template: str,
+    def __init__(self, store: CallbackStore, ami: AmiActions, queue_live: QueueLiveState, live_calls: LiveCallState, *, dial_template: str,
                  max_attempts: int = 3, retry_seconds: float = 60.0, agent_ring_seconds: int = 20,
-                 citizen_ring_seconds: int = 30, ami_error: type[Exception] = Exception,
+                 citizen_ring_seconds: int = 30,
                  originate_grace_seconds: float = 10.0, reconcile_seconds: float = 30.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
@@ -242,23 +247,27 @@ class CallbackDispatcher:
         self._retry = retry_seconds
         self._agent_ring = agent_ring_seconds
         self._citizen_ring = citizen_ring_seconds
-        self._ami_error = ami_error
         self._grace = timedelta(seconds=originate_grace_seconds)
         self._reconcile_every = reconcile_seconds
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("callback dispatcher")
         self._originating: set[int] = set()  # rows whose Originate this process is waiting on
         self._reconcile_lock = asyncio.Lock()
         self.dialed = 0
+
+    def subscribe(self, ami: AmiEvents) -> None:
+        """Follow callback channels through this AMI client's events; reconcile after each (re)connect."""
         ami.on_event("UserEvent", self._on_user_event)
         ami.on_event("Hangup", self._on_hangup)
         ami.on_connected(self.recover)
 
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait up to timeout seconds for the originates in flight to end on their own."""
+        await self._tasks.wait(timeout)
+
     async def aclose(self) -> None:
         """Cancel and await originates in flight (their rows stay 'dialing' and are reconciled at next start)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     async def run(self, interval: float = 1.0) -> None:
         """Dispatch forever, reconciling unowned rows now and then (cancel to stop)."""
@@ -298,9 +307,7 @@ class CallbackDispatcher:
                 continue
             busy.add(agent)
             started.append(cb.id)
-            task = asyncio.create_task(self._originate(cb, agent, cb.attempts + 1), name=f"callback-{cb.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._originate(cb, agent, cb.attempts + 1), f"callback-{cb.id}")
         return started
 
     async def _originate(self, cb: Callback, agent: str, attempt: int) -> None:
@@ -323,7 +330,7 @@ class CallbackDispatcher:
         log.info("callback %d: attempt %d, ringing agent %s first", cb.id, attempt, agent)
         try:
             result = await self._ami.action(fields, timeout=self._agent_ring + 15, as_list=True, check=False)
-        except self._ami_error as exc:
+        except AmiError as exc:
             # Maybe sent, maybe not: Asterisk may be ringing the agent now. The row stays 'dialing' and is
             # reconciled from Asterisk once it can be asked (never dialed again blindly).
             log.warning("callback %d: originate outcome unknown (%s); reconciling from Asterisk", cb.id, exc)
@@ -382,7 +389,7 @@ class CallbackDispatcher:
         try:
             await self._ami.action({"Action": "DBDel", "Family": ASTDB_FAMILY, "Key": cb.channel_id}, timeout=5,
                                    check=False)
-        except self._ami_error as exc:  # a stale record is harmless: its row is no longer in progress
+        except AmiError as exc:  # a stale record is harmless: its row is no longer in progress
             log.info("callback %d: AstDB record not removed: %s", cb.id, exc)
 
     async def _on_hangup(self, event: Any) -> None:
@@ -391,9 +398,7 @@ class CallbackDispatcher:
             return
         # The agent leg ended. Its h extension's UserEvent came first (in order) and usually settled the row; if
         # it did not (missed, or Asterisk could not run it), ask Asterisk now.
-        task = asyncio.create_task(self._recover_logged(), name=f"callback-reconcile-{uniqueid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._recover_logged(), f"callback-reconcile-{uniqueid}")
 
     async def _recover_logged(self) -> None:
         try:
@@ -452,7 +457,7 @@ class CallbackDispatcher:
         first = items[0] if items else {}
         if str(first.get("Response")) == "Error" and "not found" in str(first.get("Message") or "").lower():
             return None
-        raise self._ami_error(f"AstDB {ASTDB_FAMILY}/{key}: {first.get('Message') or 'no answer'}")
+        raise AmiActionFailed(f"AstDB {ASTDB_FAMILY}/{key}: {first.get('Message') or 'no answer'}")
 
 
 def _ahead(entry: dict[str, Any], cb: Callback) -> bool:

@@ -18,6 +18,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .live_state import LiveCallState
+from .metrics import QueueMetricsStore
+from .ports import AmiActions, AmiEvents
+
 log = logging.getLogger(__name__)
 
 # app_queue member device states (AST_DEVICE_*).
@@ -211,7 +215,7 @@ class QueueLiveState:
 class QueueEventTracker:
     """Turns AMI queue/agent events into QueueLiveState and queue metrics; rebuilds both views from Asterisk."""
 
-    def __init__(self, ami: Any, live: QueueLiveState, metrics: Any, calls: Any, *, queues: Iterable[str],
+    def __init__(self, ami: AmiActions, live: QueueLiveState, metrics: QueueMetricsStore, calls: LiveCallState, *, queues: Iterable[str],
                  wrapup_seconds: dict[str, float], known_agents: Callable[[], Any] | None = None) -> None:
         self._ami = ami
         self._live = live
@@ -225,6 +229,9 @@ class QueueEventTracker:
         self._rebuild_lock = asyncio.Lock()
         self.rebuilds = 0
         self.events_applied = 0
+
+    def subscribe(self, ami: AmiEvents) -> None:
+        """Mirror this AMI client's queue events into Redis, and rebuild after each (re)connect."""
         for name, handler in (
             ("QueueMemberAdded", self._on_member),
             ("QueueMemberStatus", self._on_member),

@@ -20,11 +20,13 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from lifecycle import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ class QueueWaitAnnouncer:
         self._models: dict[str, QueueWaitModel] = {}
         self._models_at: datetime | None = None
         self._said: dict[str, int] = {}  # caller uniqueid -> announcements made (k)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("queue wait announcer")
         self.announced: list[tuple[str, str]] = []  # (channel, sentence), most recent last (kept short)
 
     def sentence(self, position: int, seconds: float | None, offer: bool) -> str:
@@ -154,11 +156,13 @@ class QueueWaitAnnouncer:
             self._texts[ESTIMATE_PROMPT].format(minutes=whole_minutes(seconds))
         return f"{where} {wait} {self._texts[OFFER_PROMPT]}" if offer else f"{where} {wait}"
 
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait up to timeout seconds for the announcements being played to end on their own."""
+        await self._tasks.wait(timeout)
+
     async def aclose(self) -> None:
         """Cancel and await announcements being originated."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     async def _current_models(self, now: datetime) -> dict[str, QueueWaitModel]:
         if self._models_at is None or now - self._models_at >= self._refresh:
@@ -202,11 +206,8 @@ class QueueWaitAnnouncer:
             del self._said[gone]
         return started
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
     async def _prepare(self, text: str) -> None:
         try:

@@ -10,13 +10,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
+
+from lifecycle import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class AmiClient:
         self._handlers: dict[str, list[EventHandler]] = {}
         self._connected_handlers: list[ConnectedHandler] = []
         self._events: asyncio.Queue[Message] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(f"AMI {host}:{port}")
         self.health = AmiHealth()
         # panoramisk's protocol hands unsent actions to these on close; we fail them instead of replaying.
         self.awaiting_actions: deque[Action] = deque()
@@ -157,17 +159,12 @@ class AmiClient:
 
     async def close(self) -> None:
         """Stop supervising, close the connection and await every task this client owns."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel_all()  # a closed client may be started again
         self._drop_connection()
         self.health.connected = False
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
     # -- connection -------------------------------------------------------------------------
     async def _connect_once(self) -> None:

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 
 from panoramisk.utils import parse_agi_result
 
+from lifecycle import TaskOwner
+
 log = logging.getLogger(__name__)
 
 _MAX_LINE_BYTES = 8 * 1024
@@ -402,7 +404,7 @@ class FastAgiServer:
         self._header_timeout = header_timeout
         self._routes: dict[str, AgiHandler] = {}
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(f"FastAGI {host}:{port}")
         self._wires: set[_AgiWire] = set()  # open connections (those still sending variables have no task yet)
         self.sessions_started = 0
         self.sessions_failed = 0
@@ -442,11 +444,8 @@ class FastAgiServer:
         for wire in list(self._wires):
             if wire.in_header:
                 wire.abort()  # still sending its variables: no call to finish
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.wait(grace)
+        await self._tasks.aclose()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), grace)
@@ -460,9 +459,7 @@ class FastAgiServer:
 
     def _start_session(self, wire: _AgiWire, headers: dict[str, str]) -> None:
         session = AgiSession(wire, headers, self._command_timeout)
-        task = wire.loop.create_task(self._run(session, wire), name=f"agi-{session.script}-{session.uniqueid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(session, wire), f"agi-{session.script}-{session.uniqueid}")
 
     async def _run(self, session: AgiSession, wire: _AgiWire) -> None:
         try:

@@ -25,6 +25,7 @@ from agent_console.display import agent_actions, agent_fields
 from agent_console.queue_views import QUEUE_CONSOLE
 from storage import create_engine_from_url, migrate_database
 from queueing import AgentService, AgentStore, QueueConsole
+from telephony import AmiNotConnected
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 from tests.test_console_browser import CHROMEDRIVER, CHROMIUM
 from tests.test_queueing_units import QUEUES, AmiRefused, FakeAmi
@@ -36,8 +37,8 @@ BROWSER_PORT = 44090
 SUPERVISOR_SCREENSHOT = Path("/tmp/agents-supervisor.png")
 
 
-class AmiAway(Exception):
-    """Stands in for telephony.AmiNotConnected."""
+class AmiAway(AmiNotConnected):
+    """AMI not connected, as the fake Asterisk says it."""
 
 
 class SwitchableAmi(FakeAmi):
@@ -143,7 +144,7 @@ async def setup(engine: AsyncEngine) -> AsyncIterator[Setup]:
     live = FakeLive(ami)
     app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
-    app[QUEUE_CONSOLE] = QueueConsole(AgentService(store, ami, None, ami_error=AmiRefused, ami_failure=AmiAway),
+    app[QUEUE_CONSOLE] = QueueConsole(AgentService(store, ami, None),
                                       live, metrics=None, queues=QUEUES)  # type: ignore[arg-type]
     client = TestClient(TestServer(app, port=UNIT_PORT))
     await client.start_server()
@@ -361,7 +362,7 @@ async def test_supervisor_table_in_chromium(engine: AsyncEngine, tmp_path: Path)
     live = FakeLive(ami)
     app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
-    app[QUEUE_CONSOLE] = QueueConsole(AgentService(store, ami, None, ami_error=AmiRefused, ami_failure=AmiAway),
+    app[QUEUE_CONSOLE] = QueueConsole(AgentService(store, ami, None),
                                       live, metrics=None, queues=QUEUES)  # type: ignore[arg-type]
     runner = web.AppRunner(app)
     await runner.setup()

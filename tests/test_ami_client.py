@@ -424,7 +424,7 @@ async def test_close_right_as_a_ping_answer_arrives_still_stops_the_ping_loop(fa
         original(message)  # resolves the ping's future ...
         if message.get("Ping") == "Pong" and not fired.is_set():
             fired.set()
-            for task in list(client._tasks):  # ... and close() starts cancelling before the ping task resumes
+            for task in owned_tasks(client):  # ... and close() starts cancelling before the ping task resumes
                 task.cancel()
 
     protocol.handle_message = handle_message  # type: ignore[method-assign]

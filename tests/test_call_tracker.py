@@ -91,7 +91,7 @@ pytestmark = pytest.mark.redis
 
 async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
     ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
-    CallTracker(ami, live, records, observer)
+    CallTracker(ami, live, records, observer).subscribe(ami)
     await live.start_call("L1", caller_number="0101", channel_uniqueid="L1", case_number="2611290001")
     await records.upsert("L1", outcome="in_ivr")
     await ami.emit(Event="QueueCallerJoin", Linkedid="L1", Queue="complaints", Position="1")
@@ -115,7 +115,7 @@ async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
 
 async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState) -> None:
     ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
-    CallTracker(ami, live, records, observer)
+    CallTracker(ami, live, records, observer).subscribe(ami)
     await ami.emit(Event="QueueCallerJoin", Linkedid="stranger", Queue="operator", Position="1")
     assert await live.get_call("stranger") is None and records.rows == {}
     await live.start_call("L3", channel_uniqueid="L3", case_number="2611290003")
@@ -131,6 +131,7 @@ async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallS
     """Calls that ended while AMI was down are closed; calls still waiting get their queue position back."""
     ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
     tracker = CallTracker(ami, live, records, observer)
+    tracker.subscribe(ami)
     await live.start_call("gone", channel_uniqueid="gone", case_number="2611290010")
     await live.start_call("waiting", channel_uniqueid="waiting", case_number="2611290011")
     await live.update("waiting", state="ivr")
@@ -153,7 +154,7 @@ async def test_call_end_hooks_run_after_the_case_heard_of_the_end(live: LiveCall
     ami, records = FakeAmi(), FakeRecords()
     cases = FakeCaseProgress(fail_end=True)
     hooks: list[Any] = []
-    CallTracker(ami, live, records, cases, call_end_hooks=hooks)
+    CallTracker(ami, live, records, cases, call_end_hooks=hooks).subscribe(ami)
     ran: list[tuple[str, str, int]] = []  # (hook, case, case operations seen by then)
 
     async def failing_hook(case_number: str) -> None:

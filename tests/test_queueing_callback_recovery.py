@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage import create_engine_from_url, migrate_database
 from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
 from queueing.callbacks import channel_id
+from telephony import AmiError
 from tests.support.fake_agi import ChannelAgi
 
 JOINED = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
 
-class AmiDown(Exception):
-    """Stands in for telephony.AmiError."""
+class AmiDown(AmiError):
+    """AMI away, as the fake Asterisk says it."""
 
 
 class FakeAsterisk:
@@ -126,10 +127,12 @@ class World:
         self.calls = Calls()
 
     def bridge(self, max_attempts: int = 3) -> CallbackDispatcher:
-        return CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
-                                  dial_template="PJSIP/trunk/sip:{number}@x",
-                                  max_attempts=max_attempts, retry_seconds=60, ami_error=AmiDown,
-                                  originate_grace_seconds=10, clock=lambda: self.now)
+        dispatcher = CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
+                                        dial_template="PJSIP/trunk/sip:{number}@x",
+                                        max_attempts=max_attempts, retry_seconds=60,
+                                        originate_grace_seconds=10, clock=lambda: self.now)
+        dispatcher.subscribe(self.ami)
+        return dispatcher
 
     async def request(self) -> int:
         cb = await self.store.request(queue="inquiries", caller_number="0101", case_number="2611290009",
@@ -140,7 +143,7 @@ class World:
         """An attempt the old bridge started: the agent answered, the dialplan now rings the citizen."""
         cb_id = await self.request()
         assert await first.dispatch_once() == [cb_id]
-        await asyncio.gather(*first._tasks)
+        await first.settle(timeout=5)
         self.ami.record(cb_id, 1, "citizen_dialing")
         await self.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id),
                             Status="agent_answered")
@@ -189,7 +192,7 @@ async def test_agent_answered_while_the_bridge_was_away_is_picked_up_from_asteri
     first = w.bridge()
     cb_id = await w.request()
     await first.dispatch_once()
-    await asyncio.gather(*first._tasks)
+    await first.settle(timeout=5)
     await first.aclose()
     w.ami.handlers.clear()
     # Missed: the agent_answered UserEvent. Asterisk is ringing the citizen (their leg has the attempt's linkedid).
@@ -255,7 +258,7 @@ async def test_dialing_without_channel_or_record_goes_back_in_line_after_the_gra
     back = await w.status(cb_id)
     assert back.status == "pending" and back.attempts == 0  # the agent never answered: the citizen was never rung
     assert await bridge.dispatch_once() == [cb_id]
-    await asyncio.gather(*bridge._tasks)
+    await bridge.settle(timeout=5)
     assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 1)]
 
 
@@ -272,7 +275,7 @@ async def test_agent_still_ringing_after_restart_is_left_to_ring(engine: AsyncEn
     # The agent does not answer: the channel goes; its Hangup makes the bridge look again.
     w.ami.channels = []
     await w.ami.emit(Event="Hangup", Uniqueid=channel_id(cb_id, 1), Channel="PJSIP/agent1-00000001")
-    await asyncio.gather(*bridge._tasks)
+    await bridge.settle(timeout=5)
     assert (await w.status(cb_id)).status == "pending"
 
 
@@ -299,7 +302,7 @@ async def test_originate_lost_with_the_ami_connection_is_not_redialed_blindly(en
     cb_id = await w.request()
     w.ami.originate_result = AmiDown("AMI connection lost")
     assert await bridge.dispatch_once() == [cb_id]
-    await asyncio.gather(*bridge._tasks)
+    await bridge.settle(timeout=5)
     row = await w.status(cb_id)
     assert row.status == "dialing" and "AMI connection lost" in row.last_error
     w.now += timedelta(minutes=5)
@@ -323,7 +326,7 @@ async def test_reconcile_leaves_an_originate_in_flight_alone(engine: AsyncEngine
     await bridge.recover()  # e.g. AMI reconnected meanwhile
     assert (await w.status(cb_id)).status == "dialing" and w.ami.dbgets == 0
     pending.set_result("Success")
-    await asyncio.gather(*bridge._tasks)
+    await bridge.settle(timeout=5)
     assert (await w.status(cb_id)).status == "dialing" and len(w.ami.originates) == 1
 
 
@@ -337,7 +340,7 @@ async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) 
         first.recover(),
         w.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id), Status="BUSY"),
         w.ami.emit(Event="Hangup", Uniqueid=channel_id(cb_id, 1)))
-    await asyncio.gather(*first._tasks)
+    await first.settle(timeout=5)
     assert (await w.status(cb_id)).status == "failed"
     assert [k for k, _ in w.qlive.published] == ["callback_failed"]  # one report, not two
     assert w.calls.ended == [(f"callback-{cb_id}", "callback_busy")]
@@ -422,8 +425,9 @@ async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
     calls = LiveCalls({"case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
                        "requeue_queue": "inquiries", "requeue_queued_at": first_join})
     waiting, metrics = WaitingState(), Metrics()
-    CallTracker(ami, calls, Records(), CaseProgress())  # type: ignore[arg-type]
-    QueueEventTracker(ami, waiting, metrics, calls, queues=["inquiries"], wrapup_seconds={})  # type: ignore[arg-type]
+    CallTracker(ami, calls, Records(), CaseProgress()).subscribe(ami)  # type: ignore[arg-type]
+    QueueEventTracker(ami, waiting, metrics, calls, queues=["inquiries"],  # type: ignore[arg-type]
+                      wrapup_seconds={}).subscribe(ami)
     waiting.entries["inquiries"] = {"400.1": {"uniqueid": "400.1", "position": 1, "joined_at": "x"},
                                     "400.2": {"uniqueid": "400.2", "position": 2, "joined_at": "y"}}
     await ami.emit(Event="QueueCallerJoin", Queue="inquiries", Uniqueid="300.1", Linkedid="300.1",

@@ -21,6 +21,7 @@ from storage import create_engine_from_url, migrate_database
 from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveCallState, PjsipAgentProvisioner,
                       PriorityPolicy, QueueEntryRoute, QueueEventTracker, QueueLiveState,
                       QueueMetricsStore, connect_redis, parse_skills)
+from telephony import AmiActionFailed
 from telephony.asterisk_process import TEMPLATES_DIR
 from tests.support.fake_agi import ChannelAgi
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
@@ -28,8 +29,8 @@ from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, Fa
 QUEUES = ["complaints", "inquiries", "operator"]
 
 
-class AmiRefused(Exception):
-    """Stands in for telephony.AmiActionFailed."""
+class AmiRefused(AmiActionFailed):
+    """Asterisk refusing an action, as the fake Asterisk says it."""
 
 
 class FakeAmi:
@@ -127,7 +128,7 @@ async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -
 async def test_agent_service_login_pause_resume_logout_through_ami(engine: AsyncEngine, tmp_path: Path) -> None:
     ami = FakeAmi()
     provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1")
-    service = AgentService(AgentStore(engine, QUEUES), ami, provisioner, ami_error=AmiRefused)
+    service = AgentService(AgentStore(engine, QUEUES), ami, provisioner)
     await service.add("agent7", "long-enough-pw", {"inquiries": 2, "operator": 0})
     conf = provisioner.path.read_text()
     assert "[agent7]" in conf and "password = long-enough-pw" in conf
@@ -158,7 +159,7 @@ async def test_sync_makes_asterisk_match_the_database(engine: AsyncEngine, tmp_p
     tolerated."""
     ami = FakeAmi()
     store = AgentStore(engine, QUEUES)
-    service = AgentService(store, ami, None, ami_error=AmiRefused)
+    service = AgentService(store, ami, None)
     await store.add("agent1", "long-enough-pw", {"complaints": 0})
     await store.add("agent2", "long-enough-pw", {"inquiries": 1})
     await store.set_state("agent2", logged_in=True, paused=True, pause_reason="break")
@@ -219,6 +220,7 @@ async def test_events_become_agent_states_and_waiting_positions(redis_prefix: st
     calls = LiveCallState(client, prefix=redis_prefix)
     metrics = QueueMetricsStore(engine)
     tracker = QueueEventTracker(ami, live, metrics, calls, queues=QUEUES, wrapup_seconds={"inquiries": 0.3})
+    tracker.subscribe(ami)
     try:
         await calls.start_call("100.1", case_number="2611290001", category="inquiry", priority=0)
         await calls.start_call("100.2", case_number="2611290002", category="inquiry", priority=5)
@@ -429,7 +431,8 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
     store = CallbackStore(engine)
     ami, qlive, calls = OriginateAmi(), FakeQueueLive(), FakeCalls()
     dispatcher = CallbackDispatcher(store, ami, qlive, calls, dial_template="PJSIP/trunk/sip:{number}@10.0.0.1",
-                                    max_attempts=2, retry_seconds=0.01, ami_error=AmiRefused)
+                                    max_attempts=2, retry_seconds=0.01)
+    dispatcher.subscribe(ami)
     joined = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
     cb = await store.request(queue="inquiries", caller_number="0101", case_number="2611290009", linkedid="400.1",
                              priority=0, queued_at=joined)
@@ -446,7 +449,7 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
     qlive.waiting_list = [{"joined_at": (joined + timedelta(seconds=30)).isoformat(), "priority": "0"}]
     assert await dispatcher.dispatch_once() == [cb.id]
     assert await dispatcher.dispatch_once() == []  # claimed: never dialed twice
-    await asyncio.gather(*dispatcher._tasks)
+    await dispatcher.settle(timeout=5)
     [orig] = ami.named("Originate")
     assert orig["Channel"] == "PJSIP/agent1" and "CALLBACK_DIAL=PJSIP/trunk/sip:0101@10.0.0.1" in orig["Variable"]
     await ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb.id), Status="agent_answered")
@@ -455,7 +458,7 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
     assert (await store.get(cb.id)).status == "pending"
     await asyncio.sleep(0.05)
     assert await dispatcher.dispatch_once() == [cb.id]
-    await asyncio.gather(*dispatcher._tasks)
+    await dispatcher.settle(timeout=5)
     await ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb.id), Status="BUSY")
     failed = await store.get(cb.id)
     assert failed.status == "failed" and failed.attempts == 2 and "BUSY" in failed.last_error
@@ -470,11 +473,12 @@ async def test_agent_not_answering_does_not_use_up_an_attempt(engine: AsyncEngin
     ami, qlive = OriginateAmi(agent_answers=False), FakeQueueLive()
     qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
     dispatcher = CallbackDispatcher(store, ami, qlive, FakeCalls(), dial_template="PJSIP/trunk/sip:{number}@x",
-                                    ami_error=AmiRefused, originate_grace_seconds=0)
+                                    originate_grace_seconds=0)
+    dispatcher.subscribe(ami)
     cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
                              priority=0, queued_at=datetime.now(UTC))
     await dispatcher.dispatch_once()
-    await asyncio.gather(*dispatcher._tasks)
+    await dispatcher.settle(timeout=5)
     back = await store.get(cb.id)
     assert back.status == "pending" and back.attempts == 0 and "did not answer" in back.last_error
     # After a restart a row left 'dialing' with no channel and no AstDB record goes back in line.
@@ -515,7 +519,7 @@ async def queue_client(engine: AsyncEngine) -> AsyncIterator[tuple[TestClient, A
     app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     ami = FakeAmi()
-    app[QUEUE_CONSOLE] = FakeQueueConsole(AgentService(store, ami, None, ami_error=AmiRefused))
+    app[QUEUE_CONSOLE] = FakeQueueConsole(AgentService(store, ami, None))
     app[METRICS_TOKEN] = "scrape-token"
     client = TestClient(TestServer(app))
     await client.start_server()

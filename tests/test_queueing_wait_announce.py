@@ -157,7 +157,7 @@ async def test_first_announcement_comes_at_the_configured_interval_then_every_in
         clock[0] = NOW + timedelta(seconds=half_seconds / 2)
         if await announcer.tick():
             heard_at.append(half_seconds / 2)
-        await asyncio.gather(*announcer._tasks)
+        await announcer.settle(timeout=5)
     assert heard_at == [8.0, 16.0, 24.0]  # not 16 s: nothing else is played first
     [orig, *_] = ami.originates
     assert orig["Channel"] == "Local/s@hotline-queue-announce/n" and orig["Application"] == "ChanSpy"
@@ -175,7 +175,7 @@ async def test_each_caller_hears_their_own_position_and_estimate(tmp_path: Path)
     live.entries["inquiries"] = [_entry("1", 1, NOW - timedelta(seconds=8)),
                                  _entry("5", 5, NOW - timedelta(seconds=8))]
     assert sorted(await announcer.tick()) == ["PJSIP/trunk-00000001", "PJSIP/trunk-00000005"]
-    await asyncio.gather(*announcer._tasks)
+    await announcer.settle(timeout=5)
     said = {o["Data"].split(",")[0]: Path(o["Variable"][0].split("=", 1)[1] + ".wav").read_text(encoding="utf-8")
             for o in ami.originates}
     assert said["PJSIP/trunk-00000001"] == "You are next in line. Your estimated wait is about 1 minutes."
@@ -185,7 +185,7 @@ async def test_each_caller_hears_their_own_position_and_estimate(tmp_path: Path)
     before = len(synth.calls)
     clock[0] = NOW + timedelta(seconds=8)
     await announcer.tick()
-    await asyncio.gather(*announcer._tasks)
+    await announcer.settle(timeout=5)
     assert len(ami.originates) == 4 and len(synth.calls) == before
 
 
@@ -199,7 +199,7 @@ async def test_a_caller_seen_late_is_not_told_a_stale_announcement_and_unsafe_ch
     assert await announcer.tick() == []
     clock[0] = NOW + timedelta(seconds=5)
     assert await announcer.tick() == ["PJSIP/trunk-00000001"]
-    await asyncio.gather(*announcer._tasks)
+    await announcer.settle(timeout=5)
     assert all("evil" not in o["Data"] for o in ami.originates)
     # A caller who left is forgotten.
     live.entries["inquiries"] = []

@@ -1,0 +1,27 @@
+"""What queueing needs of the AMI client, typed as Protocols (telephony.AmiClient is the production one)."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+AmiEventHandler = Callable[[Any], Awaitable[None]]
+AmiConnectedHandler = Callable[[], Awaitable[None]]
+
+
+class AmiEvents(Protocol):
+    """Subscribing to AMI events and to (re)connects."""
+
+    def on_event(self, name: str, handler: AmiEventHandler) -> None: ...
+    def on_connected(self, handler: AmiConnectedHandler) -> None: ...
+
+
+class AmiActions(Protocol):
+    """Sending AMI actions (failures raise telephony.AmiError; Asterisk's refusals telephony.AmiActionFailed)."""
+
+    async def action(self, fields: dict[str, Any], *, timeout: float | None = None, as_list: bool | None = None,
+                     check: bool = True) -> Any: ...
+    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[Any]: ...
+
+
+class AmiPort(AmiEvents, AmiActions, Protocol):
+    """Both: what a component that listens and acts on AMI is given."""

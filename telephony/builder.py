@@ -1,0 +1,43 @@
+"""The telephony domain's builder: the AMI client, the Asterisk configuration and process, the FastAGI server."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from config import Settings
+
+from .ami import AmiClient
+from .asterisk_process import AsteriskConfig, AsteriskProcess
+from .fastagi import FastAgiServer
+
+
+def build_ami(settings: Settings, *, supervised: bool = True) -> AmiClient:
+    """The AMI client for the configured Asterisk (nothing connects until start()); supervised: the bridge's
+    timings (action timeout, pings); otherwise a one-shot client for the CLI."""
+    assert settings.ami_secret is not None, "resolve_secrets() must run before the builders"
+    if not supervised:
+        return AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
+                         connect_timeout=settings.connect_timeout)
+    return AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
+                     action_timeout=settings.ami_action_timeout, ping_interval=settings.ami_ping_interval,
+                     connect_timeout=settings.connect_timeout)
+
+
+def build_asterisk_config(settings: Settings) -> AsteriskConfig:
+    """The Asterisk configuration the hotline renders: agents are not static (their endpoints come from
+    pjsip_agents.conf, queue membership from AMI), and app_queue's shared announcements stay off because the
+    bridge whispers each caller's own position and wait."""
+    config = dataclasses.replace(AsteriskConfig.from_settings(settings), agents=())
+    return dataclasses.replace(config, queues=[dataclasses.replace(
+        q, announce_frequency_seconds=0, periodic_announce=(), periodic_announce_frequency=0)
+        for q in config.queues])
+
+
+def build_asterisk(settings: Settings, env: Mapping[str, str]) -> AsteriskProcess:
+    """The Asterisk child process (not started); env: variables its own child programs inherit."""
+    return AsteriskProcess(build_asterisk_config(settings), binary=settings.asterisk_binary, env=dict(env))
+
+
+def build_fastagi(settings: Settings) -> FastAgiServer:
+    """The FastAGI server on the configured address (routes are added by the domains that answer them)."""
+    return FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout)
