@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections import deque
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ivr.flow_model import FlowDocument
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 46, 70, 22, 20
 KIND_COLOURS = {
@@ -18,7 +21,7 @@ KIND_COLOURS = {
 }
 
 
-def _layers(document: Any) -> list[list[str]]:
+def _layers(document: FlowDocument) -> list[list[str]]:
     """Nodes by breadth-first distance from the start; unreachable ones in a last column."""
     names = list(document.nodes)
     depth: dict[str, int] = {}
@@ -38,7 +41,7 @@ def _layers(document: Any) -> list[list[str]]:
     return [columns[k] for k in sorted(columns)]
 
 
-def render_flow_svg(document: Any, error_nodes: set[str] | None = None) -> str:
+def render_flow_svg(document: FlowDocument, error_nodes: set[str] | None = None) -> str:
     """The flow's nodes as boxes (kind colour, red border on errors) and its branches as labelled arrows."""
     error_nodes = error_nodes or set()
     layers = _layers(document)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -15,13 +15,17 @@ from .flow_diagram import render_flow_svg
 from .pages import render_page
 from .security import current_account, json_error
 
+if TYPE_CHECKING:
+    from ivr.flow_admin import FlowAdmin
+    from ivr.flow_validator import FlowReport
+
 log = logging.getLogger(__name__)
 
-FLOW_ADMIN: Final = web.AppKey("console_flow_admin", object)
+FLOW_ADMIN: Final[web.AppKey[FlowAdmin]] = web.AppKey("console_flow_admin")
 MAX_FLOW_BYTES = 60_000
 
 
-def _admin(request: web.Request) -> Any:
+def _admin(request: web.Request) -> FlowAdmin:
     admin = request.app.get(FLOW_ADMIN)
     if admin is None:
         raise web.HTTPServiceUnavailable(reason="flows are not available in this console")
@@ -51,7 +55,7 @@ def _yaml_of(data: dict[str, Any]) -> str:
     return text
 
 
-def _report_payload(report: Any) -> dict[str, Any]:
+def _report_payload(report: FlowReport) -> dict[str, Any]:
     payload = report.to_dict()
     if report.document is not None:
         payload["diagram_svg"] = render_flow_svg(report.document, {e.node for e in report.errors if e.node})

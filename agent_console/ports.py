@@ -56,7 +56,7 @@ class CallRecordLike(Protocol):
 class CallRecordsService(Protocol):
     """The call-records domain."""
 
-    async def list_recent(self, limit: int = 50) -> list[CallRecordLike]: ...
+    async def list_recent(self, limit: int = 50) -> Sequence[CallRecordLike]: ...
 
 
 # Returns {"ok": bool, "components": {...}}; may be a plain or an async callable.

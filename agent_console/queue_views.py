@@ -11,12 +11,12 @@ import ipaddress
 import json
 import logging
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 
 from identity import Account, Role
-from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound
+from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound, QueueConsole
 
 from .pages import render_page
 from .security import current_account, json_error
@@ -24,13 +24,13 @@ from .views import dumps, ok
 
 log = logging.getLogger(__name__)
 
-QUEUE_CONSOLE: Final = web.AppKey("queue_console", object)  # queueing.QueueConsole
-METRICS_TOKEN: Final = web.AppKey("metrics_token", object)  # str | None
+QUEUE_CONSOLE: Final = web.AppKey("queue_console", QueueConsole)
+METRICS_TOKEN: Final[web.AppKey[str | None]] = web.AppKey("metrics_token")
 
 _ACTIONS = ("login", "pause", "resume", "logout")
 
 
-def _console(request: web.Request) -> Any:
+def _console(request: web.Request) -> QueueConsole:
     return request.app[QUEUE_CONSOLE]
 
 
@@ -62,7 +62,9 @@ async def api_agent_action(request: web.Request) -> web.Response:
     agents = _console(request).agents
     try:
         if action == "pause":
-            agent = await agents.pause(name, reason)
+            # Unchecked here on purpose: pause() refuses anything not in PAUSE_REASONS (None too) with an
+            # AgentError, answered 400 below with the service's own message.
+            agent = await agents.pause(name, cast(str, reason))
         else:
             agent = await getattr(agents, action)(name)
     except AgentNotFound as exc:

@@ -46,7 +46,7 @@ POLICIES: Final = web.AppKey("console_route_policies", dict)
 ACCOUNTS: Final = web.AppKey("console_accounts", AccountStore)
 BAD_INPUT_ERRORS: Final = web.AppKey("console_bad_input_errors", tuple)
 # The logged-in Account of this request (None on public routes).
-ACCOUNT_KEY: Final = web.RequestKey("console_account", Account | None)
+ACCOUNT_KEY: Final[web.RequestKey[Account | None]] = web.RequestKey("console_account")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,21 @@
 """Console/API route of the transcripts attached to a case (descriptions and whole calls, labelled, timed)."""
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
 from .security import json_error
 from .views import _case_number, _cases, ok
 
-# transcripts.TranscriptionJobStore (or anything with list_for_case(case_number) -> jobs with to_dict()).
-TRANSCRIPT_JOBS: Final = web.AppKey("console_transcript_jobs", object)
+if TYPE_CHECKING:
+    from transcripts import TranscriptionJob, TranscriptionJobStore
+
+TRANSCRIPT_JOBS: Final[web.AppKey[TranscriptionJobStore]] = web.AppKey("console_transcript_jobs")
 
 
-def _summary(jobs: list[Any]) -> str:
+def _summary(jobs: Sequence[TranscriptionJob]) -> str:
     """One word for the case: pending while any job is unfinished, failed if one failed, else done (none: no job)."""
     states = {job.to_dict()["status"] for job in jobs}
     if not states:
@@ -29,5 +32,5 @@ async def api_case_transcripts(request: web.Request) -> web.Response:
         await _cases(request).get(number)
     except LookupError:
         return json_error(404, f"case {number} not found")
-    jobs = await request.app[TRANSCRIPT_JOBS].list_for_case(number)  # type: ignore[attr-defined]
+    jobs = await request.app[TRANSCRIPT_JOBS].list_for_case(number)
     return ok({"case_number": number, "status": _summary(jobs), "jobs": [job.to_dict() for job in jobs]})

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import PurePath
 from typing import Any, Final, TypeVar
@@ -32,10 +32,10 @@ from .security import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CASES: Final = web.AppKey("console_cases", object)
-LIVE_CALLS: Final = web.AppKey("console_live_calls", object)
-CALL_RECORDS: Final = web.AppKey("console_call_records", object)
-HEALTH: Final = web.AppKey("console_health", object)
+CASES: Final[web.AppKey[CasesService]] = web.AppKey("console_cases")
+LIVE_CALLS: Final[web.AppKey[LiveCallsService]] = web.AppKey("console_live_calls")
+CALL_RECORDS: Final[web.AppKey[CallRecordsService]] = web.AppKey("console_call_records")
+HEALTH: Final[web.AppKey[HealthCheck]] = web.AppKey("console_health")
 HEALTH_TIMEOUT: Final = web.AppKey("console_health_timeout", float)
 
 MAX_LIMIT = 500
@@ -73,15 +73,15 @@ def _plain(value: Any) -> Any:
 
 
 def _cases(request: web.Request) -> CasesService:
-    return request.app[CASES]  # type: ignore[return-value]
+    return request.app[CASES]
 
 
 def _live(request: web.Request) -> LiveCallsService:
-    return request.app[LIVE_CALLS]  # type: ignore[return-value]
+    return request.app[LIVE_CALLS]
 
 
 def _records(request: web.Request) -> CallRecordsService:
-    return request.app[CALL_RECORDS]  # type: ignore[return-value]
+    return request.app[CALL_RECORDS]
 
 
 def _accounts(request: web.Request) -> AccountStore:
@@ -174,7 +174,7 @@ async def _screen_pop(request: web.Request, calls: list[dict[str, Any]], account
 
 async def healthz(request: web.Request) -> web.Response:
     """200 with the health report when everything is ok, else 503."""
-    check: HealthCheck = request.app[HEALTH]  # type: ignore[assignment]
+    check = request.app[HEALTH]
     try:
         async with asyncio.timeout(request.app[HEALTH_TIMEOUT]):
             report = check()
@@ -297,7 +297,7 @@ async def api_live_calls(request: web.Request) -> web.Response:
     calls = _plain(await _live(request).list_calls())
     calls.sort(key=lambda c: str(c.get("started_at") or ""), reverse=True)
     pop = await _screen_pop(request, calls, account)
-    return ok({"calls": calls, "screen_pop": pop, "server_time": datetime.now(timezone.utc)})
+    return ok({"calls": calls, "screen_pop": pop, "server_time": datetime.now(UTC)})
 
 
 async def api_cases(request: web.Request) -> web.Response:
@@ -333,7 +333,7 @@ async def api_add_note(request: web.Request) -> web.StreamResponse:
     note = " ".join(note.split())  # one line per note keeps the notes log readable
     if len(note) > pages.NOTE_MAX_LENGTH:
         raise web.HTTPBadRequest(reason=f"note: at most {pages.NOTE_MAX_LENGTH} characters")
-    stamp = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+    stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M")
     try:
         updated = await _cases(request).add_note(number, f"[{stamp} {account.username}] {note}",
                                                  actor=account.username)

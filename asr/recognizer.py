@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
@@ -55,7 +56,7 @@ class KeywordGrammar:
         index = 0
         while index < len(words):
             best = None
-            for phrase, parts in zip(self.phrases, tokens):
+            for phrase, parts in zip(self.phrases, tokens, strict=True):
                 span = words[index : index + len(parts)]
                 if [w.word for w in span] == parts and (best is None or len(parts) > len(best[1])):
                     best = (phrase, span)
@@ -145,7 +146,7 @@ class SpeechRecognizer:
         self._supports_grammar = not (graph / "HCLG.fst").exists() and (graph / "HCLr.fst").exists()
 
     @classmethod
-    async def load(cls, model_path: Path | None = None, workers: int | None = None) -> "SpeechRecognizer":
+    async def load(cls, model_path: Path | None = None, workers: int | None = None) -> SpeechRecognizer:
         """Check and load the model (default: the packaged Korean one) in a worker thread."""
         path = Path(model_path) if model_path is not None else default_model_path()
         executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
@@ -162,7 +163,7 @@ class SpeechRecognizer:
         return recognizer
 
     @classmethod
-    def load_sync(cls, model_path: Path | None = None, workers: int = 1) -> "SpeechRecognizer":
+    def load_sync(cls, model_path: Path | None = None, workers: int = 1) -> SpeechRecognizer:
         """Check and load the model in the calling thread (for the CLI and scripts)."""
         path = Path(model_path) if model_path is not None else default_model_path()
         executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
@@ -307,7 +308,7 @@ class SpeechRecognizer:
         self._executor.shutdown(wait=True)
         self._live_executor.shutdown(wait=True)
 
-    async def __aenter__(self) -> "SpeechRecognizer":
+    async def __aenter__(self) -> SpeechRecognizer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -349,7 +350,7 @@ class SpeechRecognizer:
         if self._closed:
             raise AsrError(f"{what}: the speech recognizer is closed")
         stop = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, func, *args, stop)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args, stop))
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:

@@ -38,7 +38,7 @@ class Transcript:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
         """Rebuild a Transcript from the output of to_dict (e.g. one stored as JSON)."""
         return cls(
             text=data["text"],

@@ -221,7 +221,8 @@ class CaseStore:
     async def add_note(self, case_number: str, text: str, *, actor: str) -> Case:
         """Append a note (event `note`); concurrent notes are all kept, none overwrites another."""
         note = check_note(text)
-        return await self._apply(case_number, actor, lambda case: _Change(events=[(CaseEventKind.NOTE, {"text": note})]))
+        return await self._apply(case_number, actor,
+                                 lambda case: _Change(events=[(CaseEventKind.NOTE, {"text": note})]))
 
     # --- the caller's recorded description ---------------------------------------------------------
 

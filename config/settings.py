@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HOTLINE_VOSK_MODEL_PATH", "VOSK_MODEL_PATH", "vosk_model_path"),
     )
     asr_workers: int = Field(default=max(1, os.cpu_count() or 1), ge=1, le=64)
-    # ASR (issue 4): vosk-server protocol websocket on its own listener (port 0: off); durable job workers.
+    # ASR: vosk-server protocol websocket on its own listener (port 0: off); durable job workers.
     asr_ws_host: str = "127.0.0.1"
     asr_ws_port: int = Field(default=2700, ge=0, le=65535)
     asr_job_workers: int = Field(default=1, ge=1, le=16)  # whole-call jobs; the rest of the pool stays for live calls
@@ -113,9 +113,11 @@ class Settings(BaseSettings):
     queues: list[QueueSpec] = Field(
         default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]
     )
-    agents: list[AgentAccount] = Field(default_factory=lambda: [AgentAccount(name="agent1"), AgentAccount(name="agent2")])
+    agents: list[AgentAccount] = Field(
+        default_factory=lambda: [AgentAccount(name="agent1"), AgentAccount(name="agent2")]
+    )
 
-    # Queueing (issue 5): metrics, priority. metrics_token None: /metrics answers loopback clients only.
+    # Queueing: metrics, priority. metrics_token None: /metrics answers loopback clients only.
     service_level_seconds: int = Field(default=20, ge=1, le=3600)
     metrics_interval_minutes: int = Field(default=15, ge=1, le=1440)
     metrics_token: str | None = None
@@ -129,7 +131,7 @@ class Settings(BaseSettings):
     language: str = Field(default="ko", pattern=r"^[a-z]{2,3}$")
     prompts_file: Path = PROJECT_ROOT / "config" / "prompts.yaml"
     prompts_override_dir: Path | None = None
-    ivr_flow_file: Path = PROJECT_ROOT / "config" / "ivr" / "default.yaml"  # shipped flow (issue 3)
+    ivr_flow_file: Path = PROJECT_ROOT / "config" / "ivr" / "default.yaml"  # the shipped flow
     # More numbers answered by the IVR, each with the flow it runs ({"12399": "flood-warning"}); the hotline
     # number runs "default" unless mapped here. A flow of another name is published, or <name>.yaml beside
     # ivr_flow_file; admins switch a number's flow without restart with `hotline flows route`.
@@ -178,7 +180,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "Settings":
+    def _check_consistency(self) -> Settings:
         if self.rtp_port_end <= self.rtp_port_start:
             raise ValueError("rtp_port_end must be above rtp_port_start")
         queue_names = {q.name for q in self.queues}

@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, DateTime, Integer, String, select
+from sqlalchemy import Boolean, DateTime, Integer, String, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -54,7 +54,7 @@ class AccountRow(Base):
     sip_endpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=lambda: datetime.now(timezone.utc)
+        DateTime(timezone=True), nullable=False, default=lambda: datetime.now(UTC)
     )
 
 
@@ -83,11 +83,11 @@ class Account:
         }
 
     @classmethod
-    def _from_row(cls, row: AccountRow) -> "Account":
+    def _from_row(cls, row: AccountRow) -> Account:
         created = row.created_at
         if created.tzinfo is None:
             # SQLite keeps no zone; we always write UTC.
-            created = created.replace(tzinfo=timezone.utc)
+            created = created.replace(tzinfo=UTC)
         return cls(
             id=row.id,
             username=row.username,
@@ -157,7 +157,7 @@ class AccountStore:
     async def create_schema(self) -> None:
         """Create the accounts table if missing (tests and throw-away set-ups; production uses Alembic)."""
         async with self._engine.begin() as conn:
-            await conn.run_sync(lambda sync: AccountRow.__table__.create(sync, checkfirst=True))
+            await conn.run_sync(lambda sync: cast(Table, AccountRow.__table__).create(sync, checkfirst=True))
 
     async def _hash(self, password: str) -> str:
         # Argon2 is deliberately slow: keep it off the event loop.
@@ -190,7 +190,7 @@ class AccountStore:
             role=checked_role.value,
             sip_endpoint=endpoint,
             active=True,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
         )
         async with self._sessions() as session:
             session.add(row)

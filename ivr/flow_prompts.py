@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .flow_model import FILE_PREFIX, FlowDocument
 from .flow_validator import resolve_sound_file
@@ -11,7 +11,10 @@ from .prompts import PromptError, PromptLibrary, PromptSet
 
 
 class PromptResolver(Protocol):
-    """Turns a node's prompt reference into a path Asterisk can play."""
+    """Turns a node's prompt reference into a path Asterisk can play, once prepare() has made the audio."""
+
+    async def prepare(self) -> None:
+        """Make (or find) the audio of every prompt."""
 
     def path(self, ref: str, language: str) -> str:
         """Playable path (no extension)."""
@@ -60,7 +63,7 @@ class FlowPrompts:
 class FixedPrompts:
     """One prepared prompt library used for every language (tests, or a single-language deployment)."""
 
-    def __init__(self, library: Any, base_dir: Path | None = None) -> None:
+    def __init__(self, library: PromptLibrary, base_dir: Path | None = None) -> None:
         self._library = library
         self._base_dir = base_dir
 

@@ -11,9 +11,9 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from .flow_source import FlowNotPublished, LoadedFlow
+from .flow_source import FlowNotPublished, FlowSource, LoadedFlow
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class RouteLookup(Protocol):
         """The flow an admin routed the number to; None: the configured one."""
 
 
-def dialed_number(agi: Any) -> str | None:
+def dialed_number(agi: object) -> str | None:
     """The number the caller dialed: the AGI argument the dialplan passes, else agi_extension (None if neither)."""
     headers = getattr(agi, "headers", None) or {}
     for key in ("agi_arg_1", "agi_extension"):
@@ -59,14 +59,14 @@ class FlowRouter:
     source_for: flow name → its source (with current()); routes: admin routes (FlowStore), None for none.
     """
 
-    def __init__(self, numbers: Mapping[str, str], hotline_number: str, source_for: Callable[[str], Any],
+    def __init__(self, numbers: Mapping[str, str], hotline_number: str, source_for: Callable[[str], FlowSource],
                  routes: RouteLookup | None = None, *, default_name: str = DEFAULT_FLOW_NAME,
                  lookup_timeout: float = 2.0) -> None:
         self._numbers = dict(numbers)
         self._numbers.setdefault(hotline_number, default_name)
         self._hotline_number = hotline_number
         self._source_for = source_for
-        self._sources: dict[str, Any] = {}
+        self._sources: dict[str, FlowSource] = {}
         self._routes = routes
         self._default = default_name
         self._timeout = lookup_timeout
@@ -76,7 +76,7 @@ class FlowRouter:
         """The configured mapping (dialed number → flow name), the hotline number included."""
         return dict(self._numbers)
 
-    def source(self, name: str) -> Any:
+    def source(self, name: str) -> FlowSource:
         """The flow source of a flow name (made once)."""
         if name not in self._sources:
             self._sources[name] = self._source_for(name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from asr import SpeechRecognizer
 
 from .flow_admin import FlowAdmin
 from .flow_model import FlowDocument
@@ -32,9 +33,9 @@ class FlowServices:
 
     @classmethod
     def create(cls, engine: AsyncEngine, *, flow_file: Path, prompts_dir: Path, override_dir: Path | None,
-               queues: Collection[str] | None, project_dir: Path, recognizer: Any = None,
+               queues: Collection[str] | None, project_dir: Path, recognizer: SpeechRecognizer | None = None,
                live_name: str = "default", hotline_number: str = "12345",
-               numbers: Mapping[str, str] | None = None) -> "FlowServices":
+               numbers: Mapping[str, str] | None = None) -> FlowServices:
         """Wire the pieces; "file:" prompts and model paths are relative to the flow file's folder / project.
 
         numbers: dialed number → flow name (settings ivr_numbers; the hotline number runs live_name unless

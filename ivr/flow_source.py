@@ -6,10 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .flow_model import FlowDocument
-from .flow_validator import FlowValidator
+from .flow_prompts import PromptResolver
+from .flow_store import FlowVersion
+from .flow_validator import FlowReport, FlowValidator
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ class FlowNotPublished(LookupError):
 class FlowRejected(Exception):
     """A flow failed validation; .report has every error; the message is the first one."""
 
-    def __init__(self, report: Any) -> None:
+    def __init__(self, report: FlowReport) -> None:
         first = str(report.errors[0]) if report.errors else "invalid flow"
         more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
         super().__init__(f"{first}{more}")
@@ -37,10 +39,17 @@ class LoadedFlow:
     name: str
     version: int
     document: FlowDocument
-    prompts: Any  # PromptResolver
+    prompts: PromptResolver
 
 
-PromptFactory = Callable[[FlowDocument], Any]  # → a PromptResolver with an async prepare()
+PromptFactory = Callable[[FlowDocument], PromptResolver]
+
+
+class FlowSource(Protocol):
+    """Where a call gets its flow: FileFlowSource, LiveFlowSource or the number router."""
+
+    async def current(self) -> LoadedFlow:
+        """The flow a call starting now runs."""
 
 
 class VersionLookup(Protocol):
@@ -49,8 +58,8 @@ class VersionLookup(Protocol):
     async def live_version(self, name: str) -> int | None:
         """Number of the live version of a flow, None if never published."""
 
-    async def get(self, name: str, version: int | None = None) -> Any:
-        """A stored version (with .text), None if missing."""
+    async def get(self, name: str, version: int | None = None) -> FlowVersion | None:
+        """A stored version, None if missing."""
 
 
 async def compile_flow(name: str, version: int, text: str, validator: FlowValidator,

@@ -21,7 +21,7 @@ import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import websockets
 
@@ -33,6 +33,13 @@ EAGI_AUDIO_FD = 3
 REDIS_URL_ENV = "HOTLINE_REDIS_URL"
 
 log = logging.getLogger(__name__)
+
+
+class LiveFields(Protocol):
+    """Where the words go: the call's live state (queueing's LiveCallState in the hotline)."""
+
+    async def update(self, linkedid: str, **fields: Any) -> None:
+        """Set fields on a live call and publish the change."""
 
 
 @dataclass
@@ -73,7 +80,7 @@ async def read_audio_fd(fd: int, chunk_bytes: int = CHUNK_BYTES) -> AsyncIterato
 class LiveTranscriber:
     """Streams one caller's audio to the ASR websocket, mirroring words into live state and audio into a WAV."""
 
-    def __init__(self, *, ws_url: str, live: Any, linkedid: str, wav_path: Path, max_seconds: float = 60.0,
+    def __init__(self, *, ws_url: str, live: LiveFields, linkedid: str, wav_path: Path, max_seconds: float = 60.0,
                  silence_seconds: float = 1.5, no_speech_seconds: float = 10.0,
                  phrase_list: list[str] | None = None, timeout: float = 10.0) -> None:
         self._url = ws_url

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 from asr import AsrError, SpeechRecognizer
 
@@ -16,7 +15,7 @@ DEFAULT_MODEL = "default"
 class RecognizerVocabulary:
     """The vocabulary of a loaded recognizer (for FlowValidator)."""
 
-    def __init__(self, recognizer: Any) -> None:
+    def __init__(self, recognizer: SpeechRecognizer) -> None:
         self._recognizer = recognizer
 
     def missing(self, words: Collection[str]) -> list[str]:
@@ -38,14 +37,14 @@ class SpeechModels:
     speech menus in that language fall back to DTMF.
     """
 
-    def __init__(self, default: Any, base_dir: Path, workers: int = 1) -> None:
+    def __init__(self, default: SpeechRecognizer | None, base_dir: Path, workers: int = 1) -> None:
         self._default = default
         self._base_dir = base_dir
         self._workers = workers
-        self._loaded: dict[Path, Any] = {}
+        self._loaded: dict[Path, SpeechRecognizer] = {}
         self._missing: set[Path] = set()
 
-    def attach_default(self, recognizer: Any) -> None:
+    def attach_default(self, recognizer: SpeechRecognizer | None) -> None:
         """Use the hotline's loaded recognizer for asr_model "default" (it is loaded after this registry is made)."""
         self._default = recognizer
 
@@ -65,7 +64,7 @@ class SpeechModels:
         path = self.model_dir(asr_model)
         return path is not None and (path / "am").is_dir()
 
-    def recognizer(self, language: str, asr_model: str | None) -> Any:
+    def recognizer(self, language: str, asr_model: str | None) -> SpeechRecognizer | None:
         """The recognizer for that model, or None (not installed / not loaded yet)."""
         if asr_model == DEFAULT_MODEL:
             return self._default
@@ -81,7 +80,7 @@ class SpeechModels:
             recognizer = self._load(asr_model)
         return RecognizerVocabulary(recognizer) if recognizer is not None else None
 
-    def _load(self, asr_model: str | None) -> Any:
+    def _load(self, asr_model: str | None) -> SpeechRecognizer | None:
         path = self.model_dir(asr_model)
         if path is None or path in self._missing:
             return None

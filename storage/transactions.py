@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 _StoreClass = TypeVar("_StoreClass", bound=type)
@@ -30,7 +30,7 @@ def finish_on_cancel(cls: _StoreClass | None = None, *,
     return decorate if cls is None else decorate(cls)
 
 
-def _finishing(method: Callable[..., Awaitable[Any]], task_name: str) -> Callable[..., Awaitable[Any]]:
+def _finishing(method: Callable[..., Coroutine[Any, Any, Any]], task_name: str) -> Callable[..., Awaitable[Any]]:
     running: set[asyncio.Task[Any]] = set()  # kept: asyncio holds tasks only weakly
 
     @functools.wraps(method)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
@@ -83,7 +83,7 @@ class TranscriptionJob:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _to_job(row: Row[Any]) -> TranscriptionJob:
@@ -206,7 +206,7 @@ class TranscriptionJobStore:
                                         lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
 
     async def fail(self, job: TranscriptionJob, owner: str, error: str, *, retry_in: float | None) -> JobStatus:
-        """Record a failed attempt: pending again after retry_in seconds, or failed for good (None, or no tries left)."""
+        """Record a failed attempt: pending again after retry_in seconds, or failed for good (None, no tries left)."""
         now = _now()
         final = retry_in is None or job.attempts >= job.max_attempts
         status = JobStatus.FAILED if final else JobStatus.PENDING

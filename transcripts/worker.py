@@ -1,4 +1,4 @@
-"""TranscriptionWorker: takes due jobs from the store, transcribes them with the shared recognizer, stores the result."""
+"""TranscriptionWorker: takes due jobs from the store, transcribes them with the shared recognizer, keeps the result."""
 from __future__ import annotations
 
 import asyncio
