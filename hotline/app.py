@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -43,9 +43,9 @@ from queueing import (
     QueueTimeoutRoute,
 )
 from queueing.builder import (
-    QueuePrompts,
     QueueingServices,
     QueueingStores,
+    QueuePrompts,
     build_agent_provisioner,
     build_live_calls,
     build_queueing,

@@ -299,10 +299,13 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         audio = settings.run_dir / "demo" / f"audio-{uuid.uuid4().hex[:8]}.wav"
         audio.parent.mkdir(parents=True, exist_ok=True)
-        import subprocess
-
-        subprocess.run(["sox", str(args.audio), "-r", "8000", "-c", "1", "-b", "16", str(audio)], check=True,
-                       capture_output=True, timeout=60)
+        sox = await asyncio.create_subprocess_exec(
+            "sox", str(args.audio), "-r", "8000", "-c", "1", "-b", "16", str(audio),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, sox_err = await asyncio.wait_for(sox.communicate(), 60)
+        if sox.returncode != 0:
+            print(f"error: audio file {args.audio}: {sox_err.decode(errors='replace').strip()}", file=sys.stderr)
+            return 2
     if args.digits and not all(ch in "0123456789*#" for ch in args.digits):
         print(f"error: --digits {args.digits!r}: only 0-9, * and # can be pressed", file=sys.stderr)
         return 2

@@ -109,7 +109,8 @@ async def _flows(args: argparse.Namespace, settings: Any) -> int:
             return 0
         if command == "audit":
             for e in await admin.audit():
-                versions = f"v{e.to_version} live" if e.action == "route" else f"v{e.from_version or 0} → v{e.to_version}"
+                versions = (f"v{e.to_version} live" if e.action == "route"
+                            else f"v{e.from_version or 0} → v{e.to_version}")
                 print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<12} {e.action:<8} {e.flow_name} {versions}  {e.detail}")
             return 0
         if command == "routes":

@@ -22,9 +22,11 @@ from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecord, CallRecordStore
 from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 
-__all__ = ["PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore", "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute",
-           "CallbackStore",
-           "CallRecord", "CallRecordStore", "CallTracker", "CaseProgress", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
-           "QueueConsole", "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState",
-           "MaxWaitRecordingRoute", "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis",
-           "parse_skills", "QueueWaitModel", "SpokenPrompts"]
+__all__ = [
+    "PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore",
+    "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute", "CallbackStore", "CallRecord", "CallRecordStore",
+    "CallTracker", "CaseProgress", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
+    "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState", "MaxWaitRecordingRoute",
+    "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis", "parse_skills",
+    "QueueWaitModel", "SpokenPrompts",
+]

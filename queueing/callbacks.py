@@ -233,7 +233,8 @@ class CallbackDispatcher:
         dialed again: failed, for a supervisor.
     Reconciling runs at every (re)connect, when a callback channel hangs up, and every `reconcile_seconds`."""
 
-    def __init__(self, store: CallbackStore, ami: AmiActions, queue_live: QueueLiveState, live_calls: LiveCallState, *, dial_template: str,
+    def __init__(self, store: CallbackStore, ami: AmiActions, queue_live: QueueLiveState, live_calls: LiveCallState,
+                 *, dial_template: str,
                  max_attempts: int = 3, retry_seconds: float = 60.0, agent_ring_seconds: int = 20,
                  citizen_ring_seconds: int = 30,
                  originate_grace_seconds: float = 10.0, reconcile_seconds: float = 30.0,

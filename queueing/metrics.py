@@ -152,7 +152,7 @@ class QueueMetricsStore:
         out = []
         for queue in queues:
             values = rows.get(queue, (0,) * (len(_SUMS) + 1))
-            s = dict(zip(_SUMS, values))
+            s = dict(zip(_SUMS, values, strict=False))  # the row has one more value than _SUMS names
             out.append(QueueFigures(
                 queue=queue, offered=int(s["offered"]), answered=int(s["answered"]), abandoned=int(s["abandoned"]),
                 answered_within_sl=int(s["answered_within_sl"]),

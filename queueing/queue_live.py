@@ -215,7 +215,8 @@ class QueueLiveState:
 class QueueEventTracker:
     """Turns AMI queue/agent events into QueueLiveState and queue metrics; rebuilds both views from Asterisk."""
 
-    def __init__(self, ami: AmiActions, live: QueueLiveState, metrics: QueueMetricsStore, calls: LiveCallState, *, queues: Iterable[str],
+    def __init__(self, ami: AmiActions, live: QueueLiveState, metrics: QueueMetricsStore, calls: LiveCallState, *,
+                 queues: Iterable[str],
                  wrapup_seconds: dict[str, float], known_agents: Callable[[], Any] | None = None) -> None:
         self._ami = ami
         self._live = live

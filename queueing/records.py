@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Float, Index, Row, String, case, select
@@ -107,7 +107,8 @@ def _text(name: str, max_len: int, optional: bool = True) -> Callable[[Any], str
         if value is None and optional:
             return None
         if not isinstance(value, str):
-            raise CallRecordError(f"{name} must be a string{' or None' if optional else ''}, got {type(value).__name__}")
+            expected = "a string or None" if optional else "a string"
+            raise CallRecordError(f"{name} must be {expected}, got {type(value).__name__}")
         if len(value) > max_len:
             raise CallRecordError(f"{name} is longer than {max_len} characters")
         return value
@@ -132,7 +133,7 @@ def _time(name: str) -> Callable[[Any], datetime | None]:
             return None
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise CallRecordError(f"{name} must be a timezone-aware datetime or None, got {value!r}")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     return check
 
@@ -185,7 +186,7 @@ def _to_record(row: Row[Any]) -> CallRecord:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @finish_on_cancel

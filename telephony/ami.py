@@ -174,7 +174,8 @@ class AmiClient:
             async with asyncio.timeout(self._connect_timeout):  # not wait_for: see _send
                 _, protocol = await loop.create_connection(_GuardedProtocol, self._host, self._port)
         except TimeoutError:
-            raise AmiConnectError(f"AMI at {self._host}:{self._port}: no answer within {self._connect_timeout:g} s") from None
+            raise AmiConnectError(
+                f"AMI at {self._host}:{self._port}: no answer within {self._connect_timeout:g} s") from None
         except ConnectionRefusedError:
             raise AmiConnectError(f"AMI at {self._host}:{self._port}: connection refused") from None
         except OSError as exc:

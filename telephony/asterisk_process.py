@@ -143,7 +143,7 @@ class AsteriskConfig:
         set_(self, "ivr_numbers", tuple(str(n) for n in self.ivr_numbers if str(n) != self.hotline_number))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "AsteriskConfig":
+    def from_settings(cls, settings: Any) -> AsteriskConfig:
         """Build from the hotline's typed Settings (secrets must already be resolved)."""
         return cls(
             run_dir=settings.asterisk_run_dir,
@@ -475,7 +475,7 @@ class AsteriskProcess:
         """The child's exit status once it has ended."""
         return self._proc.returncode if self._proc is not None else None
 
-    async def __aenter__(self) -> "AsteriskProcess":
+    async def __aenter__(self) -> AsteriskProcess:
         await self.start()
         return self
 
@@ -496,7 +496,8 @@ class AsteriskProcess:
             raise AsteriskStartError(f"Asterisk run dir {cfg.run_dir} is too long for its control socket path")
         if _control_socket_answers(cfg.control_socket):
             raise AsteriskStartError(
-                f"another Asterisk is already running from {cfg.run_dir} (its control socket {cfg.control_socket} answers)"
+                f"another Asterisk is already running from {cfg.run_dir} "
+                f"(its control socket {cfg.control_socket} answers)"
             )
         if not (cfg.modules_dir / "chan_pjsip.so").is_file():
             hint = find_modules_dir()
@@ -526,7 +527,8 @@ class AsteriskProcess:
         except OSError:
             self._messages_offset = 0
         self.cfg.console_log.write_bytes(b"")
-        with open(self.cfg.console_log, "ab") as console:  # O_APPEND: safe even if something else writes too
+        # Opening a local log file is a metadata call; Asterisk writes to it, not this loop.
+        with open(self.cfg.console_log, "ab") as console:  # noqa: ASYNC230 - O_APPEND: safe even if something else writes too
             self._proc = await asyncio.create_subprocess_exec(
                 binary,
                 "-f",  # stay in the foreground: we are the supervisor
@@ -567,7 +569,7 @@ class AsteriskProcess:
             try:
                 await asyncio.wait_for(self._ami_fully_booted(), timeout=min(remaining, 5.0))
                 return
-            except (OSError, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
                 last_error = f"AMI: {type(exc).__name__} {exc}".strip()
             await asyncio.sleep(0.1)
 
@@ -621,11 +623,11 @@ class AsteriskProcess:
             self._signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._signal(signal.SIGKILL)
                 try:
                     await asyncio.wait_for(proc.wait(), timeout=5.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise AsteriskStartError(f"Asterisk pid {proc.pid} did not die after SIGKILL") from None
 
 
