@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,9 +34,9 @@ from .model import (
 from .statuses import BEING_WORKED_ON, CaseStatus, TranscriptStatus, check_transition
 from .tables import CaseCounterRow, CaseEventRow, CaseRow
 
-_cases = cast(Table, CaseRow.__table__)
-_counters = cast(Table, CaseCounterRow.__table__)
-_events = cast(Table, CaseEventRow.__table__)
+_cases = CaseRow.__table__
+_counters = CaseCounterRow.__table__
+_events = CaseEventRow.__table__
 
 # How a call ended, as the call side reports it to end_call (anything else: the caller was heard).
 ABANDONED_IN_QUEUE = "abandoned_in_queue"

@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, DateTime, Integer, String, Table, select
+from sqlalchemy import Boolean, DateTime, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -157,7 +157,7 @@ class AccountStore:
     async def create_schema(self) -> None:
         """Create the accounts table if missing (tests and throw-away set-ups; production uses Alembic)."""
         async with self._engine.begin() as conn:
-            await conn.run_sync(lambda sync: cast(Table, AccountRow.__table__).create(sync, checkfirst=True))
+            await conn.run_sync(lambda sync: AccountRow.__table__.create(sync, checkfirst=True))
 
     async def _hash(self, password: str) -> str:
         # Argon2 is deliberately slow: keep it off the event loop.

@@ -7,6 +7,7 @@ connection loses nothing) and ``sync()`` makes Asterisk match the database again
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -143,11 +144,11 @@ class AgentStore:
             raise AgentNotFound(f"no agent named {name!r}")
         return found[0]
 
-    async def list(self) -> list[Agent]:
+    async def list(self) -> builtins.list[Agent]:
         """Every agent, by name."""
         return await self._load(None)
 
-    async def _load(self, where: Any) -> list[Agent]:
+    async def _load(self, where: Any) -> builtins.list[Agent]:
         agents_q = select(AgentRow.__table__).order_by(AgentRow.name)
         skills_q = select(AgentSkillRow.__table__)
         if where is not None:
@@ -171,7 +172,7 @@ class AgentStore:
             raise AgentNotFound(f"no agent named {name!r}")
         return await self.get(name)
 
-    async def seed(self, agents: Sequence[tuple[str, str, Sequence[str]]]) -> list[str]:
+    async def seed(self, agents: Sequence[tuple[str, str, Sequence[str]]]) -> builtins.list[str]:
         """Create configured agents (name, password, queues) that are not in the database yet, logged in
         (as the static members of earlier versions were); return the names created."""
         existing = {a.name for a in await self.list()}
@@ -258,7 +259,7 @@ class AgentService:
         """The agent records."""
         return self._store
 
-    async def list(self) -> list[Agent]:
+    async def list(self) -> builtins.list[Agent]:
         """Every agent record."""
         return await self._store.list()
 

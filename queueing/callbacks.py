@@ -436,7 +436,7 @@ class CallbackDispatcher:
                                 cb.caller_number)
                     await self._live.end_call(f"callback-{cb.id}", outcome="callback_unknown")
                     await self._queue_live.publish("callback_failed", callback=cb.to_dict())
-            elif self._clock() - cb.updated_at >= self._grace:
+            elif cb.updated_at is None or self._clock() - cb.updated_at >= self._grace:
                 # No channel and no record: the agent never answered, so the citizen was never rung.
                 await self._store.set_status(cb.id, PENDING, expect=(DIALING,), retry_in=0, refund_attempt=True,
                                              error="interrupted before the agent answered")

@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import Settings
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "asterisk" / "templates"
 
@@ -62,7 +65,7 @@ class AgentSpec:
     """One agent's SIP account: the endpoint name, its digest password and the queues it serves."""
 
     name: str
-    password: str
+    password: str | None  # None until secrets are resolved; rendering refuses it
     queues: tuple[str, ...] = ()
 
 
@@ -143,8 +146,10 @@ class AsteriskConfig:
         set_(self, "ivr_numbers", tuple(str(n) for n in self.ivr_numbers if str(n) != self.hotline_number))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AsteriskConfig:
+    def from_settings(cls, settings: Settings) -> AsteriskConfig:
         """Build from the hotline's typed Settings (secrets must already be resolved)."""
+        if settings.ami_secret is None:
+            raise AsteriskConfigError("ami_secret is not set (resolve secrets first)")
         return cls(
             run_dir=settings.asterisk_run_dir,
             ami_secret=settings.ami_secret,
@@ -166,6 +171,12 @@ class AsteriskConfig:
             sounds_dir=settings.asterisk_sounds_dir,
             recordings_dir=settings.recordings_dir,
         )
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where recordings go (recordings_dir, resolved at construction)."""
+        assert self.recordings_dir is not None  # set by __post_init__
+        return self.recordings_dir
 
     # Asterisk's own directories, all under run_dir.
     @property
@@ -325,7 +336,7 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         ),
         agi_host=cfg.agi_host,
         agi_port=str(cfg.agi_port),
-        call_recordings_dir=str(cfg.recordings_dir / "calls"),  # MixMonitor files (issue 4)
+        call_recordings_dir=str(cfg.recordings_path / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
         # ivr flows: each further number hands its own number to the IVR (the AGI argument) and joins the hotline's
         ivr_number_extens="".join(
@@ -382,7 +393,7 @@ def render_asterisk_config(cfg: AsteriskConfig) -> Path:
     """Write run_dir/etc/*.conf (and create Asterisk's dirs) from the templates; return asterisk.conf's path."""
     files = _render_all(cfg)
     try:
-        for path in (*_dirs(cfg).values(), cfg.recordings_dir):
+        for path in (*_dirs(cfg).values(), cfg.recordings_path):
             path.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             _write_if_changed(cfg.etc_dir / name, text)
