@@ -25,22 +25,17 @@ from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStore, CaseStoreError
 from config import Settings
-from config.settings import PROJECT_ROOT
 from identity import AccountStore
-from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, load_prompt_sets
+from ivr import FlowRejected, HotlineCallFlow, PromptError, load_prompt_sets
+from ivr.builder import build_call_flow, build_flows
 from ivr.flow_service import FlowServices
 from ivr.live_transcript import REDIS_URL_ENV as LIVE_TRANSCRIPT_REDIS_ENV
 from ivr.prompts import synthesize_speech
 from lifecycle import TaskOwner
 from queueing import (
-    CallbackRoute,
     CallEndHook,
     CallRecordStore,
     LiveCallState,
-    MaxWaitRecordingRoute,
-    PriorityPolicy,
-    QueueEntryRoute,
-    QueueTimeoutRoute,
 )
 from queueing.builder import (
     QueueingServices,
@@ -48,9 +43,9 @@ from queueing.builder import (
     QueuePrompts,
     build_agent_provisioner,
     build_live_calls,
+    build_queue_routes,
     build_queueing,
     build_queueing_stores,
-    too_early_prompt,
 )
 from storage import create_engine_from_url, migrate_database
 from telephony import (
@@ -191,10 +186,7 @@ def build_app(settings: Settings) -> web.Application:
     app[QUEUE_CONSOLE] = queueing.console
     app[METRICS_TOKEN] = settings.metrics_token
     app[CALL_END_HOOKS] = call_end_hooks
-    app[FLOWS] = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
-                                     override_dir=settings.prompts_override_dir,
-                                     queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
-                                     hotline_number=settings.hotline_number, numbers=settings.flow_numbers)
+    app[FLOWS] = build_flows(engine, settings)
     app[FLOW_ADMIN] = app[FLOWS].admin
     app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
     app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
@@ -315,42 +307,18 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     for problem in await flows.router.check(routes):  # every number's flow, loaded now
         log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    flow = HotlineCallFlow(
-        options=IvrOptions(
-            recordings_dir=settings.recordings_dir,
-            menu_timeout_ms=int(settings.menu_timeout_seconds * 1000),
-            menu_retries=settings.menu_retries,
-            record_max_ms=settings.record_max_seconds * 1000,
-            record_silence_s=settings.record_silence_seconds,
-            language=settings.language,
-            transfer_dial=settings.transfer_dial,
-            live_transcript_command=live_transcript_command(settings),  # record nodes with mode: stream
-        ),
-        flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
-        cases=app[CASES], records=stores.records, live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS],
-        # callback nodes book durable requests, dialed like the queue key's (first queue if none named)
-        callbacks=stores.callbacks, callback_queue=settings.queues[0].name if settings.queues else None,
-    )
-    prompts = queue_prompts(settings)
-    max_wait = {q.name: q.max_wait_seconds for q in settings.queues}
-    server = build_fastagi(settings)
-    server.add_route("ivr", flow.handle)
-    entry = QueueEntryRoute(PriorityPolicy(urgent_categories=frozenset(settings.urgent_categories)),
-                            app[CASES].has_open_case, app[LIVE_STATE], max_wait=max_wait)
-    server.add_route("queue-entry", entry.handle)
-    server.add_route("queue-timeout", QueueTimeoutRoute({q.name: q.on_max_wait for q in settings.queues},
-                                                        stores.callbacks, app[LIVE_STATE], max_wait).handle)
-    server.add_route("callback-request", CallbackRoute(stores.callbacks, app[LIVE_STATE],
-                                                       after_seconds=settings.callback_after_seconds,
-                                                       too_early_prompt=too_early_prompt(prompts)).handle)
+    flow = build_call_flow(settings, flows, cases=app[CASES], records=stores.records, live=app[LIVE_STATE],
+                           descriptions=app[DESCRIPTIONS], callbacks=stores.callbacks,
+                           live_transcript_command=live_transcript_command(settings))
     try:
-        maxwait_record = MaxWaitRecordingRoute(
-            app[CASES], app[DESCRIPTIONS], app[LIVE_STATE], recordings_dir=settings.recordings_dir,
-            prompts_dir=prompts.directory, voice=prompts.voice, texts=prompts.texts, synthesize=prompts.synthesize,
-            record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
+        queue_routes = build_queue_routes(settings, stores, app[CASES], app[LIVE_STATE], app[DESCRIPTIONS],
+                                          queue_prompts(settings))
     except ValueError as exc:
         raise HotlineStartError(f"on_max_wait record ({settings.language}): {exc}") from None
-    server.add_route("queue-maxwait-record", maxwait_record.handle)
+    server = build_fastagi(settings)
+    server.add_route("ivr", flow.handle)
+    for script, handler in queue_routes.items():
+        server.add_route(script, handler)
     try:
         await server.start()
     except AgiError as exc:

@@ -12,17 +12,22 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cases import CaseStore
 from config import Settings
 from lifecycle import TaskOwner
-from telephony import AmiError
+from telephony import AgiHandler, AmiError
 from telephony.builder import build_asterisk_config
+from transcripts import DescriptionTranscripts
 
 from .agents import AgentService, AgentStore, PjsipAgentProvisioner
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
-from .callbacks import CallbackDispatcher, CallbackStore
+from .callbacks import CallbackDispatcher, CallbackRoute, CallbackStore
 from .live_state import LiveCallState, connect_redis
+from .max_wait import QueueTimeoutRoute
+from .max_wait_recording import MaxWaitRecordingRoute
 from .metrics import QueueMetricsStore
 from .ports import AmiEvents, AmiPort
+from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecordStore
@@ -182,3 +187,24 @@ def too_early_prompt(prompts: QueuePrompts) -> Callable[[], Awaitable[str]] | No
         return None
     spoken = SpokenPrompts(prompts.directory, prompts.voice, prompts.synthesize)
     return lambda: spoken.path(text)
+
+
+def build_queue_routes(settings: Settings, stores: QueueingStores, cases: CaseStore, live_calls: LiveCallState,
+                       descriptions: DescriptionTranscripts, prompts: QueuePrompts) -> dict[str, AgiHandler]:
+    """The dialplan's AGI hooks around Queue(), by script name: priority on entry, the maximum wait's action,
+    the caller's callback key and the message left at the maximum wait.
+
+    ValueError (one line) if the language's prompt texts lack a sentence a route speaks."""
+    max_wait = {q.name: q.max_wait_seconds for q in settings.queues}
+    entry = QueueEntryRoute(PriorityPolicy(urgent_categories=frozenset(settings.urgent_categories)),
+                            cases.has_open_case, live_calls, max_wait=max_wait)
+    timeout = QueueTimeoutRoute({q.name: q.on_max_wait for q in settings.queues}, stores.callbacks, live_calls,
+                                max_wait)
+    callback = CallbackRoute(stores.callbacks, live_calls, after_seconds=settings.callback_after_seconds,
+                             too_early_prompt=too_early_prompt(prompts))
+    maxwait_record = MaxWaitRecordingRoute(
+        cases, descriptions, live_calls, recordings_dir=settings.recordings_dir, prompts_dir=prompts.directory,
+        voice=prompts.voice, texts=prompts.texts, synthesize=prompts.synthesize,
+        record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
+    return {"queue-entry": entry.handle, "queue-timeout": timeout.handle, "callback-request": callback.handle,
+            "queue-maxwait-record": maxwait_record.handle}

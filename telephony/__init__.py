@@ -7,11 +7,21 @@ from .asterisk_process import (
     AsteriskStartError,
     render_asterisk_config,
 )
-from .fastagi import AgiCommandError, AgiError, AgiHangup, AgiResult, AgiSession, AgiTimeout, FastAgiServer, agi_quote
+from .fastagi import (
+    AgiCommandError,
+    AgiError,
+    AgiHandler,
+    AgiHangup,
+    AgiResult,
+    AgiSession,
+    AgiTimeout,
+    FastAgiServer,
+    agi_quote,
+)
 
 __all__ = [
-    "AgiCommandError", "AgiError", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout", "AmiActionFailed",
-    "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
+    "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout",
+    "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
     "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
     "render_asterisk_config",
 ]
