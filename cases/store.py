@@ -4,6 +4,7 @@ Every operation checks its move against the transition table, updates the case r
 appends its event(s) to case_events in one transaction: either both are stored or neither is."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -32,11 +33,12 @@ from .model import (
     clip_reason,
 )
 from .statuses import BEING_WORKED_ON, CaseStatus, TranscriptStatus, check_transition
-from .tables import CaseCounterRow, CaseEventRow, CaseRow
+from .tables import CaseAppliedOpRow, CaseCounterRow, CaseEventRow, CaseRow
 
 _cases = CaseRow.__table__
 _counters = CaseCounterRow.__table__
 _events = CaseEventRow.__table__
+_applied = CaseAppliedOpRow.__table__
 
 # How a call ended, as the call side reports it to end_call (anything else: the caller was heard).
 ABANDONED_IN_QUEUE = "abandoned_in_queue"
@@ -134,8 +136,29 @@ class CaseStore:
         self._engine = engine
         self._clock = clock
         self._day_zone = day_zone
+        self._op: tuple[str, datetime] | None = None  # set on the copies idempotent() hands out
+
+    def idempotent(self, op_id: str, at: datetime) -> CaseStore:
+        """This store for one journaled write: its change is stamped `at` and applied at most once per op_id
+        (a repeat finds the id recorded with the first and changes nothing)."""
+        check_text("op_id", op_id, max_len=64, optional=False)
+        if at.tzinfo is None:
+            raise CaseStoreError("idempotent() needs a timezone-aware time")
+        view = copy.copy(self)
+        view._op = (op_id, at)
+        return view
+
+    async def _first_time(self, conn: AsyncConnection) -> bool:
+        """Record this copy's op id in the open transaction; False if an earlier attempt already did."""
+        if self._op is None:
+            return True
+        stmt = (self._upsert(_applied).values(op_id=self._op[0], applied_at=self._op[1])
+                .on_conflict_do_nothing(index_elements=[_applied.c.op_id]).returning(_applied.c.op_id))
+        return (await conn.execute(stmt)).scalar_one_or_none() is not None
 
     def _now(self) -> datetime:
+        if self._op is not None:
+            return self._op[1].astimezone(UTC)
         now = self._clock()
         if now.tzinfo is None:
             raise CaseStoreError("the case store clock returned a naive datetime; it must be timezone-aware")
@@ -143,9 +166,24 @@ class CaseStore:
 
     # --- opening ---------------------------------------------------------------------------------
 
-    async def open(self, new: NewCase, *, actor: str) -> Case:
+    async def reserve_numbers(self, count: int) -> list[str]:
+        """Hand out `count` case numbers of today at once (for opening cases while the database is away)."""
+        check_limit(count)
+        day = self._now().astimezone(self._day_zone).strftime("%y%m%d")
+        bump = (
+            self._upsert(_counters)
+            .values(day=day, last_seq=count)
+            .on_conflict_do_update(index_elements=[_counters.c.day],
+                                   set_={"last_seq": _counters.c.last_seq + count})
+            .returning(_counters.c.last_seq)
+        )
+        async with self._engine.begin() as conn:
+            last = (await conn.execute(bump)).scalar_one()
+        return [f"{day}{seq:04d}" for seq in range(last - count + 1, last + 1)]
+
+    async def open(self, new: NewCase, *, actor: str, case_number: str | None = None) -> Case:
         """Store a new case (status NEW, event `opened`) and allocate its case number: YYMMDD + a daily sequence
-        of 4+ digits."""
+        of 4+ digits (or take `case_number`, one reserve_numbers() handed out)."""
         if not isinstance(new, NewCase):
             raise CaseStoreError(f"open() takes a NewCase, got {type(new).__name__}")
         actor = check_actor(actor)
@@ -170,10 +208,21 @@ class CaseStore:
             .returning(_counters.c.last_seq)
         )
         opened = {k: values[k] for k in ("caller_number", "category", "source_ref", "menu_path")}
+        if case_number is not None:
+            check_text("case_number", case_number, max_len=20, optional=False)
         try:
             async with self._engine.begin() as conn:
-                seq = (await conn.execute(bump)).scalar_one()
-                case_number = f"{day}{seq:04d}"
+                if not await self._first_time(conn):  # an earlier attempt of this write opened it
+                    if case_number is not None:
+                        where = _cases.c.case_number == case_number
+                    elif values["source_ref"] is not None:
+                        where = _cases.c.source_ref == values["source_ref"]
+                    else:
+                        raise CaseStoreError("a repeated open() needs a case_number or a source_ref")
+                    return _to_case((await conn.execute(select(_cases).where(where))).one(), [])
+                if case_number is None:
+                    seq = (await conn.execute(bump)).scalar_one()
+                    case_number = f"{day}{seq:04d}"
                 row = (
                     await conn.execute(
                         insert(_cases)
@@ -401,7 +450,7 @@ class CaseStore:
             )).one_or_none()
             if locked is None:
                 raise CaseNotFound(f"no case with number {case_number!r}")
-            change = decide(_to_case(locked, []))
+            change = decide(_to_case(locked, [])) if await self._first_time(conn) else None
             row = locked
             if change is not None:
                 row = (await conn.execute(

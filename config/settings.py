@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     ami_ping_interval: float = Field(default=3.0, gt=0, le=60)
     agi_command_timeout: float = Field(default=120.0, gt=0, le=3600)
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    # A call waits this long for a case/record write; then the write is kept in the outbox and the call goes on.
+    db_write_timeout: float = Field(default=2.0, gt=0, le=60)
 
     queues: list[QueueSpec] = Field(
         default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]
@@ -226,6 +228,11 @@ class Settings(BaseSettings):
     def recordings_dir(self) -> Path:
         """Where callers' recorded descriptions are kept (Asterisk writes, the bridge reads)."""
         return self.run_dir / "recordings"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where writes the database did not take in time wait (journal files, mode 0600)."""
+        return self.run_dir / "outbox"
 
     @property
     def prompts_dir(self) -> Path:

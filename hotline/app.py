@@ -23,7 +23,7 @@ from agent_console.flow_views import FLOW_ADMIN
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
-from cases import CaseStore, CaseStoreError
+from cases import CaseStore, CaseStoreError, DurableCases
 from config import Settings
 from identity import AccountStore
 from ivr import FlowRejected, HotlineCallFlow, PromptError, load_prompt_sets
@@ -35,6 +35,7 @@ from lifecycle import TaskOwner
 from queueing import (
     CallEndHook,
     CallRecordStore,
+    DurableCallRecords,
     LiveCallState,
 )
 from queueing.builder import (
@@ -47,7 +48,7 @@ from queueing.builder import (
     build_queueing,
     build_queueing_stores,
 )
-from storage import create_engine_from_url, migrate_database
+from storage import Outbox, create_engine_from_url, migrate_database
 from telephony import (
     AgiError,
     AmiClient,
@@ -86,6 +87,9 @@ TRANSCRIPT_JOB_STORE = web.AppKey("transcript_job_store", TranscriptionJobStore)
 TRANSCRIPTION_WORKER = web.AppKey("transcription_worker", TranscriptionWorker)
 CALL_END_HOOKS = web.AppKey("call_end_hooks", list[CallEndHook])
 FLOWS = web.AppKey("flows", FlowServices)
+OUTBOX = web.AppKey("outbox", Outbox)
+DURABLE_CASES = web.AppKey("durable_cases", DurableCases)
+DURABLE_RECORDS = web.AppKey("durable_records", DurableCallRecords)
 QUEUEING_STORES = web.AppKey("queueing_stores", QueueingStores)
 QUEUEING = web.AppKey("queueing", QueueingServices)
 
@@ -115,6 +119,8 @@ class HealthMonitor:
             components["ami"] = app[AMI].health_report()
         if FASTAGI in app:
             components["fastagi"] = app[FASTAGI].health_report()
+        if OUTBOX in app:
+            components["outbox"] = app[OUTBOX].health_report()
         if ASTERISK in app:
             components["asterisk"] = {"ok": app[ASTERISK].running, "pid": app[ASTERISK].pid}
         components["asr"] = {"ok": ASR in app, "model": str(app[ASR].model_path) if ASR in app else None}
@@ -156,12 +162,19 @@ def build_app(settings: Settings) -> web.Application:
     cases = CaseStore(engine)
     accounts = AccountStore(engine)
     stores = build_queueing_stores(engine, settings)
+    # The call side writes cases and call records through the outbox, so a database outage never drops a call.
+    outbox = Outbox(settings.outbox_dir, write_timeout=settings.db_write_timeout)
+    durable_cases = DurableCases(cases, outbox, read_timeout=settings.db_write_timeout)
+    durable_records = DurableCallRecords(stores.records, outbox, read_timeout=settings.db_write_timeout)
+    durable_cases.register()
+    durable_records.register()
     live = build_live_calls(settings)
     ami = build_ami(settings)
     # Read at each call's end: the whole-call transcription intake is added before AMI starts (START_ORDER).
     call_end_hooks: list[CallEndHook] = []
     try:
-        queueing = build_queueing(settings, stores, live, ami, cases, call_end_hooks, queue_prompts(settings))
+        queueing = build_queueing(settings, stores, live, ami, durable_cases, durable_records, call_end_hooks,
+                                  queue_prompts(settings))
     except ValueError as exc:
         raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
     queueing.subscribe(ami)  # the one place AMI handlers are registered, before AMI connects
@@ -177,6 +190,9 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[DB_ENGINE] = engine
     app[CASES] = cases
+    app[OUTBOX] = outbox
+    app[DURABLE_CASES] = durable_cases
+    app[DURABLE_RECORDS] = durable_records
     app[CALL_RECORDS] = stores.records
     app[ACCOUNTS] = accounts
     app[LIVE_STATE] = live
@@ -222,6 +238,24 @@ async def bootstrap_accounts(accounts: AccountStore, settings: Settings) -> None
             assert agent.password is not None
             await accounts.create(agent.name, agent.password, "agent", display_name=agent.name,
                                   sip_endpoint=agent.name)
+
+
+async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Replay writes an earlier run left in the outbox, reserve case numbers; stop replaying at the end (what is
+    still pending stays on disk for the next start)."""
+    outbox = app[OUTBOX]
+    try:
+        await outbox.start()
+    except OSError as exc:
+        raise HotlineStartError(f"outbox {app[SETTINGS].outbox_dir}: {exc.strerror or exc}") from None
+    await app[DURABLE_CASES].refill()
+    try:
+        yield
+    finally:
+        await app[DURABLE_CASES].aclose()
+        if not await outbox.wait_drained(app[SETTINGS].db_write_timeout):
+            log.warning("outbox: %d write(s) not yet in the database; kept for the next start", outbox.pending)
+        await outbox.aclose()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -307,11 +341,11 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     for problem in await flows.router.check(routes):  # every number's flow, loaded now
         log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    flow = build_call_flow(settings, flows, cases=app[CASES], records=stores.records, live=app[LIVE_STATE],
-                           descriptions=app[DESCRIPTIONS], callbacks=stores.callbacks,
+    flow = build_call_flow(settings, flows, cases=app[DURABLE_CASES], records=app[DURABLE_RECORDS],
+                           live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS], callbacks=stores.callbacks,
                            live_transcript_command=live_transcript_command(settings))
     try:
-        queue_routes = build_queue_routes(settings, stores, app[CASES], app[LIVE_STATE], app[DESCRIPTIONS],
+        queue_routes = build_queue_routes(settings, stores, app[DURABLE_CASES], app[LIVE_STATE], app[DESCRIPTIONS],
                                           queue_prompts(settings))
     except ValueError as exc:
         raise HotlineStartError(f"on_max_wait record ({settings.language}): {exc}") from None
@@ -425,6 +459,7 @@ def _first_line(exc: BaseException) -> str:
 
 # Started in this order, stopped in reverse. The transcription intake joins the call-end hooks before AMI
 # delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; the queueing services
-# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running.
-START_ORDER = (database_ctx, redis_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx, asterisk_ctx, ami_ctx,
-               queueing_ctx, fastagi_ctx, asr_ws_ctx)
+# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running. The outbox replays an
+# earlier run's writes right after the database is known to answer, and drains last.
+START_ORDER = (database_ctx, outbox_ctx, redis_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx, asterisk_ctx,
+               ami_ctx, queueing_ctx, fastagi_ctx, asr_ws_ctx)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from asr import SpeechRecognizer
-from cases import CaseStore
+from cases import DurableCases
 from config import Settings
 from config.settings import PROJECT_ROOT
-from queueing import CallbackStore, CallRecordStore, LiveCallState
+from queueing import CallbackStore, DurableCallRecords, LiveCallState
 from transcripts import DescriptionTranscripts
 
 from .call_flow import HotlineCallFlow, IvrOptions
@@ -39,7 +39,7 @@ def ivr_options(settings: Settings, live_transcript_command: tuple[str, ...] | N
     )
 
 
-def build_call_flow(settings: Settings, flows: FlowServices, *, cases: CaseStore, records: CallRecordStore,
+def build_call_flow(settings: Settings, flows: FlowServices, *, cases: DurableCases, records: DurableCallRecords,
                     live: LiveCallState, descriptions: DescriptionTranscripts, callbacks: CallbackStore,
                     live_transcript_command: tuple[str, ...] | None) -> HotlineCallFlow:
     """The flow engine, taking each call's flow by the number dialed (the model must be attached to flows)."""

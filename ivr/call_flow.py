@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cases import ACTOR_IVR, NewCase, TranscriptStatus
+from cases import ACTOR_IVR, NewCase, TranscriptStatus, is_provisional, normalise_caller_number
 from lifecycle import TaskOwner
 from telephony import AgiHangup, AgiSession, agi_quote
 from transcripts import DescriptionTranscripts
@@ -37,6 +37,7 @@ from .flow_prompts import FixedPrompts
 from .flow_routes import dialed_number
 from .flow_source import FileFlowSource, LoadedFlow
 from .flow_validator import FlowValidator
+from .ports import CallCases, CallRecords
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class HotlineCallFlow:
     descriptions: where recorded descriptions are queued as durable transcription jobs.
     """
 
-    def __init__(self, *, options: IvrOptions, cases: Any, records: Any, live: Any,
+    def __init__(self, *, options: IvrOptions, cases: CallCases, records: CallRecords, live: Any,
                  descriptions: DescriptionTranscripts, prompts: Any = None, flows: Any = None,
                  speech: Callable[[str, str | None], Any] | None = None, surveys: Any = None,
                  clock: Callable[[], datetime] | None = None, callbacks: Any = None,
@@ -142,7 +143,7 @@ class HotlineCallFlow:
         # The dialplan passes the linkedid in the AGI URL (?linkedid=); asking for it would cost a round trip.
         linkedid = agi.params.get("linkedid") \
             or await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        caller = agi.caller_number or "anonymous"
+        caller = normalise_caller_number(agi.caller_number)  # a 70-digit caller ID is cut, never a hang-up
         case = await self._cases.open(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
                                               menu_path=[]), actor=ACTOR_IVR)
         ctx = CallContext(agi=agi, linkedid=linkedid, caller=caller, case_number=case.case_number, flow=flow,
@@ -371,8 +372,13 @@ class HotlineCallFlow:
 
     async def _announce_case(self, ctx: CallContext, node: AnnounceCaseNode) -> str | None:
         try:
-            await ctx.agi.stream_file(ctx.prompt(node.prompt))
-            await ctx.agi.say_digits(ctx.case_number)
+            if is_provisional(ctx.case_number):
+                # The database is away and no number was in hand: the case is kept and gets its number when it is
+                # written; a number the caller could not look up would be worse than none.
+                log.warning("call %s: case number not known yet (%s); not announced", ctx.linkedid, ctx.case_number)
+            else:
+                await ctx.agi.stream_file(ctx.prompt(node.prompt))
+                await ctx.agi.say_digits(ctx.case_number)
         finally:
             await self._settle_transcript(ctx)
         return node.next

@@ -19,13 +19,14 @@ from .metrics import QueueFigures, QueueMetricsStore
 from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
-from .records import CallRecord, CallRecordStore
+from .records import CallRecord, CallRecordStore, DurableCallRecords
 from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 
 __all__ = [
     "PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore",
     "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute", "CallbackStore", "CallRecord", "CallRecordStore",
-    "CallTracker", "CaseProgress", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
+    "CallTracker", "CaseProgress", "DurableCallRecords", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
+    "QueueConsole",
     "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState", "MaxWaitRecordingRoute",
     "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis", "parse_skills",
     "QueueWaitModel", "SpokenPrompts",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cases import CaseStore
+from cases import DurableCases
 from config import Settings
 from lifecycle import TaskOwner
 from telephony import AgiHandler, AmiError
@@ -26,7 +26,7 @@ from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute
 from .metrics import QueueMetricsStore
-from .ports import AmiEvents, AmiPort
+from .ports import AmiEvents, AmiPort, CallRecordWriter
 from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
@@ -150,7 +150,7 @@ class QueueingServices:
 
 
 def build_queueing(settings: Settings, stores: QueueingStores, live_calls: LiveCallState, ami: AmiPort,
-                   cases: CaseProgress, call_end_hooks: MutableSequence[CallEndHook],
+                   cases: CaseProgress, records: CallRecordWriter, call_end_hooks: MutableSequence[CallEndHook],
                    prompts: QueuePrompts) -> QueueingServices:
     """The queueing services of a running hotline (no I/O, no subscription: the root calls subscribe(ami)).
 
@@ -165,7 +165,7 @@ def build_queueing(settings: Settings, stores: QueueingStores, live_calls: LiveC
 
     queue_tracker = QueueEventTracker(ami, queue_live, stores.metrics, live_calls, queues=queues,
                                       wrapup_seconds=wrapup, known_agents=known_agents)
-    call_tracker = CallTracker(ami, live_calls, stores.records, cases, call_end_hooks=call_end_hooks)
+    call_tracker = CallTracker(ami, live_calls, records, cases, call_end_hooks=call_end_hooks)
     callbacks = CallbackDispatcher(stores.callbacks, ami, queue_live, live_calls,
                                    dial_template=settings.callback_dial_template,
                                    max_attempts=settings.callback_max_attempts,
@@ -189,7 +189,7 @@ def too_early_prompt(prompts: QueuePrompts) -> Callable[[], Awaitable[str]] | No
     return lambda: spoken.path(text)
 
 
-def build_queue_routes(settings: Settings, stores: QueueingStores, cases: CaseStore, live_calls: LiveCallState,
+def build_queue_routes(settings: Settings, stores: QueueingStores, cases: DurableCases, live_calls: LiveCallState,
                        descriptions: DescriptionTranscripts, prompts: QueuePrompts) -> dict[str, AgiHandler]:
     """The dialplan's AGI hooks around Queue(), by script name: priority on entry, the maximum wait's action,
     the caller's callback key and the message left at the maximum wait.

@@ -7,17 +7,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .ports import AmiActions, AmiEvents
+from .ports import AmiActions, AmiEvents, CallRecordWriter
 
 if TYPE_CHECKING:
     from .live_state import LiveCallState
-    from .records import CallRecordStore
 
 log = logging.getLogger(__name__)
 
 
 class CaseProgress(Protocol):
-    """The case operations a tracked call drives (cases.CaseStore in the hotline); the case domain decides
+    """The case operations a tracked call drives (cases.DurableCases in the hotline); the case domain decides
     what each does to the case's status."""
 
     async def mark_queued(self, case_number: str, queue: str) -> object: ...
@@ -47,7 +46,7 @@ def _member_name(event: Any) -> str | None:
 class CallTracker:
     """Follows each hotline call (by linkedid) from the IVR through the queue to its hang-up."""
 
-    def __init__(self, ami: AmiActions, live: LiveCallState, records: CallRecordStore, cases: CaseProgress,
+    def __init__(self, ami: AmiActions, live: LiveCallState, records: CallRecordWriter, cases: CaseProgress,
                  call_end_hooks: Sequence[CallEndHook] = ()) -> None:
         # call_end_hooks is read on each call's end, so hooks added to the given list later still run.
         self._ami = ami

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cases import ACTOR_IVR, TranscriptStatus
+from cases import ACTOR_IVR, DurableCases, TranscriptStatus
 from telephony import AgiHangup
 from transcripts import DescriptionTranscripts
 
@@ -22,8 +22,9 @@ DESCRIBE_PROMPT = "queue_maxwait_describe"
 class MaxWaitRecordingRoute:
     """FastAGI route `queue-maxwait-record`: prompt, beep, record to <case>-maxwait.wav, keep it on the case."""
 
-    def __init__(self, cases: Any, descriptions: DescriptionTranscripts, live_calls: Any, *, recordings_dir: Path,
-                 prompts_dir: Path, voice: str, texts: dict[str, str], synthesize: Callable[[str, str, Path], Any],
+    def __init__(self, cases: DurableCases, descriptions: DescriptionTranscripts, live_calls: Any, *,
+                 recordings_dir: Path, prompts_dir: Path, voice: str, texts: dict[str, str],
+                 synthesize: Callable[[str, str, Path], Any],
                  record_max_ms: int = 60000, silence_s: int = 3, transcript_wait_s: float = 30.0) -> None:
         if not texts.get(DESCRIBE_PROMPT):
             raise ValueError(f"prompt texts lack {DESCRIBE_PROMPT} (config/prompts.yaml)")
