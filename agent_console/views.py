@@ -262,9 +262,9 @@ async def console_page(request: web.Request) -> web.Response:
     records = None
     accounts = None
     if console_role:
-        live = await _quietly("live calls", _live(request).list_calls())
-        if live is not None:
-            live = _plain(live)
+        found_live = await _quietly("live calls", _live(request).list_calls())
+        if found_live is not None:
+            live = _plain(found_live)
             pop = await _quietly("screen pop", _screen_pop(request, live, account))
         found = await _quietly("call records", _records(request).list_recent(limit=20))
         records = _plain(found) if found is not None else None

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 class LiveFields(Protocol):
     """Where the words go: the call's live state (queueing's LiveCallState in the hotline)."""
 
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        """Set fields on a live call and publish the change."""
+    async def update(self, linkedid: str, *, transcript: str | None = ..., transcript_partial: str | None = ...,
+                     transcript_live_stopped_by: str | None = ...) -> None:
+        """Set these fields on a live call and publish the change."""
 
 
 @dataclass
@@ -167,10 +168,10 @@ class LiveTranscriber:
     async def _publish(self, result: LiveTranscript, partial: str) -> None:
         said = " ".join([*result.finals, partial]).strip()
         result.partials_published += 1
-        fields: dict[str, Any] = {"transcript_partial": said}
-        if not partial:
-            fields["transcript"] = " ".join(result.finals).strip()
-        await self._live.update(self._linkedid, **fields)
+        if partial:
+            await self._live.update(self._linkedid, transcript_partial=said)
+        else:
+            await self._live.update(self._linkedid, transcript_partial=said, transcript=" ".join(result.finals).strip())
 
 
 async def _until(audio: AsyncIterator[bytes], deadline: float, result: LiveTranscript) -> AsyncIterator[bytes]:

@@ -12,6 +12,7 @@ from .agents import (
 )
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
 from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
+from .live_call import CallState, LiveCall, LiveCallFields
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute
@@ -25,8 +26,8 @@ from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompt
 __all__ = [
     "PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore",
     "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute", "CallbackStore", "CallRecord", "CallRecordStore",
-    "CallTracker", "CaseProgress", "DurableCallRecords", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy",
-    "QueueConsole",
+    "CallState", "CallTracker", "CaseProgress", "DurableCallRecords",
+    "LiveCall", "LiveCallFields", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
     "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState", "MaxWaitRecordingRoute",
     "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis", "parse_skills",
     "QueueWaitModel", "SpokenPrompts",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .ports import AmiActions, AmiEvents, CallRecordWriter
 
 if TYPE_CHECKING:
+    from .live_call import LiveCall
     from .live_state import LiveCallState
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ CallEndHook = Callable[[str], Awaitable[object]]
 def _seconds(value: Any) -> float | None:
     try:
         return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _position(value: Any) -> int | None:
+    try:
+        return int(value)
     except (TypeError, ValueError):
         return None
 
@@ -70,7 +78,7 @@ class CallTracker:
             ami.on_event(name, handler)
         ami.on_connected(self.rebuild)
 
-    async def _tracked(self, event: Any) -> tuple[str, dict[str, Any]] | None:
+    async def _tracked(self, event: Any) -> tuple[str, LiveCall] | None:
         linkedid = str(event.get("Linkedid") or "")
         if not linkedid:
             return None
@@ -86,13 +94,12 @@ class CallTracker:
         linkedid, call = tracked
         queue = str(event.get("Queue") or "")
         # Back in the same queue after pressing 5 too early (CallbackRoute): they kept their place and wait.
-        requeued = call.get("requeue_queue") == queue and call.get("requeue_queued_at")
-        queued_at = str(call["requeue_queued_at"]) if requeued else datetime.now(UTC).isoformat()
-        await self._live.update(linkedid, state="queued", queue=queue, position=event.get("Position"),
-                                queued_at=queued_at)
+        requeued_at = call.get("requeue_queued_at") if call.get("requeue_queue") == queue else None
+        await self._live.update(linkedid, state="queued", queue=queue, position=_position(event.get("Position")),
+                                queued_at=requeued_at or datetime.now(UTC))
         await self._records.upsert(linkedid, queue=queue, outcome="queued")
-        if call.get("case_number"):
-            await self._cases.mark_queued(call["case_number"], queue)
+        if case_number := call.get("case_number"):
+            await self._cases.mark_queued(case_number, queue)
 
     async def _on_agent_called(self, event: Any) -> None:
         tracked = await self._tracked(event)
@@ -115,11 +122,11 @@ class CallTracker:
         now = datetime.now(UTC)
         wait = _seconds(event.get("HoldTime"))
         await self._live.update(linkedid, state="connected", agent=agent, queue_wait_seconds=wait,
-                                answered_at=now.isoformat(), ringing_agent=None)
+                                answered_at=now, ringing_agent=None)
         await self._records.upsert(linkedid, agent=agent, queue_wait_seconds=wait, answered_at=now,
                                    outcome="answered")
-        if call.get("case_number") and agent:
-            await self._cases.assign_agent(call["case_number"], agent)
+        if (case_number := call.get("case_number")) and agent:
+            await self._cases.assign_agent(case_number, agent)
 
     async def _on_complete(self, event: Any) -> None:
         linkedid = str(event.get("Linkedid") or "")
@@ -150,7 +157,7 @@ class CallTracker:
         cause = f"{event.get('Cause', '')} {event.get('Cause-txt', '')}".strip() or None
         await self._finish(linkedid, call, cause)
 
-    async def _finish(self, linkedid: str, call: dict[str, Any], cause: str | None) -> None:
+    async def _finish(self, linkedid: str, call: LiveCall, cause: str | None) -> None:
         state = call.get("state")
         record = await self._records.get(linkedid)
         outcome = record.outcome if record is not None else None
@@ -163,8 +170,8 @@ class CallTracker:
         now = datetime.now(UTC)
         await self._records.upsert(linkedid, hangup_cause=cause, ended_at=now, outcome=outcome or "completed")
         await self._live.end_call(linkedid, hangup_cause=cause, outcome=outcome)
-        if call.get("case_number"):
-            await self._case_call_ended(str(call["case_number"]), outcome or "completed")
+        if case_number := call.get("case_number"):
+            await self._case_call_ended(case_number, outcome or "completed")
 
     async def _case_call_ended(self, case_number: str, outcome: str) -> None:
         try:
@@ -196,6 +203,6 @@ class CallTracker:
                 continue
             linkedid = by_uid.get(str(entry.get("Uniqueid")), "")
             if linkedid and await self._live.get_call(linkedid) is not None:
-                await self._live.update(linkedid, state="queued", queue=entry.get("Queue"),
-                                        position=entry.get("Position"))
+                await self._live.update(linkedid, state="queued", queue=str(entry.get("Queue") or "") or None,
+                                        position=_position(entry.get("Position")))
         log.info("live state rebuilt from Asterisk: %d channels, %d queue entries", len(channels), len(entries))

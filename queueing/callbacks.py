@@ -23,6 +23,7 @@ from lifecycle import TaskOwner
 from storage import finish_on_cancel
 from telephony import AmiActionFailed, AmiError
 
+from .live_call import LiveCall
 from .live_state import LiveCallState
 from .ports import AmiActions, AmiEvents
 from .queue_live import QueueLiveState
@@ -154,7 +155,7 @@ class CallbackRoute:
     when the key took them out, the dialplan passes it to Queue(), and the live state keeps their first join time
     (requeue_*), so their wait, callback eligibility and maximum wait go on counting from it."""
 
-    def __init__(self, store: CallbackStore, live_calls: Any, *, after_seconds: float,
+    def __init__(self, store: CallbackStore, live_calls: LiveCallState, *, after_seconds: float,
                  too_early_prompt: Callable[[], Awaitable[str]] | None = None, default_max_wait: int = 600) -> None:
         self._store = store
         self._live = live_calls
@@ -165,12 +166,9 @@ class CallbackRoute:
     async def handle(self, agi: Any) -> None:
         """Sets HOTLINE_CALLBACK to accepted, too_early (and HOTLINE_QUEUE_REMAINING) or refused for the dialplan."""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         now = datetime.now(UTC)
-        try:
-            queued_at = datetime.fromisoformat(call["queued_at"]) if call.get("queued_at") else now
-        except ValueError:
-            queued_at = now
+        queued_at = call.get("queued_at") or now
         queue = await agi.get_variable("HOTLINE_QUEUE") or call.get("queue") or ""
         waited = (now - queued_at).total_seconds()
         if waited < self._after:
@@ -200,7 +198,7 @@ class CallbackRoute:
         except ValueError:
             max_wait = self._default_max_wait
         await agi.set_variable("HOTLINE_QUEUE_REMAINING", str(max(1, math.ceil(max_wait - waited))))
-        await self._live.update(linkedid, requeue_queue=queue, requeue_queued_at=queued_at.isoformat())
+        await self._live.update(linkedid, requeue_queue=queue, requeue_queued_at=queued_at)
         await agi.set_variable("HOTLINE_CALLBACK", "refused" if refused else "too_early")
         if refused:
             return

@@ -1,11 +1,14 @@
-"""Live state of calls in progress, in Redis, keyed by Asterisk linkedid and shared by every process."""
+"""Live state of calls in progress, in Redis, keyed by Asterisk linkedid and shared by every process.
+
+Each call is one hash whose fields are declared in live_call.LiveCall; writers pass typed keyword arguments,
+readers get a LiveCall back."""
 from __future__ import annotations
 
 import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -14,10 +17,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .live_call import LiveCall, LiveCallFields, decode_call, encode_fields, to_json
+from .redis_text import hash_mapping, read_hash, read_set
+
 log = logging.getLogger(__name__)
 
-# Fields kept as JSON (lists/dicts); every other field is a plain string in the hash.
-_JSON_FIELDS = frozenset({"ivr_path"})
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
@@ -73,40 +78,15 @@ class LiveCallState:
         self.last_error = f"{what}: {exc}"
         log.warning("live state: %s failed: %s", what, exc)
 
-    @staticmethod
-    def _encode(fields: dict[str, Any]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in fields.items():
-            if v is None:
-                out[k] = ""
-            elif k in _JSON_FIELDS or isinstance(v, (list, dict)):
-                out[k] = json.dumps(v, ensure_ascii=False)
-            else:
-                out[k] = str(v)
-        return out
-
-    @staticmethod
-    def _decode(raw: dict[str, str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
-            if k in _JSON_FIELDS:
-                try:
-                    out[k] = json.loads(v) if v else []
-                except ValueError:
-                    out[k] = []
-            else:
-                out[k] = v if v != "" else None
-        return out
-
-    async def start_call(self, linkedid: str, **fields: Any) -> None:
-        """Register a new live call (state 'ivr')."""
+    async def start_call(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> None:
+        """Register a new live call (state 'ivr' unless given); ValueError names a field LiveCall lacks."""
         fields.setdefault("state", "ivr")
-        fields.setdefault("started_at", datetime.now(UTC).isoformat())
+        fields.setdefault("started_at", datetime.now(UTC))
         fields.setdefault("ivr_path", [])
-        fields["linkedid"] = linkedid
+        encoded = encode_fields({**fields, "linkedid": linkedid})
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key(linkedid), mapping=self._encode(fields))
+                pipe.hset(self._key(linkedid), mapping=hash_mapping(encoded))
                 pipe.persist(self._key(linkedid))
                 pipe.sadd(self._live_key, linkedid)
                 await pipe.execute()
@@ -114,29 +94,30 @@ class LiveCallState:
         except RedisError as exc:
             self._failed("start_call", exc)
 
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        """Set fields on a live call and publish the change."""
+    async def update(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> None:
+        """Set fields on a live call and publish the change; ValueError names a field LiveCall lacks."""
+        encoded = encode_fields(fields)
         try:
-            await self._r.hset(self._key(linkedid), mapping=self._encode(fields))
+            await self._r.hset(self._key(linkedid), mapping=hash_mapping(encoded))
             await self._publish("call_updated", linkedid, fields)
         except RedisError as exc:
             self._failed("update", exc)
 
     async def append_path(self, linkedid: str, step: str) -> list[str]:
         """Append one step to the call's IVR path (menu choices, prompts) and return the path."""
-        call = await self.get_call(linkedid) or {}
-        path = list(call.get("ivr_path") or [])
-        path.append(step)
+        call = await self.get_call(linkedid)
+        path = [*((call.get("ivr_path") or []) if call else []), step]
         await self.update(linkedid, ivr_path=path)
         return path
 
-    async def end_call(self, linkedid: str, **fields: Any) -> None:
+    async def end_call(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> None:
         """Mark a call ended: keep its hash for a while (for late readers), drop it from the live set."""
         fields.setdefault("state", "ended")
-        fields.setdefault("ended_at", datetime.now(UTC).isoformat())
+        fields.setdefault("ended_at", datetime.now(UTC))
+        encoded = encode_fields(fields)
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key(linkedid), mapping=self._encode(fields))
+                pipe.hset(self._key(linkedid), mapping=hash_mapping(encoded))
                 pipe.expire(self._key(linkedid), self._ended_ttl)
                 pipe.srem(self._live_key, linkedid)
                 await pipe.execute()
@@ -144,24 +125,33 @@ class LiveCallState:
         except RedisError as exc:
             self._failed("end_call", exc)
 
-    async def get_call(self, linkedid: str) -> dict[str, Any] | None:
-        """The call's fields, or None if unknown (or Redis is away)."""
+    async def get_call(self, linkedid: str) -> LiveCall | None:
+        """The call's typed fields, or None if unknown (or Redis is away). A value that does not parse is left
+        out and counted as an error: the rest of the call still drives its hang-up."""
         try:
-            raw = await self._r.hgetall(self._key(linkedid))
+            raw = await read_hash(self._r, self._key(linkedid))
         except RedisError as exc:
             self._failed("get_call", exc)
             return None
-        return self._decode(raw) if raw else None
+        if not raw:
+            return None
+        problems: list[str] = []
+        call = decode_call(raw, problems)
+        for problem in problems:
+            self.errors += 1
+            self.last_error = f"get_call {linkedid}: {problem}"
+            log.warning("live state: call %s: %s", linkedid, problem)
+        return call
 
     async def live_ids(self) -> set[str]:
         """Linkedids of calls in progress."""
         try:
-            return set(await self._r.smembers(self._live_key))
+            return await read_set(self._r, self._live_key)
         except RedisError as exc:
             self._failed("live_ids", exc)
             return set()
 
-    async def list_calls(self) -> list[dict[str, Any]]:
+    async def list_calls(self) -> list[LiveCall]:
         """Every call in progress, oldest first."""
         ids = await self.live_ids()
         calls = []
@@ -174,9 +164,10 @@ class LiveCallState:
                     await self._r.srem(self._live_key, linkedid)
                 except RedisError as exc:
                     self._failed("list_calls", exc)
-        calls.sort(key=lambda c: c.get("started_at") or "")
+        calls.sort(key=lambda c: (c.get("started_at") is not None, c.get("started_at") or _EPOCH))
         return calls
 
-    async def _publish(self, kind: str, linkedid: str, fields: dict[str, Any]) -> None:
-        message = {"type": kind, "linkedid": linkedid, "at": time.time(), "fields": fields}
+    async def _publish(self, kind: str, linkedid: str, fields: LiveCallFields) -> None:
+        message = {"type": kind, "linkedid": linkedid, "at": time.time(), "fields": to_json(fields)}
         await self._r.publish(self.channel, json.dumps(message, ensure_ascii=False, default=str))
+

@@ -15,6 +15,9 @@ from cases import ACTOR_IVR, DurableCases, TranscriptStatus
 from telephony import AgiHangup
 from transcripts import DescriptionTranscripts
 
+from .live_call import LiveCall
+from .live_state import LiveCallState
+
 log = logging.getLogger(__name__)
 DESCRIBE_PROMPT = "queue_maxwait_describe"
 
@@ -22,10 +25,10 @@ DESCRIBE_PROMPT = "queue_maxwait_describe"
 class MaxWaitRecordingRoute:
     """FastAGI route `queue-maxwait-record`: prompt, beep, record to <case>-maxwait.wav, keep it on the case."""
 
-    def __init__(self, cases: DurableCases, descriptions: DescriptionTranscripts, live_calls: Any, *,
+    def __init__(self, cases: DurableCases, descriptions: DescriptionTranscripts, live_calls: LiveCallState, *,
                  recordings_dir: Path, prompts_dir: Path, voice: str, texts: dict[str, str],
-                 synthesize: Callable[[str, str, Path], Any],
-                 record_max_ms: int = 60000, silence_s: int = 3, transcript_wait_s: float = 30.0) -> None:
+                 synthesize: Callable[[str, str, Path], Any], record_max_ms: int = 60000, silence_s: int = 3,
+                 transcript_wait_s: float = 30.0) -> None:
         if not texts.get(DESCRIBE_PROMPT):
             raise ValueError(f"prompt texts lack {DESCRIBE_PROMPT} (config/prompts.yaml)")
         self._cases = cases
@@ -52,7 +55,7 @@ class MaxWaitRecordingRoute:
     async def handle(self, agi: Any) -> None:
         """Sets HOTLINE_MAXWAIT_RECORDED to the case number (or 'none' when the call has no case)."""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         case_number = await agi.get_variable("HOTLINE_CASE") or call.get("case_number")
         if not case_number:
             log.warning("call %s reached the maximum wait without a case: nothing to record onto", linkedid)

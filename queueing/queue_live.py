@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from .live_state import LiveCallState
 from .metrics import QueueMetricsStore
 from .ports import AmiActions, AmiEvents
+from .redis_text import hash_mapping, read_hash, read_set
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,17 @@ _UNREACHABLE = {"4", "5"}  # invalid, unavailable (phone not registered)
 def _member_name(event: Any) -> str:
     name = str(event.get("MemberName") or event.get("Interface") or event.get("Location") or "")
     return name.split("/", 1)[1] if "/" in name else name
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _float(value: Any) -> float:
@@ -116,7 +128,7 @@ class QueueLiveState:
                for k, v in fields.items()}
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(f"{self._p}:agent:{name}", mapping={"name": name, **enc})
+                pipe.hset(f"{self._p}:agent:{name}", mapping=hash_mapping({"name": name, **enc}))
                 pipe.sadd(f"{self._p}:agents", name)
                 pipe.publish(self.channel, self._message("agent_updated", {"agent": name, "fields": fields}))
                 await pipe.execute()
@@ -149,7 +161,7 @@ class QueueLiveState:
     async def waiting(self, queue: str) -> list[dict[str, Any]]:
         """Calls waiting in a queue, by position."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:queue:{queue}:waiting")
+            raw = await read_hash(self._r, f"{self._p}:queue:{queue}:waiting")
         except RedisError as exc:
             self._failed("waiting", exc)
             return []
@@ -173,7 +185,7 @@ class QueueLiveState:
     async def counters(self, queue: str) -> dict[str, int]:
         """A queue's counters."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:queue:{queue}:counters")
+            raw = await read_hash(self._r, f"{self._p}:queue:{queue}:counters")
         except RedisError as exc:
             self._failed("counters", exc)
             return {}
@@ -182,7 +194,7 @@ class QueueLiveState:
     async def agent(self, name: str) -> dict[str, Any] | None:
         """One agent's live state."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:agent:{name}")
+            raw = await read_hash(self._r, f"{self._p}:agent:{name}")
         except RedisError as exc:
             self._failed("agent", exc)
             return None
@@ -196,7 +208,7 @@ class QueueLiveState:
     async def agents(self) -> list[dict[str, Any]]:
         """Every agent's live state, by name."""
         try:
-            names = sorted(await self._r.smembers(f"{self._p}:agents"))
+            names = sorted(await read_set(self._r, f"{self._p}:agents"))
         except RedisError as exc:
             self._failed("agents", exc)
             return []
@@ -360,7 +372,8 @@ class QueueEventTracker:
         call = await self._calls.get_call(linkedid) if linkedid and self._calls is not None else None
         if not call:
             return {}
-        return {k: call.get(k) for k in ("case_number", "category", "priority", "caller_number") if call.get(k)}
+        # The waiting entry is JSON for the console, which shows these as they are (priority as a number).
+        return {k: v for k in ("case_number", "category", "priority", "caller_number") if (v := call.get(k))}
 
     async def _channel_context(self, channel: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -373,7 +386,7 @@ class QueueEventTracker:
                 continue
             value = resp.get("Value") if hasattr(resp, "get") else None
             if value:
-                found[key] = value
+                found[key] = _int(value) if key == "priority" else value
         return found
 
     async def _on_join(self, event: Any) -> None:
@@ -383,10 +396,11 @@ class QueueEventTracker:
         linkedid = str(event.get("Linkedid") or "")
         call = await self._calls.get_call(linkedid) if linkedid and self._calls is not None else None
         # Back in the same queue after pressing 5 too early (CallbackRoute): same place, same wait, not a new offer.
-        requeued = bool(call and call.get("requeue_queue") == queue and call.get("requeue_queued_at"))
+        requeued_at = call.get("requeue_queued_at") if call and call.get("requeue_queue") == queue else None
+        requeued = requeued_at is not None
         entry = {"uniqueid": uniqueid, "linkedid": linkedid, "channel": event.get("Channel"),
                  "caller": event.get("CallerIDNum"), "position": int(_float(event.get("Position"))),
-                 "joined_at": str(call["requeue_queued_at"]) if call and requeued else datetime.now(UTC).isoformat(),
+                 "joined_at": (requeued_at or datetime.now(UTC)).isoformat(),
                  **await self._context(linkedid)}
         # A caller with a higher priority joins ahead: everyone from that place on moves back one.
         behind = {e["uniqueid"]: {**e, "position": int(e["position"]) + 1} for e in await self._live.waiting(queue)
@@ -447,10 +461,10 @@ class QueueEventTracker:
                         if linkedid and context.get("case_number") and self._calls is not None:
                             # Bring the call back into live state so its hang-up still closes record and case.
                             await self._calls.start_call(
-                                linkedid, state="queued", queue=queue, case_number=context["case_number"],
-                                caller_number=e.get("CallerIDNum"), channel=e.get("Channel"),
-                                channel_uniqueid=uniqueid, priority=context.get("priority"),
-                                queued_at=datetime.fromtimestamp(now - wait, UTC).isoformat())
+                                linkedid, state="queued", queue=queue, case_number=str(context["case_number"]),
+                                caller_number=_text(e.get("CallerIDNum")), channel=_text(e.get("Channel")),
+                                channel_uniqueid=uniqueid, priority=_int(context.get("priority")),
+                                queued_at=datetime.fromtimestamp(now - wait, UTC))
                     waiting.setdefault(queue, {})[uniqueid] = {
                         "uniqueid": uniqueid, "linkedid": linkedid, "channel": e.get("Channel"),
                         "caller": e.get("CallerIDNum"), "position": int(_float(e.get("Position"))),

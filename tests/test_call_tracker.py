@@ -100,7 +100,7 @@ async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
     assert (await live.get_call("L1"))["state"] == "ringing"
     await ami.emit(Event="AgentConnect", Linkedid="L1", MemberName="agent1", HoldTime="4")
     call = await live.get_call("L1")
-    assert call["state"] == "connected" and call["agent"] == "agent1" and call["queue_wait_seconds"] == "4.0"
+    assert call["state"] == "connected" and call["agent"] == "agent1" and call["queue_wait_seconds"] == 4.0
     await ami.emit(Event="Hangup", Linkedid="L1", Uniqueid="L2", Cause="16")  # the agent's leg: not the end
     assert "L1" in await live.live_ids()
     await ami.emit(Event="Hangup", Linkedid="L1", Uniqueid="L1", Cause="16", **{"Cause-txt": "Normal Clearing"})
@@ -142,7 +142,7 @@ async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallS
     await tracker.rebuild()
     assert await live.live_ids() == {"waiting"}
     waiting = await live.get_call("waiting")
-    assert waiting["state"] == "queued" and waiting["queue"] == "complaints" and waiting["position"] == "2"
+    assert waiting["state"] == "queued" and waiting["queue"] == "complaints" and waiting["position"] == 2
     gone = await live.get_call("gone")
     assert gone["state"] == "ended" and "disconnected" in gone["hangup_cause"]
     assert records.rows["gone"]["outcome"] == "abandoned_in_ivr"

@@ -365,7 +365,7 @@ class LiveCalls:
 
 async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngine) -> None:
     queued_at = datetime.now(UTC) - timedelta(seconds=10)
-    live = LiveCalls({"queued_at": queued_at.isoformat(), "queue": "inquiries", "case_number": "2611290007"})
+    live = LiveCalls({"queued_at": queued_at, "queue": "inquiries", "case_number": "2611290007"})
 
     async def too_early() -> str:
         return "/prompts/queue-say-too-early"
@@ -377,7 +377,7 @@ async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngin
     assert agi.variables["HOTLINE_CALLBACK"] == "too_early"
     assert 289 <= int(agi.variables["HOTLINE_QUEUE_REMAINING"]) <= 291  # the max wait goes on, it does not restart
     assert agi.played == ["/prompts/queue-say-too-early"]
-    assert live.call["requeue_queue"] == "inquiries" and live.call["requeue_queued_at"] == queued_at.isoformat()
+    assert live.call["requeue_queue"] == "inquiries" and live.call["requeue_queued_at"] == queued_at
     assert await CallbackStore(engine).in_status("pending") == []
 
 
@@ -420,7 +420,7 @@ class CaseProgress:
 
 
 async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
-    first_join = "2026-11-29T09:00:00+00:00"
+    first_join = JOINED
     ami = FakeAsterisk()
     calls = LiveCalls({"case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
                        "requeue_queue": "inquiries", "requeue_queued_at": first_join})
@@ -434,5 +434,5 @@ async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
                    Channel="PJSIP/trunk-00000003", CallerIDNum="0105", Position="2")
     entries = await waiting.waiting("inquiries")
     assert [(e["uniqueid"], e["position"]) for e in entries] == [("400.1", 1), ("300.1", 2), ("400.2", 3)]
-    assert entries[1]["joined_at"] == first_join and calls.call["queued_at"] == first_join
+    assert entries[1]["joined_at"] == first_join.isoformat() and calls.call["queued_at"] == first_join
     assert metrics.offers == 0 and waiting.counters == []

@@ -352,7 +352,7 @@ async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None
     from queueing import QueueTimeoutRoute
 
     live = FakeLive("inquiry")
-    live.call["queued_at"] = "2026-11-29T09:00:00+00:00"
+    live.call["queued_at"] = datetime(2026, 11, 29, 9, tzinfo=UTC)
     callbacks = FakeCallbacks()
     agi = ChannelAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_CASE": "2611290007", "QUEUE_PRIO": "5",
                    "CHANNEL(linkedid)": "300.1"}, "0107")
