@@ -15,6 +15,8 @@ from aiohttp_session import get_session
 
 from identity import Account, AccountStore, Role
 
+from .sessions import SESSION_CSRF, SESSION_STAMP, SESSION_USER
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,8 +41,6 @@ Policy = frozenset[Role] | _Public
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf_token"
-SESSION_USER: Final = "username"
-SESSION_CSRF: Final = "csrf"
 
 POLICIES: Final = web.AppKey("console_route_policies", dict)
 ACCOUNTS: Final = web.AppKey("console_accounts", AccountStore)
@@ -152,15 +152,21 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.error("route %s %s has no declared roles; refusing", request.method, match_info.route.resource)
         return _deny(request, 403, "route has no declared roles")
 
+    if isinstance(policy, _Public) and request.method in SAFE_METHODS:
+        # /healthz, /metrics, the login form's GET and static files need no session: do not touch the store.
+        request[ACCOUNT_KEY] = None
+        return await handler(request)
+
     session = await get_session(request)
     account: Account | None = None
     if not isinstance(policy, _Public):
         username = session.get(SESSION_USER)
         if isinstance(username, str):
             account = await request.app[ACCOUNTS].get(username)
-        if account is None or not account.active:
+        if account is None or not account.active or session.get(SESSION_STAMP) != account.credential_stamp:
             if username is not None:
-                session.invalidate()  # account gone or disabled: the cookie is worthless now
+                # Account gone or disabled, or its password changed since this login: the session is void.
+                session.invalidate()
             return _deny(request, 401, "login required")
         if account.role not in policy:
             return _deny(request, 403, f"role {account.role} may not use this")

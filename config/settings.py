@@ -27,7 +27,7 @@ class AgentAccount(BaseModel):
     """A SIP account an agent's softphone registers with."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
-    password: str | None = None  # None: generated once and kept in the secrets file
+    password: str | None = Field(default=None, repr=False)  # None: generated once and kept in the secrets file
     queues: list[str] = Field(default_factory=lambda: ["complaints", "inquiries", "operator"])
 
 
@@ -59,13 +59,22 @@ class Settings(BaseSettings):
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(default=5038, ge=1, le=65535)
     ami_username: str = "hotline"
-    ami_secret: str | None = None  # None: generated once into the secrets file
-    session_secret: str | None = None  # console cookie encryption key; None: generated once
-    admin_password: str | None = None  # console 'admin' account; None: generated once
+    # Secrets: repr=False keeps them out of any printed or logged settings.
+    ami_secret: str | None = Field(default=None, repr=False)  # None: generated once into the secrets file
+    session_secret: str | None = Field(default=None, repr=False)  # console session-id key; None: generated once
+    admin_password: str | None = Field(default=None, repr=False)  # console 'admin' account; None: generated once
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(default=4573, ge=1, le=65535)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
+
+    # Console sessions (kept in Redis) and logins.
+    console_secure_cookies: bool = False  # True when served over HTTPS (behind a TLS proxy): cookie sent on HTTPS only
+    console_cookie_samesite: Literal["Strict", "Lax"] = "Lax"
+    console_session_hours: float = Field(default=12.0, gt=0, le=720)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)  # per account within the window, then 429
+    login_address_max_failures: int = Field(default=20, ge=1, le=100000)  # per client address within the window
+    login_failure_window_seconds: int = Field(default=300, ge=1, le=86400)
 
     # Where citizens' calls come from: the carrier SBC addresses (source-IP identified trunk).
     trunk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
@@ -122,7 +131,7 @@ class Settings(BaseSettings):
     # Queueing: metrics, priority. metrics_token None: /metrics answers loopback clients only.
     service_level_seconds: int = Field(default=20, ge=1, le=3600)
     metrics_interval_minutes: int = Field(default=15, ge=1, le=1440)
-    metrics_token: str | None = None
+    metrics_token: str | None = Field(default=None, repr=False)
     urgent_categories: list[str] = Field(default_factory=lambda: ["safety"])
     callback_after_seconds: int = Field(default=30, ge=0, le=3600)  # waited this long: key 5 asks for a callback
     callback_max_attempts: int = Field(default=3, ge=1, le=10)
@@ -209,6 +218,13 @@ class Settings(BaseSettings):
             seen[port] = name
         return self
 
+    def __repr_args__(self) -> Any:
+        # A password inside a database or Redis URL stays out of printed and logged settings too.
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                value = hide_url_password(value)
+            yield name, value
+
     @property
     def flow_numbers(self) -> dict[str, str]:
         """Every number the IVR answers → the flow it runs (the hotline number runs "default" unless mapped)."""
@@ -250,6 +266,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init (CLI overrides) > environment > file (passed as the lowest init layer by load_settings).
         return (init_settings, env_settings, file_secret_settings)
+
+
+def hide_url_password(url: str) -> str:
+    """The URL with the password of its user-info part replaced by ***."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_console import create_console_app
 from agent_console.flow_views import FLOW_ADMIN
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
+from agent_console.sessions import RedisSessionBackend
+from agent_console.throttle import RedisFailureCounters, ThrottleLimits
 from agent_console.transcript_views import TRANSCRIPT_JOBS
 from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStore, CaseStoreError, DurableCases
@@ -37,6 +40,7 @@ from queueing import (
     CallRecordStore,
     DurableCallRecords,
     LiveCallState,
+    connect_redis,
 )
 from queueing.builder import (
     QueueingServices,
@@ -92,6 +96,7 @@ DURABLE_CASES = web.AppKey("durable_cases", DurableCases)
 DURABLE_RECORDS = web.AppKey("durable_records", DurableCallRecords)
 QUEUEING_STORES = web.AppKey("queueing_stores", QueueingStores)
 QUEUEING = web.AppKey("queueing", QueueingServices)
+CONSOLE_REDIS = web.AppKey("console_redis", Redis)
 
 
 def safe_url(url: str) -> str:
@@ -142,7 +147,7 @@ class HealthMonitor:
 
 
 def _session_key(secret: str) -> bytes:
-    # The console's cookie encryption wants exactly 32 bytes; derive them from the configured secret.
+    # The console keys its session ids with exactly 32 bytes; derive them from the configured secret.
     return hashlib.sha256(secret.encode()).digest()
 
 
@@ -183,9 +188,20 @@ def build_app(settings: Settings) -> web.Application:
     async def health() -> dict[str, Any]:
         return await holder["monitor"].report()
 
-    app = create_console_app(cases=cases, live_calls=live, call_records=stores.records, accounts=accounts,
-                             health=health, session_key=_session_key(settings.session_secret),
-                             bad_input_errors=(CaseStoreError,))
+    # Console sessions and failed-login counts in Redis: logout and password changes end a session for every
+    # process at once, and the login throttle counts across them.
+    console_redis = connect_redis(settings.redis_url, timeout=settings.connect_timeout)
+    app = create_console_app(
+        cases=cases, live_calls=live, call_records=stores.records, accounts=accounts, health=health,
+        session_key=_session_key(settings.session_secret),
+        sessions=RedisSessionBackend(console_redis, prefix=settings.redis_key_prefix),
+        login_failures=RedisFailureCounters(console_redis, prefix=settings.redis_key_prefix),
+        login_limits=ThrottleLimits(max_failures=settings.login_max_failures,
+                                    address_max_failures=settings.login_address_max_failures,
+                                    window_seconds=settings.login_failure_window_seconds),
+        secure_cookies=settings.console_secure_cookies, cookie_samesite=settings.console_cookie_samesite,
+        session_max_age=int(settings.console_session_hours * 3600), bad_input_errors=(CaseStoreError,))
+    app[CONSOLE_REDIS] = console_redis
     holder["monitor"] = HealthMonitor(app)
     app[SETTINGS] = settings
     app[DB_ENGINE] = engine
@@ -270,6 +286,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await live.aclose()
+
+
+async def console_sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The console's Redis client (sessions, login throttle) connects on first use; closed at the end."""
+    try:
+        yield
+    finally:
+        await app[CONSOLE_REDIS].aclose()
 
 
 async def asr_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -461,5 +485,5 @@ def _first_line(exc: BaseException) -> str:
 # delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; the queueing services
 # sync once AMI is up; FastAGI takes calls only when everything it hands them to is running. The outbox replays an
 # earlier run's writes right after the database is known to answer, and drains last.
-START_ORDER = (database_ctx, outbox_ctx, redis_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx, asterisk_ctx,
-               ami_ctx, queueing_ctx, fastagi_ctx, asr_ws_ctx)
+START_ORDER = (database_ctx, outbox_ctx, redis_ctx, console_sessions_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx,
+               asterisk_ctx, ami_ctx, queueing_ctx, fastagi_ctx, asr_ws_ctx)

@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .log_redaction import configure_logging
+
+    configure_logging(settings)
     if args.command == "run":
         return run_event_loop(_run(settings), settings.event_loop)
     if args.command == "db":
@@ -232,21 +234,22 @@ async def _run(settings: Settings) -> int:
 
 
 def _print_banner(settings: Settings) -> None:
+    # No secret in the banner: standard output ends up in service logs. They are in the secrets file (0600).
     agent = settings.agents[0] if settings.agents else None
     lines = [
         "",
         f"12345 hotline is running (number {settings.hotline_number}).",
-        f"  Console:   http://{settings.http_host}:{settings.http_port}/   "
-        f"(admin / {settings.admin_password}; agents log in with their SIP password)",
+        f"  Console:   http://{settings.http_host}:{settings.http_port}/   (user admin; password: admin_password in "
+        f"{settings.secrets_file} unless set in the environment)",
         f"  Health:    http://{settings.http_host}:{settings.http_port}/healthz",
     ]
     if agent is not None:
-        lines.append(f"  Softphone: SIP account {agent.name} / {agent.password} at "
-                     f"{settings.sip_host}:{settings.sip_port} (UDP)")
+        lines.append(f"  Softphone: SIP account {agent.name} at {settings.sip_host}:{settings.sip_port} (UDP), "
+                     f"password: agent_passwords.{agent.name} in the secrets file")
     lines += [
         f"  Demo call: .venv/bin/hotline call {settings.hotline_number} --digits 1 --say \"도로에 쓰레기가 많아요\"",
         "  Cases:     .venv/bin/hotline cases list",
-        "  Secrets are kept in " + str(settings.secrets_file) + ". Stop with Ctrl-C.",
+        "  Stop with Ctrl-C.",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -69,6 +70,8 @@ class Account:
     sip_endpoint: str | None
     active: bool
     created_at: datetime
+    # Changes whenever the password does: a session started under another stamp is void (see credential_stamp()).
+    credential_stamp: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view of the account."""
@@ -96,7 +99,13 @@ class Account:
             sip_endpoint=row.sip_endpoint,
             active=row.active,
             created_at=created,
+            credential_stamp=credential_stamp(row.password_hash),
         )
+
+
+def credential_stamp(password_hash: str) -> str:
+    """A short digest of the stored (salted) hash: equal while the password is unchanged, never the hash itself."""
+    return hashlib.sha256(b"hotline-credential-stamp\0" + password_hash.encode()).hexdigest()[:32]
 
 
 def check_password_policy(password: object) -> str:

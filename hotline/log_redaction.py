@@ -1,0 +1,57 @@
+"""Logging that never writes a configured secret: every formatted line has them replaced by ***.
+
+Our own log calls name no secret; this also covers what libraries print (panoramisk logs an unanswered AMI
+Login action whole, Secret included, when the connection drops) and exception texts that quote a URL.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
+
+from config import Settings
+
+REDACTED = "***"
+# Shorter strings would blot out ordinary words; every generated secret is far longer.
+_MIN_SECRET_LENGTH = 6
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold: AMI secret, session secret, passwords, tokens, URL passwords."""
+    values = [settings.ami_secret, settings.session_secret, settings.admin_password, settings.metrics_token,
+              _url_password(settings.database_url), _url_password(settings.redis_url)]
+    values += [agent.password for agent in settings.agents]
+    return [v for v in values if v]
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter that replaces each known secret in the finished line (message, arguments, traceback)."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        # Longest first, so a secret containing another is replaced whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line as logging.Formatter makes it, with the secrets replaced."""
+        text = super().format(record)
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def configure_logging(settings: Settings, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    """Log to standard error at the configured level, with the settings' secrets redacted."""
+    logging.basicConfig(level=settings.log_level, format=fmt)
+    formatter = RedactingFormatter(fmt, settings_secrets(settings))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
