@@ -146,6 +146,7 @@ async def stop_leftover_asterisk(cfg: AsteriskConfig, timeout: float = 10.0) -> 
             log.warning("an Asterisk (pid %d) left running from %s by an earlier start; stopping it", pid, cfg.run_dir)
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+                signal.pidfd_send_signal(pidfd, signal.SIGCONT)  # a stopped process acts on SIGTERM only once resumed
             except ProcessLookupError:
                 continue
             except PermissionError:

@@ -56,3 +56,34 @@ async def test_asterisk_killed_is_restarted_and_the_next_call_reaches_an_agent(t
         assert phone.answered, answered.describe()
         assert result.answered and result.hung_up_by == "asterisk", result.describe()
     assert asterisk_pids_using(conf) == []
+
+
+async def test_a_bridge_killed_while_its_asterisk_hangs_starts_again_without_a_port_error() -> None:
+    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-supervise-bridge", base_port=BASE_PORT,
+                               env={"HOTLINE_RTP_PORT_START": "19400", "HOTLINE_RTP_PORT_END": "19499"})
+    conf = hotline.run_dir / "asterisk" / "etc" / "asterisk.conf"
+    await hotline.start()
+    old: int | None = None
+    try:
+        old = int((hotline.run_dir / "asterisk" / "run" / "asterisk.pid").read_text())
+        # A hung Asterisk: stopped, it cannot act on the SIGTERM its bridge's death sends it, so it outlives it.
+        os.kill(old, signal.SIGSTOP)
+        assert hotline.process is not None
+        hotline.process.kill()
+        await hotline.process.wait()
+        assert asterisk_pids_using(conf) == [old]
+        started = time.monotonic()
+        await hotline.start(keep_run_dir=True)
+        print(f"\nnew bridge healthy {time.monotonic() - started:.1f} s after start, its hung leftover replaced")
+        health = await hotline.health()
+        assert health is not None and health["ok"], health
+        new = health["components"]["asterisk"]["pid"]
+        assert new != old and asterisk_pids_using(conf) == [new]
+        log = hotline.log_path.read_text()
+        assert f"an Asterisk (pid {old}) left running from" in log, hotline.log_tail()
+    finally:
+        code = await hotline.stop()
+        if old is not None and old in asterisk_pids_using(conf):
+            os.kill(old, signal.SIGKILL)
+    assert code == 0, hotline.log_tail()
+    assert asterisk_pids_using(conf) == []
