@@ -271,7 +271,7 @@ class AsteriskSupervisor:
             self._budget.record()
             try:
                 await self.process.start(ready_timeout=self._ready_timeout)
-            except AsteriskStartError as exc:
+            except (AsteriskStartError, OSError) as exc:  # OSError: its log or run dir cannot be written
                 self.failed_restarts += 1
                 self.last_error = str(exc)
                 log.error("Asterisk restart failed: %s", exc)
