@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     asterisk_binary: str = "asterisk"
     asterisk_modules_dir: Path = Path("/usr/lib/asterisk/modules")
     asterisk_sounds_dir: Path = Path("/usr/share/asterisk/sounds")
+    # A dead Asterisk is restarted with backoff, at most this many times within the window; then it stays down.
+    asterisk_max_restarts: int = Field(default=5, ge=0, le=100)
+    asterisk_restart_window_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     # Backends.
     database_url: str = Field(

@@ -57,12 +57,12 @@ from telephony import (
     AgiError,
     AmiClient,
     AmiError,
-    AsteriskProcess,
     AsteriskStartError,
+    AsteriskSupervisor,
     FastAgiServer,
     render_asterisk_config,
 )
-from telephony.builder import build_ami, build_asterisk, build_asterisk_config, build_fastagi
+from telephony.builder import build_ami, build_asterisk_config, build_asterisk_supervisor, build_fastagi
 from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
 
 from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver, queue_pending_descriptions
@@ -80,7 +80,7 @@ CASES = web.AppKey("cases", CaseStore)
 CALL_RECORDS = web.AppKey("call_records", CallRecordStore)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 LIVE_STATE = web.AppKey("live_state", LiveCallState)
-ASTERISK = web.AppKey("asterisk", AsteriskProcess)
+ASTERISK = web.AppKey("asterisk", AsteriskSupervisor)
 AMI = web.AppKey("ami", AmiClient)
 ASR = web.AppKey("asr", SpeechRecognizer)
 FASTAGI = web.AppKey("fastagi", FastAgiServer)
@@ -127,7 +127,7 @@ class HealthMonitor:
         if OUTBOX in app:
             components["outbox"] = app[OUTBOX].health_report()
         if ASTERISK in app:
-            components["asterisk"] = {"ok": app[ASTERISK].running, "pid": app[ASTERISK].pid}
+            components["asterisk"] = app[ASTERISK].health_report()
         components["asr"] = {"ok": ASR in app, "model": str(app[ASR].model_path) if ASR in app else None}
         return {"ok": all(c.get("ok") for c in components.values()), "components": components}
 
@@ -311,7 +311,8 @@ async def asr_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render the Asterisk configuration and run Asterisk as a child process (unless --no-asterisk)."""
+    """Render the Asterisk configuration and run Asterisk as a supervised child process, restarted when it dies
+    (unless --no-asterisk); an Asterisk left running from the same run dir is stopped first."""
     settings = app[SETTINGS]
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     if not settings.manage_asterisk:
@@ -321,17 +322,20 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
+    supervisor = build_asterisk_supervisor(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
     try:
-        await process.start()
+        await supervisor.start()
     except AsteriskStartError as exc:
-        await process.stop()
+        await supervisor.stop()
         raise HotlineStartError(str(exc)) from None
-    app[ASTERISK] = process
+    # Once Asterisk is back, AMI logs in at once instead of after the rest of its backoff; its on-connect
+    # handlers then re-apply agents' queue membership and rebuild the live state.
+    supervisor.on_restarted(app[AMI].reconnect_now)
+    app[ASTERISK] = supervisor
     try:
         yield
     finally:
-        await process.stop()
+        await supervisor.stop()
 
 
 async def ami_ctx(app: web.Application) -> AsyncIterator[None]:

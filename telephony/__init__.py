@@ -7,6 +7,7 @@ from .asterisk_process import (
     AsteriskStartError,
     render_asterisk_config,
 )
+from .asterisk_supervisor import AsteriskSupervisor, RestartBudget, RestartPolicy
 from .fastagi import (
     AgiCommandError,
     AgiError,
@@ -22,6 +23,6 @@ from .fastagi import (
 __all__ = [
     "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout",
     "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
-    "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
-    "render_asterisk_config",
+    "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "AsteriskSupervisor", "FastAgiServer",
+    "RestartBudget", "RestartPolicy", "agi_quote", "render_asterisk_config",
 ]

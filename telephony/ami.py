@@ -7,6 +7,7 @@ checking the answer and reconnects on a fixed timer from an unowned callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -105,6 +106,7 @@ class AmiClient:
         self._protocol: _GuardedProtocol | None = None
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
+        self._wake = asyncio.Event()  # set by reconnect_now(): cut the current backoff wait short
         self._handlers: dict[str, list[EventHandler]] = {}
         self._connected_handlers: list[ConnectedHandler] = []
         self._events: asyncio.Queue[Message] = asyncio.Queue()
@@ -149,6 +151,11 @@ class AmiClient:
         self._spawn(self._dispatch_events(), f"{self._name}-events")
         self._spawn(self._supervise(), f"{self._name}-supervisor")
         await self._run_connected_handlers()
+
+    def reconnect_now(self) -> None:
+        """Skip the rest of the reconnect backoff (Asterisk is known to be back); no effect while connected."""
+        if not self.connected:
+            self._wake.set()
 
     async def wait_connected(self, timeout: float) -> None:
         """Wait until logged in (AmiNotConnected after timeout)."""
@@ -254,7 +261,10 @@ class AmiClient:
             while True:
                 self.health.reconnects += 1
                 log.info("AMI: reconnecting to %s:%s in %.1f s", self._host, self._port, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
+                self._wake.clear()
                 try:
                     await self._connect_once()
                 except AmiConnectError as exc:
@@ -263,6 +273,7 @@ class AmiClient:
                     backoff = min(backoff * 2, self._backoff_max)
                     continue
                 backoff = self._backoff_initial
+                self._wake.clear()
                 break
             await self._run_connected_handlers()
 

@@ -486,6 +486,13 @@ class AsteriskProcess:
         """The child's exit status once it has ended."""
         return self._proc.returncode if self._proc is not None else None
 
+    async def wait(self) -> int:
+        """Wait until the child process ends (the exit is noticed at once, not polled); its exit status,
+        negative for the signal that killed it."""
+        if self._proc is None:
+            raise AsteriskStartError("Asterisk was never started")
+        return await self._proc.wait()
+
     async def __aenter__(self) -> AsteriskProcess:
         await self.start()
         return self

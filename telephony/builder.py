@@ -8,6 +8,7 @@ from config import Settings
 
 from .ami import AmiClient
 from .asterisk_process import AsteriskConfig, AsteriskProcess
+from .asterisk_supervisor import AsteriskSupervisor, RestartPolicy
 from .fastagi import FastAgiServer
 
 
@@ -36,6 +37,13 @@ def build_asterisk_config(settings: Settings) -> AsteriskConfig:
 def build_asterisk(settings: Settings, env: Mapping[str, str]) -> AsteriskProcess:
     """The Asterisk child process (not started); env: variables its own child programs inherit."""
     return AsteriskProcess(build_asterisk_config(settings), binary=settings.asterisk_binary, env=dict(env))
+
+
+def build_asterisk_supervisor(settings: Settings, env: Mapping[str, str]) -> AsteriskSupervisor:
+    """The supervised Asterisk child (not started): restarted with backoff within the configured limit."""
+    policy = RestartPolicy(max_restarts=settings.asterisk_max_restarts,
+                           window_seconds=settings.asterisk_restart_window_seconds)
+    return AsteriskSupervisor(build_asterisk(settings, env), policy)
 
 
 def build_fastagi(settings: Settings) -> FastAgiServer:
