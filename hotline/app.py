@@ -54,6 +54,7 @@ from queueing.builder import (
 )
 from storage import create_engine_from_url, migrate_database
 from telephony import (
+    AGI_SECRET_ENV,
     AgiError,
     AmiClient,
     AmiError,
@@ -271,7 +272,10 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
+    # The AGI secret goes the same way: the dialplan reads it with ENV() to make each channel's AGI token.
+    assert settings.agi_secret is not None, "resolve_secrets() must run before the Asterisk context"
+    process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url,
+                                        AGI_SECRET_ENV: settings.agi_secret})
     try:
         await process.start()
     except AsteriskStartError as exc:

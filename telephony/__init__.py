@@ -7,11 +7,22 @@ from .asterisk_process import (
     AsteriskStartError,
     render_asterisk_config,
 )
-from .fastagi import AgiCommandError, AgiError, AgiHangup, AgiResult, AgiSession, AgiTimeout, FastAgiServer, agi_quote
+from .fastagi import (
+    AGI_SECRET_ENV,
+    AgiCommandError,
+    AgiError,
+    AgiHangup,
+    AgiResult,
+    AgiSession,
+    AgiTimeout,
+    FastAgiServer,
+    agi_quote,
+    agi_token,
+)
 
 __all__ = [
-    "AgiCommandError", "AgiError", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout", "AmiActionFailed",
-    "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
+    "AGI_SECRET_ENV", "AgiCommandError", "AgiError", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout",
+    "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
     "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
-    "render_asterisk_config",
+    "agi_token", "render_asterisk_config",
 ]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .fastagi import AGI_AUTH_DIALPLAN
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "asterisk" / "templates"
 
 _CONF_FILES = (
@@ -325,6 +327,7 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         ),
         agi_host=cfg.agi_host,
         agi_port=str(cfg.agi_port),
+        agi_auth=AGI_AUTH_DIALPLAN,
         call_recordings_dir=str(cfg.recordings_dir / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
         # ivr flows: each further number hands its own number to the IVR (the AGI argument) and joins the hotline's
