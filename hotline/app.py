@@ -22,7 +22,7 @@ from agent_console import create_console_app
 from agent_console.flow_views import FLOW_ADMIN
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from agent_console.transcript_views import TRANSCRIPT_JOBS
-from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
+from asr import ASR_TOKEN_ENV, AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStore, CaseStoreError
 from config import Settings
 from config.settings import PROJECT_ROOT
@@ -272,10 +272,11 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    # The AGI secret goes the same way: the dialplan reads it with ENV() to make each channel's AGI token.
-    assert settings.agi_secret is not None, "resolve_secrets() must run before the Asterisk context"
+    # So does its ASR websocket token. The AGI secret goes the same way: the dialplan reads it with ENV() to make
+    # each channel's AGI token.
+    assert settings.agi_secret is not None and settings.asr_ws_token is not None, "resolve_secrets() must run first"
     process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url,
-                                        AGI_SECRET_ENV: settings.agi_secret})
+                                        ASR_TOKEN_ENV: settings.asr_ws_token, AGI_SECRET_ENV: settings.agi_secret})
     try:
         await process.start()
     except AsteriskStartError as exc:
@@ -410,7 +411,7 @@ async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.asr_ws_port:
         yield
         return
-    server = VoskWebsocketServer(app[ASR])
+    server = VoskWebsocketServer(app[ASR], token=settings.asr_ws_token)
     try:
         await server.start(settings.asr_ws_host, settings.asr_ws_port)
     except OSError as exc:
