@@ -5,9 +5,10 @@ from .model import default_model_path
 from .recognizer import SpeechRecognizer
 from .streaming import RecognitionStream
 from .transcript import Transcript, WordTiming
-from .ws_server import VoskWebsocketServer
+from .ws_server import ASR_TOKEN_ENV, VoskWebsocketServer
 
 __all__ = [
+    "ASR_TOKEN_ENV",
     "AsrError",
     "AsrModelError",
     "AsrTimeoutError",

@@ -273,14 +273,15 @@ class SpeechRecognizer:
         if self._closed:
             raise AsrError("streaming recognition: the speech recognizer is closed")
         rate = check_stream_rate(sample_rate)
-        compiled = self._compile_grammar(list(grammar) if grammar is not None else None)
+        phrases = list(grammar) if grammar is not None else None
         if isinstance(max_alternatives, bool) or not isinstance(max_alternatives, int) or not (
             0 <= max_alternatives <= 10
         ):
             raise AsrError(f"max_alternatives {max_alternatives!r} is not an integer from 0 to 10")
 
         def create() -> vosk.KaldiRecognizer:
-            # Compiling a grammar takes a few milliseconds of CPU: off the event loop too.
+            # Checking and compiling a grammar is the model's CPU work: off the event loop too.
+            compiled = self._compile_grammar(phrases)
             if compiled is None:
                 kaldi = vosk.KaldiRecognizer(self._model, rate)
             else:
@@ -320,15 +321,15 @@ class SpeechRecognizer:
             return None
         if isinstance(grammar, str):
             raise AsrError(f"grammar must be a list of words or phrases, not the single string {grammar!r}")
-        phrases: list[str] = []
+        unique: dict[str, None] = {}  # first-seen order, one look-up per phrase (a list here was quadratic)
         for entry in grammar:
             if not isinstance(entry, str):
                 raise AsrError(f"grammar entries must be strings, got {entry!r}")
             phrase = " ".join(entry.split())
             if not phrase:
                 raise AsrError("grammar contains an empty entry")
-            if phrase not in phrases:
-                phrases.append(phrase)
+            unique[phrase] = None
+        phrases = list(unique)
         if not phrases:
             return None
         if not self._supports_grammar:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(default=None, repr=False)  # console 'admin' account; None: generated once
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(default=4573, ge=1, le=65535)
+    # FastAGI sessions prove they come from our Asterisk with a token made from this secret; None: generated once.
+    agi_secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,128}$")
+    agi_max_connections: int = Field(default=512, ge=1, le=65535)  # more open at once are refused
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
 
@@ -105,6 +108,7 @@ class Settings(BaseSettings):
     # ASR: vosk-server protocol websocket on its own listener (port 0: off); durable job workers.
     asr_ws_host: str = "127.0.0.1"
     asr_ws_port: int = Field(default=2700, ge=0, le=65535)
+    asr_ws_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,128}$")  # clients' bearer token
     asr_job_workers: int = Field(default=1, ge=1, le=16)  # whole-call jobs; the rest of the pool stays for live calls
     redis_key_prefix: str = "hotline"
 
@@ -337,6 +341,8 @@ def resolve_secrets(settings: Settings) -> Settings:
         "ami_secret": lambda: secrets.token_urlsafe(18),
         "session_secret": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: secrets.token_urlsafe(12),
+        "agi_secret": lambda: secrets.token_urlsafe(32),
+        "asr_ws_token": lambda: secrets.token_urlsafe(32),
     }
     for name, make in generators.items():
         if getattr(settings, name) is None:

@@ -25,7 +25,7 @@ from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
 from agent_console.sessions import RedisSessionBackend
 from agent_console.throttle import RedisFailureCounters, ThrottleLimits
 from agent_console.transcript_views import TRANSCRIPT_JOBS
-from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
+from asr import ASR_TOKEN_ENV, AsrError, SpeechRecognizer, VoskWebsocketServer
 from cases import CaseStore, CaseStoreError, DurableCases
 from config import Settings
 from identity import AccountStore
@@ -54,6 +54,7 @@ from queueing.builder import (
 )
 from storage import Outbox, create_engine_from_url, migrate_database
 from telephony import (
+    AGI_SECRET_ENV,
     AgiError,
     AmiClient,
     AmiError,
@@ -322,7 +323,12 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    supervisor = build_asterisk_supervisor(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
+    # So does its ASR websocket token. The AGI secret goes the same way: the dialplan reads it with ENV() to make
+    # each channel's AGI token.
+    assert settings.agi_secret is not None and settings.asr_ws_token is not None, "resolve_secrets() must run first"
+    supervisor = build_asterisk_supervisor(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url,
+                                                      ASR_TOKEN_ENV: settings.asr_ws_token,
+                                                      AGI_SECRET_ENV: settings.agi_secret})
     try:
         await supervisor.start()
     except AsteriskStartError as exc:
@@ -436,7 +442,7 @@ async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.asr_ws_port:
         yield
         return
-    server = VoskWebsocketServer(app[ASR])
+    server = VoskWebsocketServer(app[ASR], token=settings.asr_ws_token)
     try:
         await server.start(settings.asr_ws_host, settings.asr_ws_port)
     except OSError as exc:

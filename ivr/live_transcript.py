@@ -31,6 +31,8 @@ EAGI_AUDIO_FD = 3
 # Where the script finds the Redis URL (it may hold a password, so it is not an argument): in the environment it
 # inherits from Asterisk, which the hotline starts with it.
 REDIS_URL_ENV = "HOTLINE_REDIS_URL"
+# The ASR websocket's bearer token comes the same way (asr.ASR_TOKEN_ENV; this program runs without the asr package).
+ASR_TOKEN_ENV = "HOTLINE_ASR_WS_TOKEN"
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,9 @@ class LiveTranscriber:
 
     def __init__(self, *, ws_url: str, live: LiveFields, linkedid: str, wav_path: Path, max_seconds: float = 60.0,
                  silence_seconds: float = 1.5, no_speech_seconds: float = 10.0,
-                 phrase_list: list[str] | None = None, timeout: float = 10.0) -> None:
+                 phrase_list: list[str] | None = None, timeout: float = 10.0, token: str | None = None) -> None:
         self._url = ws_url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
         self._live = live
         self._linkedid = linkedid
         self._wav_path = wav_path
@@ -126,7 +129,8 @@ class LiveTranscriber:
         config: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "words": 1}
         if self._phrases:
             config["phrase_list"] = self._phrases
-        async with websockets.connect(self._url, open_timeout=self._timeout, close_timeout=2) as ws:
+        async with websockets.connect(self._url, open_timeout=self._timeout, close_timeout=2,
+                                      additional_headers=self._headers) as ws:
             await asyncio.wait_for(ws.send(json.dumps({"config": config})), self._timeout)
             last_partial = ""
             words_until = None  # audio time of the last final result (None: no words yet)
@@ -225,7 +229,8 @@ async def run_eagi(args: argparse.Namespace) -> LiveTranscript:
     try:
         transcriber = LiveTranscriber(ws_url=args.ws_url, live=live, linkedid=args.linkedid, wav_path=args.wav,
                                       max_seconds=args.max_seconds, silence_seconds=args.silence_seconds,
-                                      no_speech_seconds=args.no_speech_seconds, phrase_list=args.phrases)
+                                      no_speech_seconds=args.no_speech_seconds, phrase_list=args.phrases,
+                                      token=os.environ.get(ASR_TOKEN_ENV) or None)
         return await transcriber.run(read_audio_fd(args.audio_fd))
     finally:
         await live.aclose()

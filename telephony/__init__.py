@@ -9,6 +9,7 @@ from .asterisk_process import (
 )
 from .asterisk_supervisor import AsteriskSupervisor, RestartBudget, RestartPolicy
 from .fastagi import (
+    AGI_SECRET_ENV,
     AgiCommandError,
     AgiError,
     AgiHandler,
@@ -18,11 +19,12 @@ from .fastagi import (
     AgiTimeout,
     FastAgiServer,
     agi_quote,
+    agi_token,
 )
 
 __all__ = [
-    "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout",
-    "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
-    "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "AsteriskSupervisor", "FastAgiServer",
-    "RestartBudget", "RestartPolicy", "agi_quote", "render_asterisk_config",
+    "AGI_SECRET_ENV", "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession",
+    "AgiTimeout", "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout",
+    "AsteriskConfig", "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "AsteriskSupervisor",
+    "FastAgiServer", "RestartBudget", "RestartPolicy", "agi_quote", "agi_token", "render_asterisk_config",
 ]

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from config import Settings
 
+from .fastagi import AGI_AUTH_DIALPLAN
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "asterisk" / "templates"
 
 _CONF_FILES = (
@@ -336,6 +338,7 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         ),
         agi_host=cfg.agi_host,
         agi_port=str(cfg.agi_port),
+        agi_auth=AGI_AUTH_DIALPLAN,
         call_recordings_dir=str(cfg.recordings_path / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
         # ivr flows: each further number hands its own number to the IVR (the AGI argument) and joins the hotline's

@@ -47,5 +47,8 @@ def build_asterisk_supervisor(settings: Settings, env: Mapping[str, str]) -> Ast
 
 
 def build_fastagi(settings: Settings) -> FastAgiServer:
-    """The FastAGI server on the configured address (routes are added by the domains that answer them)."""
-    return FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout)
+    """The FastAGI server on the configured address (routes are added by the domains that answer them); every
+    session must carry its channel's token made from the AGI secret."""
+    assert settings.agi_secret is not None, "resolve_secrets() must run before the builders"
+    return FastAgiServer(settings.agi_host, settings.agi_port, command_timeout=settings.agi_command_timeout,
+                         secret=settings.agi_secret, max_connections=settings.agi_max_connections)

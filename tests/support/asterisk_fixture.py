@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from telephony import AGI_SECRET_ENV
 from telephony.asterisk_process import AsteriskConfig, AsteriskProcess, QueueConf
 
 # Test ports: away from a dev instance (5060/5038/4573, RTP 10000-10999).
@@ -18,6 +19,7 @@ TEST_AMI_PORT = 15038
 TEST_AGI_PORT = 14573
 TEST_RTP_PORTS = (16000, 16999)
 TEST_AMI_SECRET = "test-ami-secret"
+TEST_AGI_SECRET = "test-agi-secret-0123456789"  # in Asterisk's environment: the dialplan's AGI tokens are made of it
 TEST_AGENTS = (
     ("agent1", "agent1-pass", ("complaints", "inquiries", "operator")),
     ("agent2", "agent2-pass", ("inquiries",)),
@@ -73,7 +75,7 @@ def asterisk_config(tmp_path_factory: pytest.TempPathFactory) -> AsteriskConfig:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def asterisk(asterisk_config: AsteriskConfig) -> AsyncIterator[AsteriskProcess]:
     """A running Asterisk on the test ports for the whole session; stopped (and checked gone) at the end."""
-    proc = AsteriskProcess(asterisk_config)
+    proc = AsteriskProcess(asterisk_config, env={AGI_SECRET_ENV: TEST_AGI_SECRET})
     await proc.start(ready_timeout=30.0)
     try:
         yield proc
