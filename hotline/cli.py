@@ -126,6 +126,11 @@ def run_event_loop(main: Coroutine[Any, Any, int], kind: str = "uvloop") -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hotline` console script."""
+    from .private_files import use_private_umask
+
+    # Before anything is created: the database, recordings, secrets and rendered configuration are for the
+    # hotline's own user only, and Asterisk (a child) inherits the umask for the recordings it writes.
+    use_private_umask()
     args = build_parser().parse_args(argv)
     try:
         settings = _settings_from_args(args)
@@ -202,6 +207,7 @@ async def _run(settings: Settings) -> int:
     from .app import HotlineStartError, build_app
 
     try:
+        await asyncio.get_running_loop().run_in_executor(None, _make_run_dir_private, settings)
         _check_port_free(settings.http_host, settings.http_port, "HTTP console")
         _check_port_free(settings.agi_host, settings.agi_port, "FastAGI")
         app = build_app(settings)
@@ -231,6 +237,15 @@ async def _run(settings: Settings) -> int:
         return 0
     finally:
         await runner.cleanup()
+
+
+def _make_run_dir_private(settings: Settings) -> None:
+    """Tighten what an older version (or another umask) left readable: the run folder and a database outside it."""
+    from storage import sqlite_database_files
+
+    from .private_files import make_private
+
+    make_private(settings.run_dir, sqlite_database_files(settings.database_url))
 
 
 def _print_banner(settings: Settings) -> None:

@@ -334,6 +334,7 @@ class HotlineCallFlow:
             log.warning("case %s: Asterisk wrote no recording at %s", ctx.case_number, wav)
             await self._cases.drop_recording(ctx.case_number, "no recording was made", actor=ACTOR_IVR)
             return node.next
+        _keep_private(wav)
         ctx.recording = wav
         if node.transcribe:
             await self._transcribe_description(ctx, wav)
@@ -520,3 +521,13 @@ class HotlineCallFlow:
         await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
         return None  # no HOTLINE_QUEUE: the dialplan hangs up
+
+
+def _keep_private(path: Path) -> None:
+    # Asterisk writes recordings with its own umask (another container, another set-up): a citizen's voice is made
+    # readable by the hotline's user only as soon as it is picked up.
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as exc:
+        log.warning("cannot make recording %s private: %s", path, exc.strerror or exc)

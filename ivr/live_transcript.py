@@ -102,8 +102,11 @@ class LiveTranscriber:
         result = LiveTranscript()
         # Audio seconds end the stream normally; this wall-clock bound covers a channel that stops sending frames.
         audio = _until(audio, asyncio.get_running_loop().time() + self._max + self._no_speech, result)
-        self._wav_path.parent.mkdir(parents=True, exist_ok=True)
-        wav = wave.open(str(self._wav_path), "wb")  # noqa: SIM115 - closed in finally, written chunk by chunk
+        self._wav_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A citizen's voice: readable by the hotline's user only, whatever umask Asterisk started this with.
+        fd = os.open(self._wav_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        raw = os.fdopen(fd, "wb")
+        wav = wave.open(raw, "wb")  # noqa: SIM115 - closed in finally, written chunk by chunk
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)
@@ -120,6 +123,7 @@ class LiveTranscriber:
                     break
         finally:
             wav.close()
+            raw.close()  # wave closes only the files it opened itself
         result.text = " ".join(result.finals).strip()
         await self._live.update(self._linkedid, transcript_partial=result.text, transcript=result.text,
                                 transcript_live_stopped_by=result.stopped_by)

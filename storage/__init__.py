@@ -1,7 +1,7 @@
 """The database kit every domain uses: engines from a URL (with timeouts), the one metadata registry, UTC
 timestamps, the dialect-aware insert, finish-on-cancel for stores, the migration runner, and the outbox that
 keeps writes through an outage."""
-from .engine import create_engine_from_url, dialect_insert, normalize_database_url
+from .engine import create_engine_from_url, dialect_insert, normalize_database_url, sqlite_database_files
 from .errors import StorageError
 from .migrate import MIGRATIONS_DIR, alembic_config, migrate_database
 from .outbox import Outbox, OutboxEntry, is_transient
@@ -24,4 +24,5 @@ __all__ = [
     "metadata",
     "migrate_database",
     "normalize_database_url",
+    "sqlite_database_files",
 ]

@@ -397,7 +397,7 @@ def render_asterisk_config(cfg: AsteriskConfig) -> Path:
     files = _render_all(cfg)
     try:
         for path in (*_dirs(cfg).values(), cfg.recordings_path):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)  # recordings, logs and secrets live here
         for name, text in files.items():
             _write_if_changed(cfg.etc_dir / name, text)
     except OSError as exc:
@@ -457,6 +457,17 @@ def _control_socket_answers(path: Path) -> bool:
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _private_umask() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Asterisk creates its recordings, logs and databases with mode 0666/0777 less the umask it inherits (it has
+    # no option of its own): 077 keeps the citizens' recordings to this user.
+    os.umask(0o077)
+
+
+def _private_dying_child() -> None:  # pragma: no cover - runs in the child between fork and exec
+    _private_umask()
+    _set_parent_death_signal()
 
 
 class AsteriskProcess:
@@ -547,7 +558,8 @@ class AsteriskProcess:
             self._messages_offset = self.cfg.messages_log.stat().st_size  # the file log is appended across runs
         except OSError:
             self._messages_offset = 0
-        self.cfg.console_log.write_bytes(b"")
+        fd = os.open(self.cfg.console_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
         # Opening a local log file is a metadata call; Asterisk writes to it, not this loop.
         with open(self.cfg.console_log, "ab") as console:  # noqa: ASYNC230 - O_APPEND: safe even if something else writes too
             self._proc = await asyncio.create_subprocess_exec(
@@ -560,7 +572,7 @@ class AsteriskProcess:
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if self.die_with_parent else None,
+                preexec_fn=_private_dying_child if self.die_with_parent else _private_umask,
                 env={**os.environ, **self.env} if self.env else None,
             )
         ready = False

@@ -198,6 +198,7 @@ class TranscriptionWorker:
             path = Path(recording.path)
             if not path.exists():
                 raise AudioFormatError(f"recording {path}: file does not exist")
+            _keep_private(path)
             if len(recording.labels) > 1:
                 parts = await self._recognizer.transcribe_stereo(path, recording.labels, grammar=grammar,
                                                                  timeout=self._timeout)
@@ -206,3 +207,13 @@ class TranscriptionWorker:
                 parts = [replace(one, channel=recording.labels[0] if recording.labels else None)]
             transcripts.extend(t.to_dict() for t in parts)
         return transcripts
+
+
+def _keep_private(path: Path) -> None:
+    # Asterisk writes recordings with its own umask (another container, another set-up): a citizen's voice is made
+    # readable by the hotline's user only as soon as it is picked up.
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as exc:
+        log.warning("cannot make recording %s private: %s", path, exc.strerror or exc)
