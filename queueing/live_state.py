@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +39,11 @@ def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
 class LiveCallState:
     """Calls in progress: one Redis hash per call, a set of live linkedids, and pub/sub change messages."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "hotline", ended_ttl_seconds: int = 3600) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "hotline", ended_ttl_seconds: int = 3600,
+                 owner: str | None = None) -> None:
+        # owner: this process run, stamped on each call it registers: a call whose owner is another run (one
+        # that died) lost its IVR session with that process, it was not the caller who hung up.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._r = client
         self._prefix = prefix
         self._ended_ttl = ended_ttl_seconds
@@ -99,8 +106,9 @@ class LiveCallState:
         return out
 
     async def start_call(self, linkedid: str, **fields: Any) -> None:
-        """Register a new live call (state 'ivr')."""
+        """Register a new live call (state 'ivr', owned by this process run)."""
         fields.setdefault("state", "ivr")
+        fields.setdefault("owner", self.owner)
         fields.setdefault("started_at", datetime.now(UTC).isoformat())
         fields.setdefault("ivr_path", [])
         fields["linkedid"] = linkedid
