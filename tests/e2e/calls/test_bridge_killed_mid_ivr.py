@@ -113,6 +113,11 @@ async def test_a_bridge_killed_mid_ivr_leaves_the_case_interrupted_not_abandoned
         assert (await cases.get(left.case_number)).status is CaseStatus.ABANDONED_IN_IVR
         interrupted = await cases.list_recent(status="interrupted")
         assert [c.case_number for c in interrupted] == [case_number]
+        # /healthz counts it, and shows the AMI event guard (nothing parked).
+        health = await hotline.health()
+        assert health is not None and health["components"]["calls"]["interrupted"] == 1, health
+        events = health["components"]["ami_events"]
+        assert events["ok"] and events["parked"] == 0 and health["components"]["ami"]["events_dropped"] == 0
     finally:
         await redis.aclose()
         await engine.dispose()
