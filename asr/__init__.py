@@ -1,6 +1,6 @@
 """Speech recognition of recordings and call audio with a local Vosk model (knows nothing of telephony)."""
 from .audio import read_audio
-from .errors import AsrError, AsrModelError, AsrTimeoutError, AudioFormatError
+from .errors import AsrError, AsrModelError, AsrTimeoutError, AudioFormatError, EmptyAudioError
 from .model import default_model_path
 from .recognizer import SpeechRecognizer
 from .streaming import RecognitionStream
@@ -13,6 +13,7 @@ __all__ = [
     "AsrModelError",
     "AsrTimeoutError",
     "AudioFormatError",
+    "EmptyAudioError",
     "RecognitionStream",
     "SpeechRecognizer",
     "Transcript",

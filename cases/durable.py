@@ -18,6 +18,7 @@ from lifecycle import TaskOwner
 from storage import Outbox, OutboxEntry, is_transient
 
 from .errors import CaseNotFound
+from .events import ACTOR_SYSTEM
 from .model import MAX_CALLER_NUMBER, MAX_MENU_STEP, MAX_MENU_STEPS, Case, NewCase
 from .store import CaseStore
 
@@ -28,7 +29,7 @@ PROVISIONAL_PREFIX = "ref:"
 # The writes of the call side, by outbox operation name; each is the CaseStore named operation of the same name.
 _OPERATIONS = ("record_menu_path", "mark_abandoned_in_ivr", "attach_recording", "drop_recording",
                "transcript_pending", "record_transcript", "classify", "add_note", "mark_queued", "assign_agent",
-               "end_call", "mark_abandoned_in_queue")
+               "end_call", "mark_abandoned_in_queue", "mark_interrupted")
 
 
 def normalise_caller_number(raw: str | None) -> str:
@@ -172,6 +173,10 @@ class DurableCases:
     async def end_call(self, case_number: str, outcome: str) -> None:
         """The call ended with this outcome."""
         await self._write("end_call", case_number, outcome=outcome)
+
+    async def mark_interrupted(self, case_number: str, reason: str, *, actor: str = ACTOR_SYSTEM) -> None:
+        """The hotline failed during the call (not the caller's hang-up)."""
+        await self._write("mark_interrupted", case_number, reason=reason, actor=actor)
 
     async def mark_abandoned_in_queue(self, case_number: str) -> None:
         """The caller hung up while waiting in the queue."""

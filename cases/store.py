@@ -43,6 +43,7 @@ _applied = CaseAppliedOpRow.__table__
 # How a call ended, as the call side reports it to end_call (anything else: the caller was heard).
 ABANDONED_IN_QUEUE = "abandoned_in_queue"
 ABANDONED_IN_IVR = "abandoned_in_ivr"
+INTERRUPTED = "interrupted"
 
 
 def _utcnow() -> datetime:
@@ -105,6 +106,16 @@ def _abandon_in_ivr(case: Case) -> _Change | None:
     if case.status is not CaseStatus.NEW:
         return None
     return _move(case, CaseStatus.ABANDONED_IN_IVR, CaseEventKind.ABANDONED_IN_IVR)
+
+
+def _interrupt(case: Case, reason: str) -> _Change | None:
+    # Only a case still being collected was cut off in the IVR; one that got further (or was already settled,
+    # say by the IVR seeing the caller hang up) keeps its status.
+    if case.status is not CaseStatus.NEW:
+        return None
+    change = _move(case, CaseStatus.INTERRUPTED, CaseEventKind.INTERRUPTED, reason=reason)
+    change.events.append((CaseEventKind.NOTE, {"text": f"call interrupted by a system failure: {reason}"}))
+    return change
 
 
 def _await_dispatch(case: Case, outcome: str) -> _Change | None:
@@ -348,16 +359,27 @@ class CaseStore:
         other case is returned unchanged."""
         return await self._apply(case_number, actor, _abandon_in_ivr)
 
+    async def mark_interrupted(self, case_number: str, reason: str, *, actor: str = ACTOR_SYSTEM) -> Case:
+        """The hotline failed while the case was being collected (its IVR session was lost, not hung up by the
+        caller): a case still NEW is interrupted (events `interrupted` and a `note` with the reason); any other
+        case is returned unchanged."""
+        why = clip_reason(reason)
+        return await self._apply(case_number, actor, lambda case: _interrupt(case, why))
+
     async def end_call(self, case_number: str, outcome: str, *, actor: str = ACTOR_SYSTEM) -> Case:
         """The case's call ended with this outcome: 'abandoned_in_queue' and 'abandoned_in_ivr' say where the
-        caller gave up; any other outcome means they were heard and a case still new, queued or in progress is
-        now open (event `call_ended`). Late or repeated ends leave the case as it is."""
+        caller gave up, 'interrupted' that the hotline failed (see mark_interrupted); any other outcome means they
+        were heard and a case still new, queued or in progress is now open (event `call_ended`). Late or repeated
+        ends leave the case as it is."""
         how = check_text("outcome", outcome, max_len=32, optional=False)
         assert how is not None
         if how == ABANDONED_IN_QUEUE:
             return await self._apply(case_number, actor, _abandon_in_queue)
         if how == ABANDONED_IN_IVR:
             return await self._apply(case_number, actor, _abandon_in_ivr)
+        if how == INTERRUPTED:
+            return await self._apply(case_number, actor,
+                                     lambda case: _interrupt(case, "the call ended while the hotline had lost it"))
         return await self._apply(case_number, actor, lambda case: _await_dispatch(case, how))
 
     async def close(self, case_number: str, *, actor: str, resolution: str | None = None) -> Case:

@@ -123,6 +123,10 @@ class HealthMonitor:
         components["redis"].update(app[LIVE_STATE].health_report())
         if AMI in app:
             components["ami"] = app[AMI].health_report()
+        if QUEUEING in app:
+            # AMI events whose handlers failed (retried, parked, resynced) and calls lost by a system failure.
+            components["ami_events"] = app[QUEUEING].events.health_report()
+            components["calls"] = {"ok": True, "interrupted": app[QUEUEING].call_tracker.interrupted}
         if FASTAGI in app:
             components["fastagi"] = app[FASTAGI].health_report()
         if OUTBOX in app:

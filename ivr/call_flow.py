@@ -175,6 +175,21 @@ class HotlineCallFlow:
             await self._cases.mark_abandoned_in_ivr(ctx.case_number, actor=ACTOR_IVR)
             await self._records.upsert(linkedid, ivr_path=ctx.path, outcome="abandoned_in_ivr")
             await self._keep_partial_recording(ctx)
+        except Exception as exc:
+            # The hotline failed, not the caller: say so on the live call first (the call tracker reads it when the
+            # dialplan hangs up), then on the case and the record, so no rate blames the caller for it.
+            reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            await self._interrupted(ctx, f"{type(exc).__name__}: {reason}")
+            raise
+
+    async def _interrupted(self, ctx: CallContext, reason: str) -> None:
+        log.error("call %s: the IVR failed after %s: %s", ctx.linkedid, ctx.path or "the welcome", reason)
+        await self._live.update(ctx.linkedid, ivr_failed=reason)
+        try:
+            await self._cases.mark_interrupted(ctx.case_number, reason, actor=ACTOR_IVR)
+            await self._records.upsert(ctx.linkedid, ivr_path=ctx.path, outcome="interrupted")
+        except Exception as exc:  # the store may be what failed; the call tracker tries again at the hang-up
+            log.warning("call %s: recording the interruption failed: %s", ctx.linkedid, exc)
 
     # -- helpers ------------------------------------------------------------------------------------
     async def _flow_for(self, agi: Any) -> LoadedFlow:

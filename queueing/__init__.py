@@ -12,6 +12,7 @@ from .agents import (
 )
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
 from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
+from .event_guard import AmiEventGuard
 from .live_call import CallState, LiveCall, LiveCallFields
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
@@ -30,5 +31,5 @@ __all__ = [
     "LiveCall", "LiveCallFields", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
     "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState", "MaxWaitRecordingRoute",
     "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis", "parse_skills",
-    "QueueWaitModel", "SpokenPrompts",
+    "QueueWaitModel", "SpokenPrompts", "AmiEventGuard",
 ]

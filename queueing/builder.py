@@ -22,6 +22,7 @@ from transcripts import DescriptionTranscripts
 from .agents import AgentService, AgentStore, PjsipAgentProvisioner
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
 from .callbacks import CallbackDispatcher, CallbackRoute, CallbackStore
+from .event_guard import AmiEventGuard
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute
@@ -105,16 +106,21 @@ class QueueingServices:
     callbacks: CallbackDispatcher
     announcer: QueueWaitAnnouncer
     console: QueueConsole
+    events: AmiEventGuard = field(default_factory=AmiEventGuard)
     tasks: TaskOwner = field(default_factory=lambda: TaskOwner("queueing"))
 
     def subscribe(self, ami: AmiEvents) -> None:
         """Register every AMI handler, in this order on each (re)connect: agents' membership is re-applied from
         the database first, then the queue state is rebuilt from Asterisk (it then sees the members), then the
-        calls in progress and the callbacks are reconciled."""
-        ami.on_connected(self.agents.sync)
-        self.queue_tracker.subscribe(ami)
-        self.call_tracker.subscribe(ami)
-        self.callbacks.subscribe(ami)
+        calls in progress and the callbacks are reconciled.
+
+        Every handler goes through the event guard: one that fails is retried, then parked, and the same
+        rebuilds run again as a resync (also when the AMI client dropped events from its full queue)."""
+        guarded = self.events.attach(ami)
+        guarded.on_connected(self.agents.sync)
+        self.queue_tracker.subscribe(guarded)
+        self.call_tracker.subscribe(guarded)
+        self.callbacks.subscribe(guarded)
 
     async def first_sync(self) -> None:
         """Apply the database to Asterisk and rebuild the live state once at start (a failure is retried by the
@@ -135,6 +141,7 @@ class QueueingServices:
         self.tasks.spawn(self.callbacks.run(), "callback-dispatcher")
         self.tasks.spawn(self.announcer.run(), "queue-wait-announcer")
         self.tasks.spawn(self.stores.metrics.run_flusher(), "queue-metrics-flusher")
+        self.tasks.spawn(self.events.run(), "ami-event-resync")
 
     async def aclose(self) -> None:
         """Stop the loops and what the services own, and keep the last second of metrics."""

@@ -23,6 +23,7 @@ class CaseProgress(Protocol):
     async def mark_queued(self, case_number: str, queue: str) -> object: ...
     async def assign_agent(self, case_number: str, agent: str) -> object: ...
     async def end_call(self, case_number: str, outcome: str) -> object: ...
+    async def mark_interrupted(self, case_number: str, reason: str) -> object: ...
 
 
 # Called with the case number after the case has heard of its call's end (the whole-call transcription intake).
@@ -63,6 +64,7 @@ class CallTracker:
         self._cases = cases
         self._end_hooks = call_end_hooks
         self.rebuilds = 0
+        self.interrupted = 0  # calls cut off by a system failure (counted, not blamed on the caller)
 
     def subscribe(self, ami: AmiEvents) -> None:
         """Follow calls through this AMI client's events, and rebuild after each (re)connect."""
@@ -157,11 +159,28 @@ class CallTracker:
         cause = f"{event.get('Cause', '')} {event.get('Cause-txt', '')}".strip() or None
         await self._finish(linkedid, call, cause)
 
+    def _lost_ivr(self, call: LiveCall) -> str | None:
+        """Why a call that ended in the IVR was the hotline's failure, not the caller's hang-up (None: the caller's).
+
+        The IVR session lives in the process that registered the call: one that failed says so on the call; one
+        registered by another run of the bridge lost its session when that process died (a hang-up it never saw)."""
+        if call.get("ivr_failed"):
+            return f"the IVR failed: {call['ivr_failed']}"
+        owner = call.get("owner")
+        if owner and owner != self._live.owner:
+            return f"the bridge that ran its IVR ({owner}) stopped during the call"
+        return None
+
     async def _finish(self, linkedid: str, call: LiveCall, cause: str | None) -> None:
         state = call.get("state")
         record = await self._records.get(linkedid)
         outcome = record.outcome if record is not None else None
-        if state == "ivr":
+        interrupted = self._lost_ivr(call) if state == "ivr" else None
+        if interrupted:
+            outcome = "interrupted"
+            self.interrupted += 1
+            log.warning("call %s was cut off by a system failure: %s", linkedid, interrupted)
+        elif state == "ivr":
             outcome = "abandoned_in_ivr"
         elif state in ("queued", "ringing", "abandoned"):
             outcome = "abandoned_in_queue"
@@ -171,11 +190,14 @@ class CallTracker:
         await self._records.upsert(linkedid, hangup_cause=cause, ended_at=now, outcome=outcome or "completed")
         await self._live.end_call(linkedid, hangup_cause=cause, outcome=outcome)
         if case_number := call.get("case_number"):
-            await self._case_call_ended(case_number, outcome or "completed")
+            await self._case_call_ended(case_number, outcome or "completed", interrupted)
 
-    async def _case_call_ended(self, case_number: str, outcome: str) -> None:
+    async def _case_call_ended(self, case_number: str, outcome: str, interrupted: str | None = None) -> None:
         try:
-            await self._cases.end_call(case_number, outcome)
+            if interrupted:
+                await self._cases.mark_interrupted(case_number, interrupted)
+            else:
+                await self._cases.end_call(case_number, outcome)
         except Exception:  # the hooks still run: the call's recordings are kept whatever the case said
             log.exception("case %s: recording the end of its call (%s) failed", case_number, outcome)
         for hook in list(self._end_hooks):

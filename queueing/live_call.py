@@ -53,6 +53,8 @@ class LiveCallFields(TypedDict, total=False):
     ended_at: datetime | None
     hangup_cause: str | None
     outcome: str | None
+    owner: str | None  # the bridge process run that registered the call (its IVR session lives there)
+    ivr_failed: str | None  # why the IVR failed on this call (the hotline's failure, not the caller's hang-up)
 
 
 class LiveCall(LiveCallFields, total=False):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Unpack
 
@@ -41,7 +44,11 @@ def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
 class LiveCallState:
     """Calls in progress: one Redis hash per call, a set of live linkedids, and pub/sub change messages."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "hotline", ended_ttl_seconds: int = 3600) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "hotline", ended_ttl_seconds: int = 3600,
+                 owner: str | None = None) -> None:
+        # owner: this process run, stamped on each call it registers: a call whose owner is another run (one
+        # that died) lost its IVR session with that process, it was not the caller who hung up.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._r = client
         self._prefix = prefix
         self._ended_ttl = ended_ttl_seconds
@@ -79,8 +86,10 @@ class LiveCallState:
         log.warning("live state: %s failed: %s", what, exc)
 
     async def start_call(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> None:
-        """Register a new live call (state 'ivr' unless given); ValueError names a field LiveCall lacks."""
+        """Register a new live call (state 'ivr' unless given, owned by this process run); ValueError names a
+        field LiveCall lacks."""
         fields.setdefault("state", "ivr")
+        fields.setdefault("owner", self.owner)
         fields.setdefault("started_at", datetime.now(UTC))
         fields.setdefault("ivr_path", [])
         encoded = encode_fields({**fields, "linkedid": linkedid})

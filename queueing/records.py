@@ -22,6 +22,7 @@ OUTCOME_RANK: dict[str, int] = {
     "answered": 2,
     "abandoned_in_ivr": 3,
     "abandoned_in_queue": 3,
+    "interrupted": 3,  # the hotline failed during the call (not the caller's doing)
     "completed": 3,
 }
 

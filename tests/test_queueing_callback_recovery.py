@@ -256,10 +256,13 @@ async def test_dialing_without_channel_or_record_goes_back_in_line_after_the_gra
     w.now += timedelta(seconds=11)
     await bridge.recover()
     back = await w.status(cb_id)
-    assert back.status == "pending" and back.attempts == 0  # the agent never answered: the citizen was never rung
+    # The agent never answered, so the citizen was never rung; the attempt still counts and the next one waits.
+    assert back.status == "pending" and back.attempts == 1
+    assert await bridge.dispatch_once() == []
+    w.now += timedelta(seconds=60)
     assert await bridge.dispatch_once() == [cb_id]
     await bridge.settle(timeout=5)
-    assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 1)]
+    assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 2)]
 
 
 async def test_agent_still_ringing_after_restart_is_left_to_ring(engine: AsyncEngine) -> None:

@@ -466,25 +466,69 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
     await dispatcher.aclose()
 
 
-async def test_agent_not_answering_does_not_use_up_an_attempt(engine: AsyncEngine) -> None:
+async def test_agent_not_answering_counts_backs_off_and_fails_for_a_supervisor(engine: AsyncEngine) -> None:
+    from queueing import CallbackDispatcher, CallbackStore
+
+    now = [datetime(2026, 11, 29, 9, 0, tzinfo=UTC)]
+    store = CallbackStore(engine, clock=lambda: now[0])
+    ami, qlive = OriginateAmi(agent_answers=False), FakeQueueLive()
+    qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]},
+                         {"name": "agent2", "state": "available", "queues": ["inquiries"]}]
+    dispatcher = CallbackDispatcher(store, ami, qlive, FakeCalls(), dial_template="PJSIP/trunk/sip:{number}@x",
+                                    max_attempts=3, retry_seconds=10, originate_grace_seconds=0,
+                                    clock=lambda: now[0])
+    dispatcher.subscribe(ami)
+    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
+                             priority=0, queued_at=now[0])
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    back = await store.get(cb.id)
+    assert back.status == "pending" and back.attempts == 1 and "agent agent1 did not answer" in back.last_error
+    # Not again in a tight loop: the next try waits retry_seconds, then twice that.
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=9)
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=1)
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    # The agent who let it ring out goes last: the second attempt rang agent2.
+    assert [o["Channel"] for o in ami.named("Originate")] == ["PJSIP/agent1", "PJSIP/agent2"]
+    assert (await store.get(cb.id)).attempts == 2
+    now[0] += timedelta(seconds=19)
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=1)
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    failed = await store.get(cb.id)
+    assert failed.status == "failed" and failed.attempts == 3
+    assert "no agent answered in 3 attempt(s)" in failed.last_error
+    assert qlive.published[-1][0] == "callback_failed" and qlive.published[-1][1]["callback"]["status"] == "failed"
+    now[0] += timedelta(hours=1)
+    assert await dispatcher.dispatch_once() == []  # for a supervisor now: never dialed again
+    assert len(ami.named("Originate")) == 3
+    await dispatcher.aclose()
+
+
+async def test_an_attempt_cut_off_before_the_agent_answered_counts_too(engine: AsyncEngine) -> None:
     from queueing import CallbackDispatcher, CallbackStore
 
     store = CallbackStore(engine)
     ami, qlive = OriginateAmi(agent_answers=False), FakeQueueLive()
-    qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
     dispatcher = CallbackDispatcher(store, ami, qlive, FakeCalls(), dial_template="PJSIP/trunk/sip:{number}@x",
-                                    originate_grace_seconds=0)
-    dispatcher.subscribe(ami)
-    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
+                                    max_attempts=2, retry_seconds=60, originate_grace_seconds=0)
+    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.2",
                              priority=0, queued_at=datetime.now(UTC))
-    await dispatcher.dispatch_once()
-    await dispatcher.settle(timeout=5)
-    back = await store.get(cb.id)
-    assert back.status == "pending" and back.attempts == 0 and "did not answer" in back.last_error
-    # After a restart a row left 'dialing' with no channel and no AstDB record goes back in line.
+    # A bridge claimed the row and died before the agent answered (no channel, no AstDB record), twice.
     assert await store.claim(cb.id, "agent1")
     await dispatcher.recover()
-    assert (await store.get(cb.id)).status == "pending"
+    back = await store.get(cb.id)
+    assert back.status == "pending" and back.attempts == 1 and "interrupted" in back.last_error
+    assert await store.due() == []  # backed off, not at once
+    await store.set_status(cb.id, "pending", retry_in=0)
+    assert await store.claim(cb.id, "agent1")
+    await dispatcher.recover()
+    failed = await store.get(cb.id)
+    assert failed.status == "failed" and "no agent answered in 2 attempt(s)" in failed.last_error
     await dispatcher.aclose()
 
 
