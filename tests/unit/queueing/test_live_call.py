@@ -93,5 +93,5 @@ def test_the_declared_fields_are_the_ones_writers_use() -> None:
             "queue_wait_seconds", "overflowed_from", "requeue_queue", "requeue_queued_at", "callback_id",
             "max_wait_recording", "transcript", "transcript_partial", "transcript_status",
             "transcript_live_stopped_by", "started_at", "queued_at", "answered_at", "ended_at", "hangup_cause",
-            "outcome", "linkedid"}
+            "outcome", "owner", "ivr_failed", "linkedid"}
     assert field_names() == used
