@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from cases import CaseStatus, CaseStore
 from queueing import CallRecordStore
 from storage import create_engine_from_url
-from telephony import AsteriskConfig, AsteriskProcess
+from telephony import AGI_SECRET_ENV, AsteriskConfig, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
 from tests.support.sipp import CitizenCall
 
@@ -43,7 +43,10 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
     })
     h.run_dir.mkdir(parents=True)
     settings = h.settings()  # writes the secrets both the bridge and this Asterisk use
-    asterisk = AsteriskProcess(dataclasses.replace(AsteriskConfig.from_settings(settings), agents=()))
+    assert settings.agi_secret is not None
+    # The dialplan makes each channel's AGI token from the secret in Asterisk's environment.
+    asterisk = AsteriskProcess(dataclasses.replace(AsteriskConfig.from_settings(settings), agents=()),
+                               env={AGI_SECRET_ENV: settings.agi_secret})
     await asterisk.start()
     try:
         await h.start(keep_run_dir=True)
