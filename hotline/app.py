@@ -372,7 +372,7 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
     if created:
         log.info("agents created from the configuration (logged in): %s", ", ".join(created))
-    await build_agent_provisioner(settings).apply(await store.list(), None)
+    await build_agent_provisioner(settings).apply(await store.list(), reload=False)
     yield
 
 

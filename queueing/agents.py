@@ -21,9 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import finish_on_cancel
-from telephony import AmiActionFailed, AmiError
+from telephony import AmiActionFailed, AmiError, AsteriskConsoleError
 
-from .ports import AmiActions
+from .ports import AmiActions, AsteriskCli
 from .queue_tables import AgentRow, AgentSkillRow
 
 log = logging.getLogger(__name__)
@@ -198,14 +198,18 @@ def render_pjsip_agents(agents: Iterable[Agent], template: str, sip_host: str) -
 
 
 class PjsipAgentProvisioner:
-    """Writes the agents' PJSIP endpoints into an included file and has Asterisk reload res_pjsip."""
+    """Writes the agents' PJSIP endpoints into an included file and has Asterisk reload res_pjsip.
+
+    The reload goes through Asterisk's control socket (console), not AMI: the AMI account holds no `command` class."""
 
     FILE_NAME = "pjsip_agents.conf"
 
-    def __init__(self, etc_dir: Path, template_file: Path, sip_host: str) -> None:
+    def __init__(self, etc_dir: Path, template_file: Path, sip_host: str, console: AsteriskCli | None = None) -> None:
         self._path = Path(etc_dir) / self.FILE_NAME
         self._template_file = Path(template_file)
         self._sip_host = sip_host
+        self._console = console
+        self._reload_pending = False  # the file changed and Asterisk has not re-read it yet
 
     @property
     def path(self) -> Path:
@@ -222,18 +226,26 @@ class PjsipAgentProvisioner:
             pass
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds passwords
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds SIP secrets
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, self._path)
         return True
 
-    async def apply(self, agents: Iterable[Agent], ami: AmiActions | None) -> None:
-        """Write the file and, if it changed and AMI is given, reload res_pjsip (no restart)."""
-        changed = await asyncio.get_running_loop().run_in_executor(None, self.write, list(agents))
-        if changed and ami is not None:
-            await ami.action({"Action": "Command", "Command": "module reload res_pjsip.so"}, timeout=10,
-                             as_list=False)
+    async def apply(self, agents: Iterable[Agent], *, reload: bool) -> None:
+        """Write the file and, if it changed (or an earlier reload failed) and reload is asked (Asterisk is up),
+        have res_pjsip re-read it without a restart; a failed reload is retried on the next apply."""
+        if await asyncio.get_running_loop().run_in_executor(None, self.write, list(agents)):
+            self._reload_pending = True
+        if not (reload and self._reload_pending and self._console is not None):
+            return
+        try:
+            await self._console.command("module reload res_pjsip.so")
+        except AsteriskConsoleError as exc:
+            log.warning("agents: Asterisk did not reload the SIP endpoints now (%s); retried on the next change "
+                        "or reconnect", exc)
+            return
+        self._reload_pending = False
 
 
 def _already(exc: Exception, *words: str) -> bool:
@@ -279,7 +291,7 @@ class AgentService:
     async def provision(self) -> None:
         """Make Asterisk's PJSIP agent endpoints match the database."""
         if self._provisioner is not None:
-            await self._provisioner.apply(await self._store.list(), self._ami)
+            await self._provisioner.apply(await self._store.list(), reload=self._ami is not None)
 
     async def _applied(self, agent: Agent, step: Awaitable[None]) -> Agent:
         """Run the AMI step of a command whose new state is already saved; AgentNotApplied if Asterisk fails."""

@@ -25,3 +25,10 @@ class AmiActions(Protocol):
 
 class AmiPort(AmiEvents, AmiActions, Protocol):
     """Both: what a component that listens and acts on AMI is given."""
+
+
+class AsteriskCli(Protocol):
+    """CLI commands on Asterisk's local control socket, for what the AMI account may not do (telephony.AsteriskConsole;
+    failures raise telephony.AsteriskConsoleError)."""
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str: ...

@@ -7,11 +7,13 @@ from .asterisk_process import (
     AsteriskStartError,
     render_asterisk_config,
 )
+from .console import AsteriskConsole, AsteriskConsoleError
 from .fastagi import AgiCommandError, AgiError, AgiHangup, AgiResult, AgiSession, AgiTimeout, FastAgiServer, agi_quote
 
 __all__ = [
     "AgiCommandError", "AgiError", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout", "AmiActionFailed",
     "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
-    "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
+    "AsteriskConfigError", "AsteriskConsole", "AsteriskConsoleError",
+    "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
     "render_asterisk_config",
 ]

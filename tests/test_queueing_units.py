@@ -33,6 +33,17 @@ class AmiRefused(AmiActionFailed):
     """Asterisk refusing an action, as the fake Asterisk says it."""
 
 
+class FakeConsole:
+    """Asterisk's control socket: records the CLI commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str:
+        self.commands.append(text)
+        return ""
+
+
 class FakeAmi:
     """Records actions; answers QueueStatus from `members`; refuses like Asterisk does for duplicates."""
 
@@ -127,13 +138,16 @@ async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -
 
 async def test_agent_service_login_pause_resume_logout_through_ami(engine: AsyncEngine, tmp_path: Path) -> None:
     ami = FakeAmi()
-    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1")
+    console = FakeConsole()
+    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1",
+                                        console)
     service = AgentService(AgentStore(engine, QUEUES), ami, provisioner)
     await service.add("agent7", "long-enough-pw", {"inquiries": 2, "operator": 0})
     conf = provisioner.path.read_text()
     assert "[agent7]" in conf and "password = long-enough-pw" in conf
     assert oct(provisioner.path.stat().st_mode & 0o777) == "0o600"
-    assert ami.named("Command") == [{"Action": "Command", "Command": "module reload res_pjsip.so"}]
+    assert console.commands == ["module reload res_pjsip.so"]  # the control socket, not AMI's Command
+    assert ami.named("Command") == []
     await service.login("agent7")
     assert {(a["Queue"], a["Penalty"]) for a in ami.named("QueueAdd")} == {("inquiries", "2"), ("operator", "0")}
     with pytest.raises(AgentError, match="not one of"):
