@@ -93,6 +93,8 @@ CALL_END_HOOKS = web.AppKey("call_end_hooks", list[CallEndHook])
 FLOWS = web.AppKey("flows", FlowServices)
 QUEUEING_STORES = web.AppKey("queueing_stores", QueueingStores)
 QUEUEING = web.AppKey("queueing", QueueingServices)
+# SIP secrets of the agents created at this start (from `agents:`): the banner shows them once, then forgets them.
+NEW_SIP_SECRETS = web.AppKey("new_sip_secrets", dict[str, str])
 
 
 def safe_url(url: str) -> str:
@@ -198,6 +200,7 @@ def build_app(settings: Settings) -> web.Application:
     app[FLOW_ADMIN] = app[FLOWS].admin
     app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
     app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
+    app[NEW_SIP_SECRETS] = {}
     app.cleanup_ctx.extend(START_ORDER)
     return app
 
@@ -369,9 +372,10 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
     settings = app[SETTINGS]
     store = app[QUEUEING_STORES].agents
-    created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
+    created = await store.seed([(a.name, a.sip_secret, a.queues) for a in settings.agents])
     if created:
         log.info("agents created from the configuration (logged in): %s", ", ".join(created))
+        app[NEW_SIP_SECRETS].update({a.name: a.sip_secret for a in await store.list() if a.name in created})
     await build_agent_provisioner(settings).apply(await store.list(), reload=False)
     yield
 
