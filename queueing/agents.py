@@ -212,7 +212,7 @@ class AgentStore:
 
 def render_pjsip_agents(agents: Iterable[Agent], template: str, sip_host: str) -> str:
     """pjsip_agents.conf: one endpoint/auth/aor per agent from the pjsip_agent.conf.part template."""
-    parts = ["; Rendered by queueing.agents from the agents table; reloaded through AMI without a restart.\n"]
+    parts = ["; Rendered by queueing.agents from the agents table; reloaded on Asterisk's console, no restart.\n"]
     for agent in agents:
         if not _SECRET.match(agent.sip_secret) or ";" in agent.sip_secret:
             raise AgentError(f"agent {agent.name!r}: SIP secret cannot be written to pjsip.conf")

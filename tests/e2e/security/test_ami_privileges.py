@@ -107,8 +107,8 @@ async def test_the_owner_reloads_endpoints_and_drops_astdb_records_on_the_consol
     assert "Asterisk 16" in await console.command("core show version")
     provisioner = PjsipAgentProvisioner(ami_config.etc_dir, ami_config.templates_dir / "pjsip_agent.conf.part",
                                         ami_config.sip_host, console)
-    await provisioner.apply([Agent("agent9", "agent9", "agent9-secret-x", {"inquiries": 0}, False, False, None)],
-                            reload=True)
+    agent9 = Agent("agent9", "agent9", "agent9-secret-of-length", {"inquiries": 0}, False, False, None)
+    await provisioner.apply([agent9], reload=True)
     assert "agent9" in await console.command("pjsip show endpoint agent9")
     await console.command("database put hotline_callback callback-1-1 ANSWER")
     assert await console.command("database get hotline_callback callback-1-1") == "Value: ANSWER\n"
