@@ -24,10 +24,14 @@ class SettingsError(Exception):
 
 
 class AgentAccount(BaseModel):
-    """A SIP account an agent's softphone registers with."""
+    """A configured agent: their console account and the SIP account their softphone registers with."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
-    password: str | None = Field(default=None, repr=False)  # None: generated once and kept in the secrets file
+    # The console password (stored hashed); None: generated once and kept in the secrets file.
+    password: str | None = Field(default=None, repr=False)
+    # The softphone's digest secret, never the console password; None: generated once into the secrets file.
+    # Used when the agent is first created; `hotline agents rotate-sip-secret` replaces it in the database.
+    sip_secret: str | None = Field(default=None, pattern=r"^[\x21-\x3a\x3c-\x7e]{16,128}$", repr=False)
     queues: list[str] = Field(default_factory=lambda: ["complaints", "inquiries", "operator"])
 
 
@@ -351,6 +355,7 @@ def resolve_secrets(settings: Settings) -> Settings:
                 changed = True
             settings = settings.model_copy(update={name: stored[name]})
     agent_pw: dict[str, str] = stored.setdefault("agent_passwords", {})
+    agent_sip: dict[str, str] = stored.setdefault("agent_sip_secrets", {})
     agents = []
     for agent in settings.agents:
         if agent.password is None:
@@ -358,6 +363,14 @@ def resolve_secrets(settings: Settings) -> Settings:
                 agent_pw[agent.name] = secrets.token_urlsafe(12)
                 changed = True
             agent = agent.model_copy(update={"password": agent_pw[agent.name]})
+        if agent.sip_secret is None:
+            # Generated apart from the console password: knowing one tells nothing of the other.
+            if not agent_sip.get(agent.name) or agent_sip[agent.name] == agent.password:
+                agent_sip[agent.name] = secrets.token_urlsafe(24)
+                changed = True
+            agent = agent.model_copy(update={"sip_secret": agent_sip[agent.name]})
+        if agent.sip_secret == agent.password:
+            raise SettingsError(f"agents: {agent.name}: sip_secret must not be the console password")
         agents.append(agent)
     settings = settings.model_copy(update={"agents": agents})
     if changed:

@@ -409,10 +409,10 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
     settings = app[SETTINGS]
     store = app[QUEUEING_STORES].agents
-    created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
+    created = await store.seed([(a.name, a.sip_secret, a.queues) for a in settings.agents])
     if created:
         log.info("agents created from the configuration (logged in): %s", ", ".join(created))
-    await build_agent_provisioner(settings).apply(await store.list(), None)
+    await build_agent_provisioner(settings).apply(await store.list(), reload=False)
     yield
 
 

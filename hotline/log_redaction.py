@@ -27,8 +27,10 @@ def _url_password(url: str) -> str | None:
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret value the settings hold: AMI secret, session secret, passwords, tokens, URL passwords."""
     values = [settings.ami_secret, settings.session_secret, settings.admin_password, settings.metrics_token,
+              settings.agi_secret, settings.asr_ws_token,
               _url_password(settings.database_url), _url_password(settings.redis_url)]
     values += [agent.password for agent in settings.agents]
+    values += [agent.sip_secret for agent in settings.agents]
     return [v for v in values if v]
 
 

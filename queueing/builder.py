@@ -16,7 +16,7 @@ from cases import DurableCases
 from config import Settings
 from lifecycle import TaskOwner
 from telephony import AgiHandler, AmiError
-from telephony.builder import build_asterisk_config
+from telephony.builder import build_asterisk_config, build_asterisk_console
 from transcripts import DescriptionTranscripts
 
 from .agents import AgentService, AgentStore, PjsipAgentProvisioner
@@ -85,7 +85,8 @@ def build_queue_live(settings: Settings) -> QueueLiveState:
 def build_agent_provisioner(settings: Settings) -> PjsipAgentProvisioner:
     """Renders agents' PJSIP endpoints into the Asterisk configuration the hotline runs."""
     config = build_asterisk_config(settings)
-    return PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part", settings.sip_host)
+    return PjsipAgentProvisioner(config.etc_dir, config.templates_dir / "pjsip_agent.conf.part", settings.sip_host,
+                                 build_asterisk_console(settings))
 
 
 def build_agent_service(stores: QueueingStores, ami: AmiPort | None, settings: Settings) -> AgentService:
@@ -174,6 +175,7 @@ def build_queueing(settings: Settings, stores: QueueingStores, live_calls: LiveC
                                       wrapup_seconds=wrapup, known_agents=known_agents)
     call_tracker = CallTracker(ami, live_calls, records, cases, call_end_hooks=call_end_hooks)
     callbacks = CallbackDispatcher(stores.callbacks, ami, queue_live, live_calls,
+                                   console=build_asterisk_console(settings),
                                    dial_template=settings.callback_dial_template,
                                    max_attempts=settings.callback_max_attempts,
                                    retry_seconds=settings.callback_retry_seconds)

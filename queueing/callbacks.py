@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lifecycle import TaskOwner
 from storage import finish_on_cancel
-from telephony import AmiActionFailed, AmiError
+from telephony import AmiActionFailed, AmiError, AsteriskConsoleError
 
 from .live_call import LiveCall
 from .live_state import LiveCallState
-from .ports import AmiActions, AmiEvents
+from .ports import AmiActions, AmiEvents, AsteriskCli
 from .queue_live import QueueLiveState
 from .queue_tables import CallbackRow
 
@@ -234,7 +235,7 @@ class CallbackDispatcher:
     reason, for a supervisor — never re-dialed in a tight loop."""
 
     def __init__(self, store: CallbackStore, ami: AmiActions, queue_live: QueueLiveState, live_calls: LiveCallState,
-                 *, dial_template: str,
+                 *, dial_template: str, console: AsteriskCli | None = None,
                  max_attempts: int = 3, retry_seconds: float = 60.0, agent_ring_seconds: int = 20,
                  citizen_ring_seconds: int = 30,
                  originate_grace_seconds: float = 10.0, reconcile_seconds: float = 30.0,
@@ -242,6 +243,7 @@ class CallbackDispatcher:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._ami = ami
+        self._console = console  # AstDB deletes: AMI's DBDel needs the `system` class, which the account lacks
         self._queue_live = queue_live
         self._live = live_calls
         self._dial = dial_template
@@ -411,10 +413,11 @@ class CallbackDispatcher:
 
     async def _forget(self, cb: Callback) -> None:
         """Drop the attempt's AstDB record once the database has the outcome."""
+        if self._console is None or not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", cb.channel_id):
+            return  # a stale record is harmless: its row is no longer in progress
         try:
-            await self._ami.action({"Action": "DBDel", "Family": ASTDB_FAMILY, "Key": cb.channel_id}, timeout=5,
-                                   check=False)
-        except AmiError as exc:  # a stale record is harmless: its row is no longer in progress
+            await self._console.command(f"database del {ASTDB_FAMILY} {cb.channel_id}", timeout=5)
+        except AsteriskConsoleError as exc:
             log.info("callback %d: AstDB record not removed: %s", cb.id, exc)
 
     async def _on_hangup(self, event: Any) -> None:

@@ -36,3 +36,10 @@ class CallRecordWriter(Protocol):
 
     async def upsert(self, linkedid: str, **fields: Any) -> object: ...
     async def get(self, linkedid: str) -> CallRecord | None: ...
+
+
+class AsteriskCli(Protocol):
+    """CLI commands on Asterisk's local control socket, for what the AMI account may not do (telephony.AsteriskConsole;
+    failures raise telephony.AsteriskConsoleError)."""
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str: ...

@@ -8,6 +8,7 @@ from .asterisk_process import (
     render_asterisk_config,
 )
 from .asterisk_supervisor import AsteriskSupervisor, RestartBudget, RestartPolicy
+from .console import AsteriskConsole, AsteriskConsoleError
 from .fastagi import (
     AGI_SECRET_ENV,
     AgiCommandError,
@@ -25,6 +26,7 @@ from .fastagi import (
 __all__ = [
     "AGI_SECRET_ENV", "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession",
     "AgiTimeout", "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout",
-    "AsteriskConfig", "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "AsteriskSupervisor",
+    "AsteriskConfig", "AsteriskConfigError", "AsteriskConsole", "AsteriskConsoleError", "AsteriskProcess",
+    "AsteriskStartError", "AsteriskSupervisor",
     "FastAgiServer", "RestartBudget", "RestartPolicy", "agi_quote", "agi_token", "render_asterisk_config",
 ]

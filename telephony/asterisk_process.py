@@ -155,7 +155,7 @@ class AsteriskConfig:
         return cls(
             run_dir=settings.asterisk_run_dir,
             ami_secret=settings.ami_secret,
-            agents=[(a.name, a.password, a.queues) for a in settings.agents],
+            agents=[(a.name, a.sip_secret, a.queues) for a in settings.agents],
             queues=list(settings.queues),
             hotline_number=settings.hotline_number,
             ivr_numbers=list(settings.ivr_numbers),

@@ -9,6 +9,7 @@ from config import Settings
 from .ami import AmiClient
 from .asterisk_process import AsteriskConfig, AsteriskProcess
 from .asterisk_supervisor import AsteriskSupervisor, RestartPolicy
+from .console import AsteriskConsole
 from .fastagi import FastAgiServer
 
 
@@ -32,6 +33,12 @@ def build_asterisk_config(settings: Settings) -> AsteriskConfig:
     return dataclasses.replace(config, queues=[dataclasses.replace(
         q, announce_frequency_seconds=0, periodic_announce=(), periodic_announce_frequency=0)
         for q in config.queues])
+
+
+def build_asterisk_console(settings: Settings) -> AsteriskConsole:
+    """The control socket of the hotline's Asterisk (its run dir is shared with the bridge, like its config)."""
+    control_socket = build_asterisk_config(settings).control_socket
+    return AsteriskConsole(control_socket, timeout=max(10.0, settings.ami_action_timeout))
 
 
 def build_asterisk(settings: Settings, env: Mapping[str, str]) -> AsteriskProcess:

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.browser]
 
 BASE_PORT = 44000  # SIP 44060, AMI 44038, AGI 44073, HTTP 44080, ASR websocket 44027, RTP 44100-44199
 AGENT = "agent7"
-AGENT_PASSWORD = "agent7-secret-pw"  # SIP and console password (`hotline agents add` makes both)
+AGENT_PASSWORD = "agent7-secret-pw"  # console password (`hotline agents add` generates the SIP secret apart)
 SCREENSHOT = Path("/tmp/agents-page.png")
 
 

@@ -27,7 +27,8 @@ class AmiDown(AmiError):
 
 
 class FakeAsterisk:
-    """AMI as the dispatcher sees it: channels (CoreShowChannels), AstDB (DBGet/DBDel), Originate outcomes."""
+    """AMI as the dispatcher sees it: channels (CoreShowChannels), AstDB (DBGet; deletes on the console),
+    Originate outcomes."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, list[Any]] = {}
@@ -68,9 +69,14 @@ class FakeAsterisk:
                     {"Event": "DBGetResponse", "Family": fields["Family"], "Key": fields["Key"],
                      "Val": self.astdb[key]}, {"Event": "DBGetComplete", "EventList": "Complete"}]
         if name == "DBDel":
-            self.astdb.pop(f"{fields['Family']}/{fields['Key']}", None)
-            return {"Response": "Success"}
+            return {"Response": "Error", "Message": "Permission denied"}  # the account holds no `system` class
         return {"Response": "Success"}
+
+    async def command(self, text: str, **kw: Any) -> str:
+        """The control socket: `database del FAMILY KEY`."""
+        verb, family, key = text.rsplit(" ", 2)
+        assert verb == "database del", text
+        return "Database entry removed.\n" if self.astdb.pop(f"{family}/{key}", None) else "Database entry not found.\n"
 
     async def event_list(self, fields: dict[str, Any], **kw: Any) -> list[dict[str, str]]:
         assert fields["Action"] == "CoreShowChannels"
@@ -128,7 +134,7 @@ class World:
 
     def bridge(self, max_attempts: int = 3) -> CallbackDispatcher:
         dispatcher = CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
-                                        dial_template="PJSIP/trunk/sip:{number}@x",
+                                        dial_template="PJSIP/trunk/sip:{number}@x", console=self.ami,
                                         max_attempts=max_attempts, retry_seconds=60,
                                         originate_grace_seconds=10, clock=lambda: self.now)
         dispatcher.subscribe(self.ami)

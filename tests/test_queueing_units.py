@@ -33,6 +33,17 @@ class AmiRefused(AmiActionFailed):
     """Asterisk refusing an action, as the fake Asterisk says it."""
 
 
+class FakeConsole:
+    """Asterisk's control socket: records the CLI commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str:
+        self.commands.append(text)
+        return ""
+
+
 class FakeAmi:
     """Records actions; answers QueueStatus from `members`; refuses like Asterisk does for duplicates."""
 
@@ -105,13 +116,13 @@ async def redis_prefix() -> AsyncIterator[str]:
 
 async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -> None:
     store = AgentStore(engine, QUEUES)
-    await store.add("agent7", "long-enough-pw", {"inquiries": 2})
+    await store.add("agent7", {"inquiries": 2})
     for call, match in (
-        (store.add("agent7", "long-enough-pw", {"inquiries": 0}), "already exists"),
-        (store.add("Bad Name", "long-enough-pw", {"inquiries": 0}), "agent name"),
-        (store.add("agent8", "short", {"inquiries": 0}), "SIP password"),
-        (store.add("agent8", "long-enough-pw", {"nowhere": 0}), "unknown queue 'nowhere'"),
-        (store.add("agent8", "long-enough-pw", {}), "at least one queue"),
+        (store.add("agent7", {"inquiries": 0}), "already exists"),
+        (store.add("Bad Name", {"inquiries": 0}), "agent name"),
+        (store.add("agent8", {"inquiries": 0}, sip_secret="short"), "SIP secret"),
+        (store.add("agent8", {"nowhere": 0}), "unknown queue 'nowhere'"),
+        (store.add("agent8", {}), "at least one queue"),
         (store.get("agent9"), "no agent named"),
     ):
         with pytest.raises(AgentError, match=match) as err:
@@ -120,20 +131,23 @@ async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -
     with pytest.raises(AgentError, match="penalty"):
         parse_skills(["inquiries:high"])
     assert parse_skills(["inquiries:3", "operator"]) == {"inquiries": 3, "operator": 0}
-    assert await store.seed([("agent7", "x" * 12, ["operator"]), ("agent1", "y" * 12, ["complaints"])]) == ["agent1"]
+    assert await store.seed([("agent7", "x" * 16, ["operator"]), ("agent1", "y" * 16, ["complaints"])]) == ["agent1"]
     agent1 = await store.get("agent1")
     assert agent1.logged_in and agent1.skills == {"complaints": 0}
 
 
 async def test_agent_service_login_pause_resume_logout_through_ami(engine: AsyncEngine, tmp_path: Path) -> None:
     ami = FakeAmi()
-    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1")
+    console = FakeConsole()
+    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1",
+                                        console)
     service = AgentService(AgentStore(engine, QUEUES), ami, provisioner)
-    await service.add("agent7", "long-enough-pw", {"inquiries": 2, "operator": 0})
+    agent7 = await service.add("agent7", {"inquiries": 2, "operator": 0})
     conf = provisioner.path.read_text()
-    assert "[agent7]" in conf and "password = long-enough-pw" in conf
+    assert "[agent7]" in conf and f"password = {agent7.sip_secret}" in conf and len(agent7.sip_secret) >= 32
     assert oct(provisioner.path.stat().st_mode & 0o777) == "0o600"
-    assert ami.named("Command") == [{"Action": "Command", "Command": "module reload res_pjsip.so"}]
+    assert console.commands == ["module reload res_pjsip.so"]  # the control socket, not AMI's Command
+    assert ami.named("Command") == []
     await service.login("agent7")
     assert {(a["Queue"], a["Penalty"]) for a in ami.named("QueueAdd")} == {("inquiries", "2"), ("operator", "0")}
     with pytest.raises(AgentError, match="not one of"):
@@ -160,8 +174,8 @@ async def test_sync_makes_asterisk_match_the_database(engine: AsyncEngine, tmp_p
     ami = FakeAmi()
     store = AgentStore(engine, QUEUES)
     service = AgentService(store, ami, None)
-    await store.add("agent1", "long-enough-pw", {"complaints": 0})
-    await store.add("agent2", "long-enough-pw", {"inquiries": 1})
+    await store.add("agent1", {"complaints": 0})
+    await store.add("agent2", {"inquiries": 1})
     await store.set_state("agent2", logged_in=True, paused=True, pause_reason="break")
     ami.members[("complaints", "PJSIP/agent1")] = {"Event": "QueueMember", "Queue": "complaints",
                                                     "Location": "PJSIP/agent1", "Membership": "dynamic"}
@@ -558,8 +572,8 @@ async def queue_client(engine: AsyncEngine) -> AsyncIterator[tuple[TestClient, A
     await accounts.create("agent1", PASSWORD, Role.AGENT, sip_endpoint="agent1")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR)
     store = AgentStore(engine, QUEUES)
-    await store.add("agent1", "long-enough-pw", {"inquiries": 0})
-    await store.add("agent2", "long-enough-pw", {"inquiries": 0})
+    await store.add("agent1", {"inquiries": 0})
+    await store.add("agent2", {"inquiries": 0})
     app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     ami = FakeAmi()
@@ -578,7 +592,7 @@ async def test_agent_api_roles_and_errors(queue_client: tuple[TestClient, Any]) 
     headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
     listed = await (await client.get("/api/agents")).json()
     assert [a["name"] for a in listed["agents"]] == ["agent1", "agent2"]
-    assert "sip_password" not in json.dumps(listed)
+    assert "sip_secret" not in json.dumps(listed) and "sip_password" not in json.dumps(listed)
     resp = await client.post("/api/agents/agent1/login", headers=headers)
     assert resp.status == 200 and (await resp.json())["agent"]["logged_in"] is True
     resp = await client.post("/api/agents/agent1/pause", json={"reason": "nap"}, headers=headers)
