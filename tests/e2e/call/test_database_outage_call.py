@@ -64,7 +64,7 @@ async def test_a_call_made_while_the_database_is_locked_reaches_the_agent_and_it
     agent = settings.agents[0]
     caller = "01055507001"
     db_file = hotline.run_dir / "hotline.db"
-    async with AgentPhone(agent.name, agent.password, settings.sip_port, talk_ms=2000,
+    async with AgentPhone(agent.name, agent.sip_secret, settings.sip_port, talk_ms=2000,
                           work_dir=tmp_path / "agent") as phone:
         with sqlite_locked(db_file):
             call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,

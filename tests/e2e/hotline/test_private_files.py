@@ -63,7 +63,7 @@ async def test_every_file_of_a_running_hotline_is_private(hotline: HotlineUnderT
     speech = tmp_path / "speech.pcap"
     wav_to_rtp_pcap(wav, speech, pad_seconds=4.0)
     agent = settings.agents[0]
-    async with AgentPhone(agent.name, agent.password, settings.sip_port, talk_ms=3000,
+    async with AgentPhone(agent.name, agent.sip_secret, settings.sip_port, talk_ms=3000,
                           work_dir=tmp_path / "agent") as phone:
         call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
                            work_dir=tmp_path / "caller", name="private",

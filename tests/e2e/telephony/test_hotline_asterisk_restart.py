@@ -44,8 +44,8 @@ async def test_asterisk_killed_is_restarted_and_the_next_call_reaches_an_agent(t
         # The agent's phone registers again (as a softphone does on its next re-registration) and takes the
         # next citizen's call: the IVR answers, the key press picks the queue and app_queue has the agent again.
         agent = settings.agents[0]
-        assert agent.password is not None
-        async with AgentPhone(agent.name, agent.password, settings.sip_port, talk_ms=1500,
+        assert agent.sip_secret is not None
+        async with AgentPhone(agent.name, agent.sip_secret, settings.sip_port, talk_ms=1500,
                               work_dir=tmp_path / "agent", timeout=90) as phone:
             call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user="01055519001",
                                work_dir=tmp_path / "caller", name="after-restart",
