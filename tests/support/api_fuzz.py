@@ -248,9 +248,10 @@ def bad_query_requests(draw: Any) -> FuzzRequest:
         return FuzzRequest("GET", f"{path}?{query}&{raw}", may_succeed=True)
     path, param = draw(st.sampled_from(_QUERY_ROUTES))
     if param == "limit":
-        value = draw((bad_numbers | nasty_text).filter(lambda s: not _valid_limit(s)))
+        # (empty: the default limit)
+        value = draw((bad_numbers | nasty_text).filter(lambda s: s != "" and not _valid_limit(s)))
     elif param == "since":
-        value = draw(bad_times)
+        value = draw(bad_times.filter(lambda s: s != ""))  # (empty: since today)
     elif param == "version":
         value = draw(bad_versions)
     else:
@@ -267,7 +268,7 @@ _BODY_ROUTES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("POST", "/api/accounts", ("username", "password", "role", "display_name", "sip_endpoint"), True),
     ("POST", "/api/accounts/{name}/password", ("password",), False),
     ("POST", "/api/flows/routes", ("number", "flow"), False),
-    ("POST", "/api/flows/validate", ("yaml",), False),
+    ("POST", "/api/flows/validate", ("yaml",), True),  # a string is validated: 200 with the report of errors
     ("POST", "/api/flows/publish", ("yaml", "comment"), False),
     ("POST", "/api/flows/{flow}/rollback", ("version",), False),
     ("POST", "/api/agents/{name}/{action}", ("reason",), False),
