@@ -281,8 +281,9 @@ def bad_body_requests(draw: Any) -> FuzzRequest:
     method, template, fields, may_succeed = draw(st.sampled_from(_BODY_ROUTES))
     path = template.format(
         case=path_segment(draw(st.sampled_from(["2611290001"]) | bad_names)),
-        # agents exist (agent1) or not; accounts that are not the logged-in admin's own
-        name=path_segment(draw(st.sampled_from(["agent1", "nobody"]) | bad_names.filter(lambda s: s != "admin1"))),
+        # agents exist (agent1) or not; never the logged-in admin's own account (a reset would end the session)
+        name=path_segment(draw(st.sampled_from(["agent1", "nobody"])
+                               | bad_names.filter(lambda s: s.strip().lower() not in ("admin", "admin1")))),
         flow=path_segment(draw(st.sampled_from(["default"]) | bad_names)),
         action=path_segment(draw(st.sampled_from(["pause", "pause", "login", "resume"]) | bad_names)),
     )
@@ -291,7 +292,10 @@ def bad_body_requests(draw: Any) -> FuzzRequest:
     body, content_type = draw(body_for(fields))
     # Agent login/resume read no body: acting on an existing agent with any body is fine.
     acts = path.startswith("/api/agents/agent1/") and not path.endswith("/pause")
-    return FuzzRequest(method, path, body, content_type, may_succeed=may_succeed or acts)
+    headers = {}
+    if content_type and "form" in content_type and draw(st.booleans()):
+        headers["X-CSRF-Token"] = ""  # no header token: the access check reads the form's csrf_token field
+    return FuzzRequest(method, path, body, content_type, headers, may_succeed=(may_succeed or acts) and not headers)
 
 
 @st.composite
@@ -311,3 +315,22 @@ def _valid_limit(text: str) -> bool:
         return 1 <= int(text) <= 500
     except ValueError:
         return False
+
+
+@st.composite
+def odd_method_requests(draw: Any) -> FuzzRequest:
+    """Methods a route does not take, and paths or headers beyond the server's limits."""
+    method, template = draw(st.sampled_from(sorted(FUZZED_ROUTES)))
+    path = template.format(case_number="2611290001", name="default", action="login")
+    kind = draw(st.sampled_from(["method", "method", "long_path", "long_header", "many_params"]))
+    if kind == "method":
+        other = draw(st.sampled_from(["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "POST", "GET"]))
+        # GET routes answer HEAD; another route may take the other method (GET /api/accounts vs POST)
+        return FuzzRequest(other, path, b"{}", "application/json", may_succeed=other in ("GET", "POST"))
+    if kind == "long_path":
+        return FuzzRequest(method, path + "/" + "a" * draw(st.sampled_from([5000, 9000, 20_000])))
+    if kind == "long_header":
+        size = draw(st.sampled_from([5000, 9000, 20_000]))
+        return FuzzRequest(method, path, headers={"X-Fuzz": "a" * size}, may_succeed=size < 8190 and method == "GET")
+    query = "&".join(f"limit={i}" for i in range(draw(st.sampled_from([100, 1000]))))
+    return FuzzRequest(method, f"{path}?{query}", may_succeed=method == "GET")

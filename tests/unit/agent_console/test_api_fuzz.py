@@ -41,6 +41,7 @@ from tests.support.api_fuzz import (
     bad_path_requests,
     bad_query_requests,
     check_answer,
+    odd_method_requests,
     send,
 )
 from tests.support.hotline_process import PROJECT_ROOT
@@ -210,6 +211,13 @@ async def test_bad_query_strings(console: Console, request: FuzzRequest) -> None
 async def test_bad_bodies(console: Console, request: FuzzRequest) -> None:
     await console.answer(request)
     await _still_logged_in(console)
+
+
+@given(request=odd_method_requests())
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_odd_methods_and_oversized_requests(console: Console, request: FuzzRequest) -> None:
+    await console.answer(request)
 
 
 @given(request=bad_flow_yaml_requests())
