@@ -244,6 +244,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             isinstance(expected, str)
             and expected
             and submitted
+            and submitted.isascii()  # tokens are ASCII; a header of undecodable bytes is simply wrong
             and hmac.compare_digest(expected.encode(), submitted.encode())
         ):
             return _deny(request, 403, "missing or wrong CSRF token")

@@ -11,16 +11,20 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from tests.support.api_fuzz import (
     FuzzRequest,
+    RawRequest,
     bad_body_requests,
     bad_flow_yaml_requests,
     bad_path_requests,
     bad_query_requests,
     check_answer,
     odd_method_requests,
+    raw_header_requests,
     send,
+    send_raw,
 )
 from tests.support.console import json_login
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
@@ -55,12 +59,18 @@ async def admin() -> AsyncIterator[Admin]:
 
 
 @given(request=st.one_of(bad_path_requests(), bad_query_requests(), bad_body_requests(), odd_method_requests(),
-                         bad_flow_yaml_requests()))
+                         bad_flow_yaml_requests(), raw_header_requests()))
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
-async def test_generated_bad_requests_get_one_line_refusals(admin: Admin, request: FuzzRequest) -> None:
-    check_answer(request, await send(admin.http, admin.hotline.http_url, request, admin.csrf))
+async def test_generated_bad_requests_get_one_line_refusals(admin: Admin, request: FuzzRequest | RawRequest) -> None:
+    if isinstance(request, RawRequest):
+        cookie = next(f"{c.key}={c.value}" for c in admin.http.cookie_jar if c.key == "HOTLINE_CONSOLE")
+        url = URL(admin.hotline.http_url)
+        answer = await send_raw(str(url.host), int(url.port or 80), request, admin.csrf, cookie)
+    else:
+        answer = await send(admin.http, admin.hotline.http_url, request, admin.csrf)
+    check_answer(request, answer)
 
 
 async def test_the_hotline_logged_no_failure_and_is_healthy(admin: Admin) -> None:

@@ -36,13 +36,16 @@ from storage import create_engine_from_url, migrate_database
 from tests.support.api_fuzz import (
     FUZZED_ROUTES,
     FuzzRequest,
+    RawRequest,
     bad_body_requests,
     bad_flow_yaml_requests,
     bad_path_requests,
     bad_query_requests,
     check_answer,
     odd_method_requests,
+    raw_header_requests,
     send,
+    send_raw,
 )
 from tests.support.hotline_process import PROJECT_ROOT
 
@@ -218,6 +221,18 @@ async def test_bad_bodies(console: Console, request: FuzzRequest) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 async def test_odd_methods_and_oversized_requests(console: Console, request: FuzzRequest) -> None:
     await console.answer(request)
+
+
+@example(RawRequest("GET", "/login", ((b"Cookie", b"HOTLINE_CONSOLE=" + b"a" * 100 + b"\xc3"),)))  # 500: token.encode()
+@example(RawRequest("POST", "/api/cases/2611290001/notes", ((b"X-CSRF-Token", b"\xff\xfe"),), b'{"note": "x"}'))
+@given(request=raw_header_requests())
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_headers_of_arbitrary_bytes(console: Console, request: RawRequest) -> None:
+    cookie = next(f"{c.key}={c.value}" for c in console.client.session.cookie_jar if c.key == "HOTLINE_CONSOLE")
+    server = console.client.server
+    check_answer(request, await send_raw(str(server.host), int(server.port or 0), request, console.csrf, cookie))
+    await _still_logged_in(console)
 
 
 @given(request=bad_flow_yaml_requests())
