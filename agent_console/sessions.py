@@ -200,7 +200,8 @@ class ServerSideStorage(AbstractStorage):
     async def load_session(self, request: web.Request) -> Session:
         """The session of the request's cookie, or a new empty one; 503 if the store does not answer."""
         token = self.load_cookie(request)
-        if not token or len(token) > 128:
+        # Tokens are token_urlsafe (ASCII): anything else, bytes that are not UTF-8 included, is no session.
+        if not token or len(token) > 128 or not token.isascii():
             return Session(None, data=None, new=True, max_age=self.max_age)
         try:
             data = await self.backend.load(self.session_id(token))

@@ -22,10 +22,13 @@ from . import pages
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,
+    BadRequestBody,
     csrf_token,
     current_account,
     json_error,
     new_csrf_token,
+    read_form,
+    read_json,
 )
 from .sessions import (
     SESSION_CSRF,
@@ -123,13 +126,12 @@ def _case_number(request: web.Request) -> str:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """The request's fields from a JSON object or a form."""
-    if request.content_type in _FORM_TYPES:
-        form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
     try:
-        data = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="body: not valid JSON") from None
+        if request.content_type in _FORM_TYPES:
+            return await read_form(request)
+        data = await read_json(request)
+    except BadRequestBody as exc:
+        raise web.HTTPBadRequest(reason=f"body: {exc}") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(reason="body: expected a JSON object")
     return data

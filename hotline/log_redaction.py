@@ -9,6 +9,8 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from config import Settings
 
 REDACTED = "***"
@@ -51,9 +53,31 @@ class RedactingFormatter(logging.Formatter):
         return text
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a client's malformed request (a request line or header too long, a bad header) at ERROR with a
+    full traceback; the client got its 400 already. One INFO line says so: no stranger fills the log with
+    tracebacks. Failures of our own handlers keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite records about malformed requests to one line; pass every record on."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            lines = [line.strip() for line in str(exc.message or exc).splitlines() if line.strip()]
+            reason = (lines[0] if lines else type(exc).__name__)[:160]
+            record.msg = f"{record.getMessage()}: malformed request refused with {exc.code} ({reason})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(settings: Settings, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
     """Log to standard error at the configured level, with the settings' secrets redacted."""
     logging.basicConfig(level=settings.log_level, format=fmt)
     formatter = RedactingFormatter(fmt, settings_secrets(settings))
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())

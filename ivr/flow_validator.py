@@ -19,6 +19,7 @@ from .flow_model import (
     LanguageNode,
     MenuNode,
     PlayNode,
+    one_line,
     parse_flow,
 )
 from .prompts import (
@@ -50,6 +51,12 @@ class FlowIssue:
     node: str | None
     message: str
 
+    def __post_init__(self) -> None:
+        # Messages quote the flow's own values: keep them one short printable line whatever those are.
+        object.__setattr__(self, "message", one_line(self.message))
+        if self.node is not None:
+            object.__setattr__(self, "node", one_line(self.node, 80))
+
     def __str__(self) -> str:
         return f"node {self.node!r}: {self.message}" if self.node else self.message
 
@@ -79,7 +86,11 @@ class FlowReport:
 
 def resolve_sound_file(reference: str, base_dir: Path | None) -> Path:
     """The sound file a "file:<path>" prompt reference names (relative paths from base_dir)."""
-    path = Path(reference[len(FILE_PREFIX):]).expanduser()
+    path = Path(reference[len(FILE_PREFIX):])
+    try:
+        path = path.expanduser()
+    except RuntimeError:
+        pass  # "~someone" with no such user: a plain (relative) name, refused or not found like any other
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return path
@@ -92,9 +103,12 @@ def playable_stem(path: Path) -> Path:
 
 def sound_file_exists(path: Path) -> bool:
     """Asterisk plays "x" from x.wav, x.gsm, …: accept the path as given or with a known audio extension."""
-    if path.suffix and path.is_file():
-        return True
-    return any(path.with_name(path.name + ext).is_file() for ext in SOUND_EXTENSIONS)
+    try:
+        if path.suffix and path.is_file():
+            return True
+        return any(path.with_name(path.name + ext).is_file() for ext in SOUND_EXTENSIONS)
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        return False
 
 
 def _inside(real: str, folders: Iterable[Path]) -> bool:
