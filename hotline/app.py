@@ -285,7 +285,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     except Exception as exc:
         raise HotlineStartError(f"Redis at {safe_url(settings.redis_url)}: {_first_line(exc)}") from None
     tasks = TaskOwner("live state")
-    tasks.spawn(live.run(), "live-state-writer")
+    live.start(tasks)
     try:
         yield
     finally:

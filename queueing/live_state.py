@@ -27,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from lifecycle import TaskOwner
+
 from .live_call import LiveCall, LiveCallFields, decode_call, encode_fields, to_json
 from .redis_guard import RedisGuard
 from .redis_text import hash_mapping, read_hash, read_set
@@ -268,6 +270,11 @@ class LiveCallState:
         return json.dumps(message, ensure_ascii=False, default=str)
 
     # -- the background writer ----------------------------------------------------------------------
+    def start(self, tasks: TaskOwner, interval: float = 1.0) -> None:
+        """Run the background writer as a task of tasks; from now on writes only queue (cancelled with tasks)."""
+        self._background = True
+        tasks.spawn(self.run(interval), "live-state-writer")
+
     async def run(self, interval: float = 1.0) -> None:
         """Write changes as they come, ping Redis when idle, and after an outage write the calls in progress back
         and run the on_back handlers; runs until cancelled (owned by the caller's TaskOwner)."""
@@ -334,6 +341,10 @@ class LiveCallState:
             log.warning("live state: call %s: %s", linkedid, problem)
         return call
 
+    def _remembered(self, linkedid: str) -> LiveCall | None:
+        known = self._known.get(linkedid)
+        return decode_call(known, []) if known else None
+
     async def _raw_call(self, linkedid: str) -> dict[str, str]:
         try:
             stored = await self._call("get_call", lambda: read_hash(self._r, self._key(linkedid)))
@@ -344,19 +355,24 @@ class LiveCallState:
 
     async def live_ids(self) -> set[str]:
         """Linkedids of calls in progress (Redis's set and the calls this process has in progress)."""
+        return (await self._live_ids())[0]
+
+    async def _live_ids(self) -> tuple[set[str], bool]:
         try:
             ids = await self._call("live_ids", lambda: read_set(self._r, self._live_key))
+            answered = True
         except RedisError:
-            ids = set()
+            ids, answered = set(), False
         ended = {linkedid for linkedid, change in self._pending.items() if change.end}
-        return (ids | set(self._known)) - ended
+        return (ids | set(self._known)) - ended, answered
 
     async def list_calls(self) -> list[LiveCall]:
-        """Every call in progress, oldest first."""
-        ids = await self.live_ids()
+        """Every call in progress, oldest first (within one operation's wait: if Redis does not answer for the
+        list, the calls come from memory)."""
+        ids, answered = await self._live_ids()
         calls = []
         for linkedid in ids:
-            call = await self.get_call(linkedid)
+            call = await self.get_call(linkedid) if answered else self._remembered(linkedid)
             if call is not None:
                 calls.append(call)
             elif self.guard.up:  # hash expired or lost: the set entry is stale
