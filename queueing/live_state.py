@@ -237,18 +237,24 @@ class LiveCallState:
                 try:
                     await self._call("write", functools.partial(self._write, batch))
                 except (RedisConnectionError, RedisTimeoutError):
-                    for linkedid, change in batch:  # kept, with anything newer merged over it
-                        newer = self._pending.pop(linkedid, None)
-                        if newer is not None:
-                            change.absorb(newer)
-                        self._pending[linkedid] = change
+                    self._keep(batch)
                     return False
+                except asyncio.CancelledError:  # stopping mid-write: aclose's last try still has them
+                    self._keep(batch)
+                    raise
                 except RedisError as exc:  # Redis refused it (answered with an error): retrying would not help
                     self.dropped_writes += len(batch)
                     log.warning("live state: %d call change(s) refused by Redis: %s", len(batch), exc)
                     continue
                 self.written += len(batch)
         return True
+
+    def _keep(self, batch: list[tuple[str, _Change]]) -> None:
+        for linkedid, change in batch:  # back in the backlog, with anything newer merged over it
+            newer = self._pending.pop(linkedid, None)
+            if newer is not None:
+                change.absorb(newer)
+            self._pending[linkedid] = change
 
     async def _write(self, batch: list[tuple[str, _Change]]) -> None:
         async with self._r.pipeline(transaction=True) as pipe:
