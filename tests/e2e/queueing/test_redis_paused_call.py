@@ -125,8 +125,14 @@ async def test_a_caller_hears_the_welcome_and_reaches_the_queue_while_redis_is_p
         assert json.loads(live["ivr_path"])[:1] == ["2"] and live["category"] == "inquiry", live
         seen_back = time.monotonic() - paused_at - back_after
         # The queue's live state, whose join event was lost while Redis slept, is rebuilt from Asterisk.
-        waiting = [json.loads(v) for v in (await redis.hgetall(f"{prefix}:queue:inquiries:waiting")).values()]
-        assert [(e["linkedid"], e.get("case_number")) for e in waiting] == [(linkedid, live["case_number"])], waiting
+        expected = [(linkedid, live["case_number"])]
+        waiting: list[tuple[str, str | None]] = []
+        deadline = time.monotonic() + 5
+        while waiting != expected and time.monotonic() < deadline:
+            raw = await redis.hgetall(f"{prefix}:queue:inquiries:waiting")
+            waiting = [(e["linkedid"], e.get("case_number")) for e in map(json.loads, raw.values())]
+            await asyncio.sleep(0.1)
+        assert waiting == expected, waiting
 
         result = await call_task
         assert result.answered and result.hung_up_by == "caller", result.describe()
