@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     # A call waits this long for a case/record write; then the write is kept in the outbox and the call goes on.
     db_write_timeout: float = Field(default=2.0, gt=0, le=60)
+    # The whole of one live-state Redis operation, retries included: Redis is a mirror, so a call never waits on it
+    # longer than this (writes from the call path do not wait at all; they are sent in the background).
+    redis_op_timeout: float = Field(default=0.5, gt=0, le=30)
 
     queues: list[QueueSpec] = Field(
         default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]

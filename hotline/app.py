@@ -280,16 +280,20 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Check Redis answers; close the client at the end."""
+    """Check Redis answers, then run the live state's background writer (calls never wait on Redis; it also
+    notices outages and rebuilds after them); send what is left and close the client at the end."""
     settings = app[SETTINGS]
     live = app[LIVE_STATE]
     try:
-        await asyncio.wait_for(live.ping(), settings.connect_timeout)
-    except (TimeoutError, Exception) as exc:
+        await live.ping(timeout=settings.connect_timeout)
+    except Exception as exc:
         raise HotlineStartError(f"Redis at {safe_url(settings.redis_url)}: {_first_line(exc)}") from None
+    tasks = TaskOwner("live state")
+    live.start(tasks)
     try:
         yield
     finally:
+        await tasks.aclose()
         await live.aclose()
 
 

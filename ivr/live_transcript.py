@@ -226,10 +226,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def run_eagi(args: argparse.Namespace) -> LiveTranscript:
     """Stream fd 3 for one call and write the results into its live state."""
+    from lifecycle import TaskOwner
     from queueing import LiveCallState
     from queueing.live_state import connect_redis
 
     live = LiveCallState(connect_redis(args.redis_url), prefix=args.redis_prefix)
+    # Partial results are written in the background: a stalled Redis must not hold up reading the call's audio.
+    writer = TaskOwner("live transcript state")
+    live.start(writer)
     try:
         transcriber = LiveTranscriber(ws_url=args.ws_url, live=live, linkedid=args.linkedid, wav_path=args.wav,
                                       max_seconds=args.max_seconds, silence_seconds=args.silence_seconds,
@@ -237,7 +241,8 @@ async def run_eagi(args: argparse.Namespace) -> LiveTranscript:
                                       token=os.environ.get(ASR_TOKEN_ENV) or None)
         return await transcriber.run(read_audio_fd(args.audio_fd))
     finally:
-        await live.aclose()
+        await writer.aclose()
+        await live.aclose()  # the last results are sent before the IVR reads them
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
 from .records import CallRecordStore
+from .redis_guard import RedisGuard
 from .wait_announcements import QueueWaitAnnouncer, SpokenPrompts, WaitEstimator
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,17 @@ def build_queueing_stores(engine: AsyncEngine, settings: Settings) -> QueueingSt
 
 
 def build_live_calls(settings: Settings) -> LiveCallState:
-    """The live state of calls in Redis (a client of its own; nothing connects until first use)."""
+    """The live state of calls in Redis (a client of its own; nothing connects until first use), each operation
+    bounded by redis_op_timeout; its background writer is started by the caller (LiveCallState.run)."""
     return LiveCallState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
-                         prefix=settings.redis_key_prefix)
+                         prefix=settings.redis_key_prefix, guard=RedisGuard(settings.redis_op_timeout))
 
 
-def build_queue_live(settings: Settings) -> QueueLiveState:
-    """The live state of queues and agents in Redis (a client of its own)."""
+def build_queue_live(settings: Settings, guard: RedisGuard | None = None) -> QueueLiveState:
+    """The live state of queues and agents in Redis (a client of its own); in the hotline it shares the calls'
+    guard, so both have one view of whether Redis answers."""
     return QueueLiveState(connect_redis(settings.redis_url, timeout=settings.connect_timeout),
-                          prefix=settings.redis_key_prefix)
+                          prefix=settings.redis_key_prefix, guard=guard or RedisGuard(settings.redis_op_timeout))
 
 
 def build_agent_provisioner(settings: Settings) -> PjsipAgentProvisioner:
@@ -113,7 +116,8 @@ class QueueingServices:
     def subscribe(self, ami: AmiEvents) -> None:
         """Register every AMI handler, in this order on each (re)connect: agents' membership is re-applied from
         the database first, then the queue state is rebuilt from Asterisk (it then sees the members), then the
-        calls in progress and the callbacks are reconciled.
+        calls in progress and the callbacks are reconciled. The same rebuilds run when Redis answers again after
+        an outage (what was written meanwhile was lost).
 
         Every handler goes through the event guard: one that fails is retried, then parked, and the same
         rebuilds run again as a resync (also when the AMI client dropped events from its full queue)."""
@@ -122,6 +126,8 @@ class QueueingServices:
         self.queue_tracker.subscribe(guarded)
         self.call_tracker.subscribe(guarded)
         self.callbacks.subscribe(guarded)
+        self.live_calls.on_back(self.queue_tracker.rebuild)
+        self.live_calls.on_back(self.call_tracker.rebuild)
 
     async def first_sync(self) -> None:
         """Apply the database to Asterisk and rebuild the live state once at start (a failure is retried by the
@@ -165,7 +171,7 @@ def build_queueing(settings: Settings, stores: QueueingStores, live_calls: LiveC
     call_end_hooks is read at each call's end; ValueError (one line) if the announcement texts lack a sentence."""
     queues = [q.name for q in settings.queues]
     wrapup = {q.name: float(q.wrapup_seconds) for q in settings.queues}
-    queue_live = build_queue_live(settings)
+    queue_live = build_queue_live(settings, live_calls.guard)
     agents = build_agent_service(stores, ami, settings)
 
     async def known_agents() -> list[str]:
