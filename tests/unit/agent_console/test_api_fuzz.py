@@ -136,7 +136,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
     accounts = AccountStore(engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN)
     agents = AgentStore(engine, QUEUES)
-    await agents.add("agent1", "long-enough-pw", {"complaints": 0})
+    await agents.add("agent1", {"complaints": 0})
     app = create_console_app(cases=CaseStore(engine), live_calls=NoLiveCalls(), call_records=CallRecordStore(engine),
                              accounts=accounts, health=healthy, session_key=os.urandom(32),
                              bad_input_errors=(CaseStoreError,))
