@@ -23,6 +23,13 @@ from .redis_text import hash_mapping, read_hash, read_set
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+_SET_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], unpack(ARGV))
+  return 1
+end
+return 0
+"""
 
 
 def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
@@ -102,6 +109,25 @@ class LiveCallState:
             await self._publish("call_updated", linkedid, fields)
         except RedisError as exc:
             self._failed("update", exc)
+
+    async def update_existing(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> bool:
+        """Set fields on a call whose hash is still there (live, or ended and kept for late readers) and publish
+        the change; a call already gone is not brought back. False when there was no such call (or Redis is away).
+        """
+        encoded = encode_fields(fields)
+        if not encoded:
+            return False
+        flat = [part for item in encoded.items() for part in item]
+        try:
+            # One script: the hash cannot expire between the check and the write (it would live on without a TTL).
+            written = await self._r.eval(_SET_IF_EXISTS, 1, self._key(linkedid), *flat)
+            if not written:
+                return False
+            await self._publish("call_updated", linkedid, fields)
+        except RedisError as exc:
+            self._failed("update_existing", exc)
+            return False
+        return True
 
     async def append_path(self, linkedid: str, step: str) -> list[str]:
         """Append one step to the call's IVR path (menu choices, prompts) and return the path."""
