@@ -266,7 +266,7 @@ class HotlineCallFlow:
         listen_dir = self._o.recordings_dir / "menu-speech"
         listen_dir.mkdir(parents=True, exist_ok=True)
         base = listen_dir / f"{ctx.case_number}-{attempt}-{uuid.uuid4().hex[:6]}"
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         try:
             result = await ctx.agi.record_file(str(base), "wav", ALL_KEYS, timeout_ms, self._o.speech_silence_s,
                                                beep=False)
@@ -287,7 +287,7 @@ class HotlineCallFlow:
     async def _record_node(self, ctx: CallContext, node: RecordNode) -> str | None:
         await ctx.agi.stream_file(ctx.prompt(node.prompt))
         base = self._o.recordings_dir / ctx.case_number
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
         await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.PENDING.value)
         max_ms = self._o.record_max_ms if node.max_seconds is None else node.max_seconds * 1000

@@ -63,7 +63,7 @@ class MaxWaitRecordingRoute:
         case = await self._cases.get(case_number)
         self._recordings.mkdir(parents=True, exist_ok=True)
         base = self._recordings / f"{case_number}-maxwait"
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         hung_up = False
         try:
             await agi.stream_file(await self.prompt_path())
