@@ -95,7 +95,7 @@ async def run(calls: int, workers: int, queue_wait_ms: int) -> int:
                                ("pause", queue_wait_ms)], hangup="caller", timeout=queue_wait_ms / 1000 + 120).run()
             for i, caller in enumerate(callers)))
         last_call_end = time.time()
-        for _ in range(240):  # transcripts still on their way
+        for _ in range(600):  # transcripts still on their way (one worker: minutes for 30 descriptions)
             listed = await cases.list_recent(limit=calls + 50)
             found = {c.caller_number: c for c in listed if c.caller_number in callers}
             if all(c.transcript_status in ("done", "failed") for c in found.values()) and len(found) == calls:
