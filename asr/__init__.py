@@ -3,6 +3,7 @@ from .audio import read_audio
 from .errors import AsrError, AsrModelError, AsrTimeoutError, AudioFormatError, EmptyAudioError
 from .model import default_model_path
 from .recognizer import SpeechRecognizer
+from .scheduling import RecognitionPriority, RecognitionSlots
 from .streaming import RecognitionStream
 from .transcript import Transcript, WordTiming
 from .ws_server import ASR_TOKEN_ENV, VoskWebsocketServer
@@ -14,6 +15,8 @@ __all__ = [
     "AsrTimeoutError",
     "AudioFormatError",
     "EmptyAudioError",
+    "RecognitionPriority",
+    "RecognitionSlots",
     "RecognitionStream",
     "SpeechRecognizer",
     "Transcript",

@@ -468,7 +468,8 @@ async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     calls_dir = settings.recordings_dir / "calls"
     calls_dir.mkdir(parents=True, exist_ok=True)
-    worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR], CaseTranscriptObserver(app[CASES]),
+    worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR],
+                                 CaseTranscriptObserver(app[CASES], app[LIVE_STATE]),
                                  concurrency=settings.asr_job_workers)
     intake = CallTranscriptIntake(app[TRANSCRIPT_JOB_STORE], worker, calls_dir)
     descriptions = DescriptionTranscripts(app[TRANSCRIPT_JOB_STORE], worker, grammar=settings.complaint_grammar)

@@ -45,7 +45,7 @@ def build_call_flow(settings: Settings, flows: FlowServices, *, cases: DurableCa
     """The flow engine, taking each call's flow by the number dialed (the model must be attached to flows)."""
     return HotlineCallFlow(
         options=ivr_options(settings, live_transcript_command),
-        flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
+        flows=flows.router, speech=flows.models.menu_recognizer, surveys=flows.store,
         cases=cases, records=records, live=live, descriptions=descriptions,
         # callback nodes book durable requests, dialed like the queue key's (first queue if none named)
         callbacks=callbacks, callback_queue=settings.queues[0].name if settings.queues else None,

@@ -43,6 +43,13 @@ BackHandler = Callable[[], Awaitable[object]]
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+_SET_IF_EXISTS = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], unpack(ARGV))
+  return 1
+end
+return 0
+"""
 
 
 def connect_redis(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
@@ -202,6 +209,31 @@ class LiveCallState:
         if (known := self._known.get(linkedid)) is not None:
             known.update(encoded)
         await self._change(linkedid, _Change("call_updated", dict(fields), encoded))
+
+    async def update_existing(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> bool:
+        """Set fields on a call whose hash is still there (live, or ended and kept for late readers) and publish
+        the change; a call already gone is not brought back. False when there was no such call (or Redis is away).
+        """
+        encoded = encode_fields(fields)
+        if not encoded:
+            return False
+        flat = [part for item in encoded.items() for part in item]
+        key = self._key(linkedid)
+
+        async def write() -> bool:
+            # One script: the hash cannot expire between the check and the write (it would live on without a TTL).
+            if not await self._r.eval(_SET_IF_EXISTS, 1, key, *flat):
+                return False
+            await self._r.publish(self.channel, self._message("call_updated", linkedid, dict(fields)))
+            return True
+
+        try:
+            written = await self._call("update_existing", write)
+        except RedisError:
+            return False
+        if written and (known := self._known.get(linkedid)) is not None:
+            known.update(encoded)
+        return written
 
     async def append_path(self, linkedid: str, step: str) -> list[str]:
         """Append one step to the call's IVR path (menu choices, prompts) and return the path."""

@@ -16,7 +16,7 @@ from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, comp
 from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
 from telephony import AgiHangup, AgiResult
-from tests.support.descriptions import DescriptionPipelines, description_pipelines
+from tests.support.descriptions import DescriptionPipelines, description_pipelines, eventually
 from tests.test_call_flow import FakeCases, FakeRecognizer, FakeStore
 from tests.test_flows_validator import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow
 
@@ -158,7 +158,7 @@ def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, spee
             transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
     cases = cases or LookupCases()
     records, live, surveys = FakeStore(), FakeStore(), FakeSurveys()
-    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
+    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1, live=live).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
                              flows=flows,
                              cases=cases, records=records, live=live, descriptions=descriptions,
@@ -200,6 +200,7 @@ async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["menu_path"] == ["1", "recorded"] and agi.variables["HOTLINE_QUEUE"] == "complaints"
+    await eventually(lambda: case["transcript_status"] != "pending", what="transcript reported")
     assert case["transcript"] == "설명" and case["transcript_status"] == "done"
     assert live.rows[f"linked-{agi.uniqueid}"]["transcript"] == "설명"
     job = await pipelines.store.get(f"description:{case['case_number']}")

@@ -22,7 +22,7 @@ from ivr.live_transcript import LiveTranscriber, parse_args, read_audio_fd, run_
 from queueing import LiveCallState
 from queueing.live_state import connect_redis
 from telephony import AgiResult
-from tests.support.descriptions import description_pipelines
+from tests.support.descriptions import description_pipelines, eventually
 from tests.support.speech import concatenate, silence, synthesize
 from tests.test_call_flow import FakeRecognizer, FakeStore
 from tests.test_flows_engine import LookupCases, ScriptedAgi, _source
@@ -286,12 +286,13 @@ async def test_stream_record_node_falls_back_to_file_transcription(live, speech,
             sys.executable, "-m", "ivr.live_transcript", "--ws-url", "ws://127.0.0.1:43091/",
             "--redis-prefix", prefix)),
         flows=await _source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeStore(), live=live,
-        descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1).descriptions)
+        descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1, live=live).descriptions)
     pcm, _ = read_audio(speech["silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 60)  # type: ignore[arg-type]
     case = next(iter(cases.cases.values()))
     assert agi.eagi_variables == {"HOTLINE_LIVE_STOPPED": "error"}
+    await eventually(lambda: case["transcript_status"] != TranscriptStatus.PENDING, what="transcript reported")
     # Nothing came live: the kept recording went through the durable description job instead.
     assert case["transcript"] == "from the file" and case["transcript_status"] == TranscriptStatus.DONE
     job = await pipelines.store.get(f"description:{case['case_number']}")
