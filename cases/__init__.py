@@ -1,6 +1,13 @@
 """The case domain: citizens' cases, their statuses and allowed moves, and each case's history of events (no
 knowledge of calls or telephony)."""
-from .durable import DurableCases, OpenedCase, is_provisional, normalise_caller_number, normalise_menu_path
+from .durable import (
+    DurableCases,
+    OpenedCase,
+    is_provisional,
+    normalise_caller_number,
+    normalise_menu_path,
+    resolve_case_number,
+)
 from .errors import CaseNotFound, CaseStoreError, CaseTransitionError
 from .events import ACTOR_IVR, ACTOR_SYSTEM, CaseEvent, CaseEventKind
 from .model import Case, NewCase
@@ -34,4 +41,5 @@ __all__ = [
     "is_provisional",
     "normalise_caller_number",
     "normalise_menu_path",
+    "resolve_case_number",
 ]

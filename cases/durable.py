@@ -64,6 +64,17 @@ def is_provisional(case_number: str) -> bool:
     return case_number.startswith(PROVISIONAL_PREFIX)
 
 
+async def resolve_case_number(store: CaseStore, case_number: str) -> str:
+    """The real number of a case, also when it is given by its provisional reference (CaseNotFound while the
+    case's opening is not written yet)."""
+    if not is_provisional(case_number):
+        return case_number
+    found = await store.find_by_source(case_number.removeprefix(PROVISIONAL_PREFIX))
+    if found is None:
+        raise CaseNotFound(f"no case opened for {case_number!r} yet")
+    return found.case_number
+
+
 class DurableCases:
     """The call side's case operations through the outbox: a database outage delays them, never loses them.
 
@@ -93,11 +104,15 @@ class DurableCases:
         """Case numbers in hand for openings while the database is away."""
         return len(self._numbers)
 
-    async def refill(self) -> None:
-        """Top the number pool up (one round trip); a database that does not answer leaves it as it is."""
-        if len(self._numbers) > self._pool_size // 2 or self._refilling.locked():
+    async def refill(self, *, wait: bool = False) -> None:
+        """Top the number pool up (one round trip); a database that does not answer leaves it as it is.
+
+        wait: if a refill is already under way, wait for it (and refill again if it did not leave enough)."""
+        if len(self._numbers) > self._pool_size // 2 or (self._refilling.locked() and not wait):
             return
         async with self._refilling:
+            if len(self._numbers) > self._pool_size // 2:  # another caller's refill filled it meanwhile
+                return
             try:
                 async with asyncio.timeout(self._read_timeout):
                     self._numbers.extend(await self._store.reserve_numbers(self._pool_size - len(self._numbers)))
@@ -107,6 +122,17 @@ class DurableCases:
                 log.info("cases: could not reserve case numbers now: %s", str(exc).splitlines()[0] if str(exc)
                          else type(exc).__name__)
 
+    async def _take_number(self) -> str | None:
+        # Many calls at once may empty the pool while a refill is under way: wait for it rather than falling back
+        # to a provisional reference, as long as the database answers (the outbox is not holding writes back).
+        for _ in range(3):
+            if self._numbers:
+                return self._numbers.pop(0)
+            if self._outbox.pending:
+                return None
+            await self.refill(wait=True)
+        return self._numbers.pop(0) if self._numbers else None
+
     # --- the writes -------------------------------------------------------------------------------
 
     async def open(self, new: NewCase, *, actor: str) -> OpenedCase:
@@ -114,9 +140,7 @@ class DurableCases:
         the database nor the number pool could give one."""
         new = NewCase(caller_number=normalise_caller_number(new.caller_number), category=new.category,
                       source_ref=new.source_ref, menu_path=normalise_menu_path(list(new.menu_path)))
-        if not self._numbers and not self._outbox.pending:  # the database answered the last write: ask it
-            await self.refill()
-        number = self._numbers.pop(0) if self._numbers else None
+        number = await self._take_number()
         if number is None and new.source_ref is None:
             # No number and nothing to find the case by later: the database must answer now.
             case = await self._store.open(new, actor=actor)
@@ -211,11 +235,6 @@ class DurableCases:
 
     async def _apply_operation(self, entry: OutboxEntry) -> None:
         args = dict(entry.args)
-        case_number = str(args.pop("case_number"))
-        if is_provisional(case_number):
-            found = await self._store.find_by_source(case_number.removeprefix(PROVISIONAL_PREFIX))
-            if found is None:
-                raise CaseNotFound(f"no case opened for {case_number!r}")
-            case_number = found.case_number
+        case_number = await resolve_case_number(self._store, str(args.pop("case_number")))
         operation = getattr(self._store.idempotent(entry.id, entry.at), entry.op.removeprefix("cases."))
         await operation(case_number, **args)

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Protocol, Unpack
 
-from cases import ACTOR_SYSTEM, Case, CaseStore, TranscriptStatus
+from cases import ACTOR_SYSTEM, Case, CaseStore, TranscriptStatus, resolve_case_number
 from queueing import LiveCallFields
 from transcripts import (
     DescriptionTranscripts,
@@ -82,7 +82,8 @@ class CaseTranscriptObserver:
         """A job's transcripts are stored."""
         if job.case_number and job.kind == JobKind.DESCRIPTION:
             text = job_text(job)
-            case = await self._cases.record_transcript(job.case_number, text)
+            number = await resolve_case_number(self._cases, job.case_number)  # queued under a provisional one
+            case = await self._cases.record_transcript(number, text)
             await self._to_live_call(case, transcript=text, transcript_status=TranscriptStatus.DONE.value)
 
     async def transcript_failed(self, job: TranscriptionJob) -> None:
@@ -90,11 +91,12 @@ class CaseTranscriptObserver:
         if not job.case_number:
             return
         line = f"{job.kind.value} transcription failed after {job.attempts} attempt(s): {job.last_error}"
+        number = await resolve_case_number(self._cases, job.case_number)
         if job.kind == JobKind.DESCRIPTION:
-            case = await self._cases.transcript_failed(job.case_number, line)  # noted on the case with its reason
+            case = await self._cases.transcript_failed(number, line)  # noted on the case with its reason
             await self._to_live_call(case, transcript_status=TranscriptStatus.FAILED.value)
         else:
-            await self._cases.add_note(job.case_number, line, actor=ACTOR_SYSTEM)
+            await self._cases.add_note(number, line, actor=ACTOR_SYSTEM)
 
     async def _to_live_call(self, case: Case, **fields: Unpack[LiveCallFields]) -> None:
         # The case's source_ref is its call's linkedid. Live state is a mirror: the case already holds the outcome,

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from cases import ACTOR_IVR, CaseEventKind, CaseStatus, CaseStore, DurableCases, NewCase
+from cases import ACTOR_IVR, CaseEventKind, CaseNotFound, CaseStatus, CaseStore, DurableCases, NewCase
 from storage import Outbox, create_engine_from_url, migrate_database
 
 PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -180,3 +180,40 @@ async def test_one_write_applied_twice_changes_the_case_once(db: tuple[str, str,
     assert len(queued) == 1 and queued[0].at == at  # stamped when it happened, not when it was replayed
     numbers = await store.reserve_numbers(3)
     assert len(set(numbers)) == 3 and case.case_number not in numbers
+
+
+async def test_thirty_calls_at_once_all_get_real_distinct_numbers(db: tuple[str, str, AsyncEngine],
+                                                                   tmp_path: Path) -> None:
+    _, _, engine = db
+    store = CaseStore(engine)
+    outbox = Outbox(tmp_path / "outbox", write_timeout=5.0)
+    cases = DurableCases(store, outbox, pool_size=20)
+    cases.register()
+    await outbox.start()
+    try:
+        opened = await asyncio.gather(*(
+            cases.open(NewCase(caller_number=f"0105550{i:04d}", category="unclassified", source_ref=f"burst-{i}"),
+                       actor=ACTOR_IVR) for i in range(30)))
+        numbers = [o.case_number for o in opened]
+        assert not any(o.provisional for o in opened), numbers  # the pool is waited for, not given up on
+        assert len(set(numbers)) == 30
+        assert await outbox.wait_drained(30)
+        for number in numbers:
+            assert (await store.get(number)).status is CaseStatus.NEW
+    finally:
+        await cases.aclose()
+        await outbox.aclose()
+
+
+async def test_a_transcript_queued_under_a_provisional_reference_reaches_its_case(
+        db: tuple[str, str, AsyncEngine]) -> None:
+    from cases import resolve_case_number
+
+    _, _, engine = db
+    store = CaseStore(engine)
+    case = await store.open(NewCase(caller_number="0212345678", category="complaint", source_ref="1733300000.7"),
+                            actor=ACTOR_IVR)
+    assert await resolve_case_number(store, "ref:1733300000.7") == case.case_number
+    assert await resolve_case_number(store, case.case_number) == case.case_number
+    with pytest.raises(CaseNotFound, match="no case opened for 'ref:nope' yet"):
+        await resolve_case_number(store, "ref:nope")
