@@ -40,9 +40,10 @@ DESCRIPTION = "도로에 쓰레기가 많이 쌓여 있어요. 빨리 치워 주
 
 @dataclass
 class Ports:
-    """Every fixed port of a campaign, from one base (the hotline's own are base+27..base+80, RTP base+1000..)."""
+    """Every fixed port of a campaign, from one base (the hotline's own are base+27..base+80) plus an RTP range."""
 
     base: int = 23000
+    rtp: tuple[int, int] = (24000, 24499)
 
     @property
     def redis(self) -> int:
@@ -303,8 +304,8 @@ class CampaignConfig:
 
     calls: int = 10
     agents: int = 0  # 0: one agent per five calls, at least two
-    spread_s: float = 10.0  # the calls start evenly over this many seconds
-    fault_after_s: float = 14.0  # after the first call starts
+    spread_s: float = 30.0  # the calls start evenly over this many seconds: before, during and after the fault
+    fault_after_s: float = 10.0  # after the first call starts
     hold_s: float = 15.0  # how long Redis / the database stay away
     callback_every: int = 4  # every n-th caller presses 5 in the queue (0: none)
     talk_ms: int = 3000
@@ -329,8 +330,8 @@ class Campaign:
             "REDIS_URL": redis_server.url,
             "DATABASE_URL": db_url,
             "HOTLINE_REDIS_KEY_PREFIX": f"campaign-{database}",
-            "HOTLINE_RTP_PORT_START": str(ports.base + 1000),
-            "HOTLINE_RTP_PORT_END": str(ports.base + 1999),
+            "HOTLINE_RTP_PORT_START": str(ports.rtp[0]),
+            "HOTLINE_RTP_PORT_END": str(ports.rtp[1]),
             "HOTLINE_AGENTS": json.dumps([{"name": f"agent{i + 1}"} for i in range(agents)]),
             "HOTLINE_CALLBACK_AFTER_SECONDS": "2",
             "HOTLINE_CALLBACK_RETRY_SECONDS": "10",
@@ -462,7 +463,7 @@ class Campaign:
         every = self.config.callback_every
         if every and index % every == every - 1:
             # After the case number and the queue prompt, ask for a callback (key 5) if no agent took the call.
-            steps += [("pause", 14000), ("dtmf", "5"), ("pause", 15000)]
+            steps += [("pause", 8000), ("dtmf", "5"), ("pause", 15000)]
         return steps
 
     async def run_round(self, fault: str) -> FaultRow:
@@ -478,8 +479,8 @@ class Campaign:
         async def one(index: int, caller: str) -> Any:
             await asyncio.sleep(index * cfg.spread_s / max(1, cfg.calls))
             call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
-                               steps=self._steps(index), hangup="wait", wait_bye_ms=240000, answer_timeout_ms=8000,
-                               work_dir=calls_dir, name=f"c{index}", timeout=300)
+                               steps=self._steps(index), hangup="wait", wait_bye_ms=90000, answer_timeout_ms=8000,
+                               work_dir=calls_dir, name=f"c{index}", timeout=180)
             return await call.run()
 
         tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(callers)]
@@ -515,6 +516,10 @@ class Campaign:
         row.answered = len(answered)
         await self._settle(callers, row)
         await self._count(callers, answered, row)
+        outbox = await self._outbox_report()
+        if outbox.get("journaled"):
+            row.notes.append(f"outbox (since start): {outbox.get('journaled')} journaled, "
+                             f"{outbox.get('replayed')} replayed, {outbox.get('parked')} parked")
         return row
 
     async def _healthy_after(self, back: float, health_log: list[tuple[float, bool]]) -> float | None:
@@ -534,9 +539,9 @@ class Campaign:
         deadline = time.monotonic() + self.config.settle_s
         last: Any = None
         stable_since = time.monotonic()
+        outbox: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            health = await self.hotline.health()
-            outbox = ((health or {}).get("components") or {}).get("outbox") or {}
+            outbox = await self._outbox_report()
             try:
                 snapshot = await self._snapshot(callers)
             except Exception as exc:  # the database may still be coming back; try again
@@ -549,6 +554,14 @@ class Campaign:
                 return
             await asyncio.sleep(1.0)
         row.notes.append(f"not settled within {self.config.settle_s:.0f} s (outbox {outbox})")
+
+    async def _outbox_report(self) -> dict[str, Any]:
+        """The outbox's counts from /admin/health ({} when the staff answer is not there or not JSON)."""
+        try:
+            health = await self.hotline.health()
+        except (ValueError, OSError):  # e.g. an error page while the console's session store is coming back
+            return {}
+        return dict(((health or {}).get("components") or {}).get("outbox") or {})
 
     async def _query(self, sql: str, callers: list[str]) -> list[Any]:
         engine = create_engine_from_url(self.hotline.settings().database_url)
