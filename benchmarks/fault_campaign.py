@@ -16,8 +16,8 @@ the part being back until the public /healthz says ok, and seconds /healthz said
 Target: 0 lost, 0 duplicated, healthy within 10 s. Exit status 1 when a row misses it.
 
 Loopback only; fixed ports from --base-port (default 23000: hotline 23027-23080, Redis 23379, PostgreSQL 23432,
-carrier 23170, RTP 24000-24499); SIPp's own ports are picked free. Bounded: every call ends within 180 s (a call cut by a
-crash waits 90 s for a BYE that never comes, as a phone waits out the silence).
+carrier 23170, RTP 24000-24499); SIPp's own ports are picked free. Bounded: every call ends within 180 s (a call
+cut by a crash waits 90 s for a BYE that never comes, as a phone waits out the silence).
 Usage: python benchmarks/fault_campaign.py [--calls 50] [--faults bridge,asterisk,...] [--json FILE]
 """
 from __future__ import annotations
