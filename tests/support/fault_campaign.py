@@ -79,6 +79,7 @@ class FaultRow:
     healthy_after_s: float | None = None  # from the part being back to /healthz ok; None: never within the bound
     unhealthy_s: float = 0.0  # how long /healthz said not ok (or did not answer) during the round
     statuses: dict[str, int] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)  # calls ended, their case still says the call is on
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -90,15 +91,15 @@ class FaultRow:
 
 def format_table(rows: list[FaultRow]) -> str:
     """The campaign's table, one row per fault, plus each row's case statuses and notes below."""
-    head = ("fault", "db", "offered", "answered", "to agent", "cases", "lost", "dup", "cb req", "cb dialed",
-            "cb twice", "healthy s", "down s")
+    head = ("fault", "db", "offered", "answered", "to agent", "cases", "lost", "dup", "stale", "cb req",
+            "cb dialed", "cb twice", "healthy s", "down s")
     lines = []
     body = []
     for r in rows:
         healthy = f"{r.healthy_after_s:.1f}" if r.healthy_after_s is not None else "never"
         body.append((r.fault, r.database, str(r.offered), str(r.answered), str(r.reached_agent), str(r.cases_written),
-                     str(len(r.lost)), str(len(r.duplicated)), str(r.callbacks_requested), str(r.callbacks_dialed),
-                     str(len(r.callbacks_twice)), healthy, f"{r.unhealthy_s:.1f}"))
+                     str(len(r.lost)), str(len(r.duplicated)), str(len(r.unfinished)), str(r.callbacks_requested),
+                     str(r.callbacks_dialed), str(len(r.callbacks_twice)), healthy, f"{r.unhealthy_s:.1f}"))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines.append(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     lines.append("-+-".join("-" * w for w in widths))
@@ -111,6 +112,8 @@ def format_table(rows: list[FaultRow]) -> str:
             lines.append(f"  lost (answered, no case): {', '.join(r.lost)}")
         if r.duplicated:
             lines.append(f"  duplicated: {', '.join(r.duplicated)}")
+        if r.unfinished:
+            lines.append(f"  stale (call over, case still new/queued/in progress): {', '.join(r.unfinished)}")
         if r.callbacks_twice:
             lines.append(f"  callbacks dialed twice: {', '.join(r.callbacks_twice)}")
         lines.extend(f"  {note}" for note in r.notes)
@@ -588,11 +591,12 @@ class Campaign:
         row.lost = sorted(c for c in answered if per_caller[c] == 0)
         row.duplicated = sorted(c for c, n in per_caller.items() if n > 1)
         row.statuses = dict(Counter(c[1] for c in cases))
+        row.unfinished = sorted({c[0] for c in cases if c[1] in ("new", "queued", "in_progress")})
         unanswered_with_case = sorted(c for c in callers if c not in answered and per_caller[c])
         if unanswered_with_case:
             row.notes.append(f"cases for calls SIPp saw unanswered: {', '.join(unanswered_with_case)}")
         wanted = set(callers)
-        reached = set()
+        reached: set[str] = set()
         for phone, _ in self.phones.values():
             reached.update(n for n in _numbers(phone.marks(), "ANSWERED") if n in wanted)
         row.reached_agent = len(reached)
