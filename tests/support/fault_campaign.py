@@ -465,8 +465,9 @@ class Campaign:
         steps: list[tuple[Any, ...]] = [("pause", 1500), ("dtmf", "1"), ("pause", 5500), ("audio", self.speech)]
         every = self.config.callback_every
         if every and index % every == every - 1:
-            # After the case number and the queue prompt, ask for a callback (key 5) if no agent took the call.
-            steps += [("pause", 8000), ("dtmf", "5"), ("pause", 15000)]
+            # After the case number (read digit by digit, ~10 s) and the queue prompt: key 5 asks for a callback
+            # if no agent took the call yet.
+            steps += [("pause", 22000), ("dtmf", "5"), ("pause", 15000)]
         return steps
 
     async def run_round(self, fault: str) -> FaultRow:
