@@ -465,9 +465,12 @@ class Campaign:
         steps: list[tuple[Any, ...]] = [("pause", 1500), ("dtmf", "1"), ("pause", 5500), ("audio", self.speech)]
         every = self.config.callback_every
         if every and index % every == every - 1:
-            # After the case number (read digit by digit, ~10 s) and the queue prompt: key 5 asks for a callback
-            # if no agent took the call yet.
-            steps += [("pause", 22000), ("dtmf", "5"), ("pause", 15000)]
+            # The queue is reached ~12 s after the description (the case number is read digit by digit); from then
+            # key 5 asks for a callback. The wait there is not known ahead, so 5 is pressed every few seconds (an
+            # agent who already took the call just hears the tone).
+            for pause in (13000, 3000, 3000, 4000, 5000):
+                steps += [("pause", pause), ("dtmf", "5")]
+            steps.append(("pause", 15000))
         return steps
 
     async def run_round(self, fault: str) -> FaultRow:
