@@ -14,7 +14,8 @@ _KEY = Annotated[str, Field(pattern=r"^[0-9*#]$")]
 _NODE_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 _TIME_RANGE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MAX_MESSAGE = 300  # characters of one problem's text: a sentence naming the value, not the value in full
+# Characters of one problem's text: a sentence naming the value (and up to three paths), not the value in full.
+MAX_MESSAGE = 600
 _MAX_PYDANTIC_ERRORS = 3
 
 

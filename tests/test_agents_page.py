@@ -20,16 +20,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.display import agent_actions, agent_fields
 from agent_console.queue_views import QUEUE_CONSOLE
-from storage import create_engine_from_url, migrate_database
+from identity import AccountStore, Role
 from queueing import AgentService, AgentStore, QueueConsole
+from storage import create_engine_from_url, migrate_database
 from telephony import AmiNotConnected
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 from tests.test_console_browser import CHROMEDRIVER, CHROMIUM
-from tests.test_queueing_units import QUEUES, AmiRefused, FakeAmi
-
+from tests.test_queueing_units import QUEUES, FakeAmi
 
 UNIT_PORT = 44401  # the aiohttp test servers of this module (44000-44499 is this module's range)
 OTHER_UNIT_PORT = 44402

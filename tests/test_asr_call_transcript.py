@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-
-import aiohttp
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from cases import CaseStore
-from storage import create_engine_from_url
 from ivr.prompts import synthesize_speech
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall

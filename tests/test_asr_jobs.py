@@ -25,8 +25,7 @@ from storage import create_engine_from_url, migrate_database
 from tests.support.descriptions import description_pipelines
 from tests.support.hotline_process import PROJECT_ROOT
 from tests.support.speech import concatenate, merge_channels, silence, synthesize
-from transcripts import (JobKind, JobStatus, Recording, TranscriptionJobError,
-                         TranscriptionJobStore, TranscriptionWorker)
+from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
 
 PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 

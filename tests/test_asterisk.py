@@ -1,4 +1,5 @@
 """Real Asterisk 16 + SIPp: the rendered config starts, registers agents, routes citizen calls to the FastAGI IVR."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +13,9 @@ from panoramisk import Manager
 
 from telephony import AsteriskConsole, agi_token
 from telephony.asterisk_process import AsteriskProcess, AsteriskStartError, render_asterisk_config
-from tests.support.asterisk_fixture import (  # noqa: F401  (fixtures)
+from tests.support.asterisk_fixture import (
     TEST_AGI_SECRET,
     FastAgiStub,
-    agi_stub,
-    asterisk,
-    asterisk_config,
     asterisk_pids_using,
     espeak_wav,
     make_test_config,
@@ -47,8 +45,9 @@ async def ami_login(host: str, port: int, username: str, secret: str) -> Manager
 async def test_asterisk_starts_and_ami_login_works(asterisk: AsteriskProcess, asterisk_config) -> None:
     assert asterisk.running and asterisk.pid
     assert asterisk.start_seconds is not None and asterisk.start_seconds < 10
-    manager = await ami_login("127.0.0.1", asterisk_config.ami_port, asterisk_config.ami_username,
-                              asterisk_config.ami_secret)
+    manager = await ami_login(
+        "127.0.0.1", asterisk_config.ami_port, asterisk_config.ami_username, asterisk_config.ami_secret
+    )
     try:
         assert manager.authenticated
         pong = await asyncio.wait_for(manager.send_action({"Action": "Ping"}), timeout=5)
@@ -74,8 +73,10 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
     ext = first["extensions.conf"]
     assert "exten => 12345,1,NoOp(citizen call from ${CALLERID(num)})" in ext
     # every AGI URL carries the channel's token, made from the secret in Asterisk's environment (not in any file)
-    assert ("AGI(agi://127.0.0.1:14573/ivr?auth=${SHA1(${ENV(HOTLINE_AGI_SECRET)}:${UNIQUEID})}"
-            "&linkedid=${CHANNEL(linkedid)},${HOTLINE_DIALED})") in ext
+    assert (
+        "AGI(agi://127.0.0.1:14573/ivr?auth=${SHA1(${ENV(HOTLINE_AGI_SECRET)}:${UNIQUEID})}"
+        "&linkedid=${CHANNEL(linkedid)},${HOTLINE_DIALED})"
+    ) in ext
     assert ext.count("AGI(agi://") == ext.count("?auth=${SHA1(${ENV(HOTLINE_AGI_SECRET)}:${UNIQUEID})}") == 5
     assert '${IF($["${HOTLINE_QUEUE_MAXWAIT}" = ""]?600:${HOTLINE_QUEUE_MAXWAIT})}' in ext
     assert "{{" not in "".join(first.values())
@@ -84,8 +85,7 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
 
 
 async def test_stop_leaves_no_asterisk_behind(tmp_path: Path) -> None:
-    cfg = make_test_config(tmp_path / "ast", sip_port=15160, ami_port=15138, rtp_port_start=17000,
-                           rtp_port_end=17099)
+    cfg = make_test_config(tmp_path / "ast", sip_port=15160, ami_port=15138, rtp_port_start=17000, rtp_port_end=17099)
     proc = AsteriskProcess(cfg, env={"HOTLINE_REDIS_URL": "redis://:pw@127.0.0.1:6379/0"})
     await proc.start()
     pid = proc.pid
@@ -128,7 +128,9 @@ async def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
 
 async def test_early_exit_and_no_answer_are_clear_errors(tmp_path: Path) -> None:
     crashing = tmp_path / "fake-asterisk"
-    crashing.write_text("#!/bin/sh\necho 'Loading modules'\necho 'ERROR: cannot open /nonexistent/asterisk.ctl'\nexit 3\n")
+    crashing.write_text(
+        "#!/bin/sh\necho 'Loading modules'\necho 'ERROR: cannot open /nonexistent/asterisk.ctl'\nexit 3\n"
+    )
     crashing.chmod(0o755)
     cfg = make_test_config(tmp_path / "ast", sip_port=15360, ami_port=15338)
     with pytest.raises(AsteriskStartError) as info:
@@ -153,25 +155,37 @@ async def test_agent_registers_with_right_password_only(asterisk, asterisk_confi
     assert not bad.registered and bad.refused_status in (401, 403), bad.sipp.describe()
 
 
-async def test_call_to_other_number_is_rejected(asterisk, asterisk_config, agi_stub: FastAgiStub,
-                                                tmp_path: Path) -> None:
+async def test_call_to_other_number_is_rejected(
+    asterisk, asterisk_config, agi_stub: FastAgiStub, tmp_path: Path
+) -> None:
     agi_stub.reset([])
-    result = await run_citizen_call(asterisk_config.sip_port, number="99999", from_user=CALLER,
-                                    work_dir=tmp_path, timeout=20)
+    result = await run_citizen_call(
+        asterisk_config.sip_port, number="99999", from_user=CALLER, work_dir=tmp_path, timeout=20
+    )
     assert result.ok and result.final_status == 404, result.describe()
     # A source address that is not the trunk (nor an agent) is not let in at all.
-    stranger = await CitizenCall(asterisk_config.sip_port, number="12345", local_ip="127.0.0.2",
-                                 work_dir=tmp_path, name="stranger", timeout=20).run()
+    stranger = await CitizenCall(
+        asterisk_config.sip_port, number="12345", local_ip="127.0.0.2", work_dir=tmp_path, name="stranger", timeout=20
+    ).run()
     assert not stranger.answered and stranger.final_status in (401, 403, 407), stranger.describe()
     assert agi_stub.sessions.empty()
 
 
-async def test_hotline_call_reaches_agi_and_delivers_dtmf(asterisk, asterisk_config, agi_stub: FastAgiStub,
-                                                          tmp_path: Path) -> None:
+async def test_hotline_call_reaches_agi_and_delivers_dtmf(
+    asterisk, asterisk_config, agi_stub: FastAgiStub, tmp_path: Path
+) -> None:
     agi_stub.reset(["WAIT FOR DIGIT 5000"])
-    call = CitizenCall(asterisk_config.sip_port, number="12345", from_user=CALLER, stock_dtmf=True,
-                       steps=[("pause", 800), ("dtmf", "1"), ("pause", 500)], hangup="wait",
-                       wait_bye_ms=10000, work_dir=tmp_path, timeout=30)
+    call = CitizenCall(
+        asterisk_config.sip_port,
+        number="12345",
+        from_user=CALLER,
+        stock_dtmf=True,
+        steps=[("pause", 800), ("dtmf", "1"), ("pause", 500)],
+        hangup="wait",
+        wait_bye_ms=10000,
+        work_dir=tmp_path,
+        timeout=30,
+    )
     result, session = await asyncio.gather(call.run(), agi_stub.next_session(timeout=25))
     # the dialplan hands the call's linkedid over in the URL (the caller's channel starts the call), after the
     # channel's token, which Asterisk made from the secret in its environment
@@ -185,9 +199,16 @@ async def test_hotline_call_reaches_agi_and_delivers_dtmf(asterisk, asterisk_con
 
 async def test_repeated_digits_all_arrive(asterisk, asterisk_config, agi_stub: FastAgiStub, tmp_path: Path) -> None:
     agi_stub.reset(["WAIT FOR DIGIT 5000"] * 3)
-    call = CitizenCall(asterisk_config.sip_port, number="12345", from_user=CALLER,
-                       steps=[("pause", 800), ("dtmf", "1"), ("dtmf", "1"), ("dtmf", "#")], hangup="wait",
-                       wait_bye_ms=10000, work_dir=tmp_path, timeout=30)
+    call = CitizenCall(
+        asterisk_config.sip_port,
+        number="12345",
+        from_user=CALLER,
+        steps=[("pause", 800), ("dtmf", "1"), ("dtmf", "1"), ("dtmf", "#")],
+        hangup="wait",
+        wait_bye_ms=10000,
+        work_dir=tmp_path,
+        timeout=30,
+    )
     result, session = await asyncio.gather(call.run(), agi_stub.next_session(timeout=25))
     assert session.replies == ["200 result=49", "200 result=49", "200 result=35"], session.replies
     assert result.ok, result.describe()
@@ -201,9 +222,16 @@ async def test_speech_is_recorded(asterisk, asterisk_config, agi_stub: FastAgiSt
     target = asterisk_config.recordings_dir / "t"
     (target.with_suffix(".wav")).unlink(missing_ok=True)
     agi_stub.reset([f"RECORD FILE {target} wav # 10000 0 s=2"])
-    call = CitizenCall(asterisk_config.sip_port, number="12345", from_user=CALLER,
-                       steps=[("pause", 300), ("audio", pcap)], hangup="wait", wait_bye_ms=15000,
-                       work_dir=tmp_path, timeout=40)
+    call = CitizenCall(
+        asterisk_config.sip_port,
+        number="12345",
+        from_user=CALLER,
+        steps=[("pause", 300), ("audio", pcap)],
+        hangup="wait",
+        wait_bye_ms=15000,
+        work_dir=tmp_path,
+        timeout=40,
+    )
     result, session = await asyncio.gather(call.run(), agi_stub.next_session(timeout=35))
     assert len(session.replies) == 1 and session.replies[0].startswith("200 result="), session.replies
     recorded = target.with_suffix(".wav")
@@ -211,13 +239,19 @@ async def test_speech_is_recorded(asterisk, asterisk_config, agi_stub: FastAgiSt
     assert result.ok, result.describe()
 
 
-async def test_queue_rings_registered_agent(asterisk, asterisk_config, agi_stub: FastAgiStub,
-                                            tmp_path: Path) -> None:
+async def test_queue_rings_registered_agent(asterisk, asterisk_config, agi_stub: FastAgiStub, tmp_path: Path) -> None:
     agi_stub.reset(['SET VARIABLE HOTLINE_QUEUE "complaints"', 'SET VARIABLE HOTLINE_QUEUE_MAXWAIT "20"'])
-    async with AgentPhone("agent1", "agent1-pass", asterisk_config.sip_port, talk_ms=1500,
-                          work_dir=tmp_path) as phone:
-        call = CitizenCall(asterisk_config.sip_port, number="12345", from_user=CALLER, steps=[],
-                           hangup="wait", wait_bye_ms=20000, work_dir=tmp_path, timeout=40)
+    async with AgentPhone("agent1", "agent1-pass", asterisk_config.sip_port, talk_ms=1500, work_dir=tmp_path) as phone:
+        call = CitizenCall(
+            asterisk_config.sip_port,
+            number="12345",
+            from_user=CALLER,
+            steps=[],
+            hangup="wait",
+            wait_bye_ms=20000,
+            work_dir=tmp_path,
+            timeout=40,
+        )
         result = await call.run()
         agent = await phone.wait_call(timeout=10)
     assert phone.answered, agent.describe()
@@ -241,9 +275,9 @@ def test_wav_to_rtp_pcap_layout(tmp_path: Path) -> None:
     assert struct.unpack("<IHHiIII", data[:24])[0] == 0xA1B2C3D4
     offset, stamps, seqs, tss = 24, [], [], []
     while offset < len(data):
-        sec, usec, incl, _ = struct.unpack("<IIII", data[offset:offset + 16])
-        frame = data[offset + 16: offset + 16 + incl]
-        rtp = frame[14 + 20 + 8:]
+        sec, usec, incl, _ = struct.unpack("<IIII", data[offset : offset + 16])
+        frame = data[offset + 16 : offset + 16 + incl]
+        rtp = frame[14 + 20 + 8 :]
         _, pt, seq, ts, _ = struct.unpack("!BBHII", rtp[:12])
         assert pt & 0x7F == 0 and len(rtp) == 12 + 160
         stamps.append(sec + usec / 1e6)
@@ -251,8 +285,8 @@ def test_wav_to_rtp_pcap_layout(tmp_path: Path) -> None:
         tss.append(ts)
         offset += 16 + incl
     assert len(stamps) == 75
-    assert all(abs((b - a) - 0.02) < 1e-6 for a, b in zip(stamps, stamps[1:]))
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
-    assert all((b - a) % 2**32 == 160 for a, b in zip(tss, tss[1:]))
+    assert all(abs((b - a) - 0.02) < 1e-6 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) % 2**32 == 160 for a, b in zip(tss, tss[1:], strict=False))
     last_payload = data[-160:]
     assert last_payload == b"\xff" * 160

@@ -13,12 +13,12 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore
-from storage import create_engine_from_url
+from ivr.prompts import synthesize_speech
 from queueing import CallRecordStore
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
-from ivr.prompts import synthesize_speech
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 

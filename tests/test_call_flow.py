@@ -1,5 +1,6 @@
 """The IVR call flow and its transcription rules, with small fakes for AGI, the stores and Vosk; the caller's
 description goes through the real durable job pipeline (SQLite job table, worker, case observer)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -83,9 +84,17 @@ class FakeCases:
 
     async def open(self, new: Any, *, actor: str) -> Any:
         number = f"26112900{len(self.cases) + 1:02d}"
-        self.cases[number] = {"case_number": number, "status": CaseStatus.NEW, "menu_path": [], "category": new.category,
-                              "transcript_status": "none", "recording_path": None, "notes": None, "transcript": None,
-                              "source_ref": new.source_ref}
+        self.cases[number] = {
+            "case_number": number,
+            "status": CaseStatus.NEW,
+            "menu_path": [],
+            "category": new.category,
+            "transcript_status": "none",
+            "recording_path": None,
+            "notes": None,
+            "transcript": None,
+            "source_ref": new.source_ref,
+        }
         self.actors.append(actor)
         return type("C", (), {"case_number": number})()
 
@@ -97,8 +106,15 @@ class FakeCases:
         notes = self.cases[case_number]["notes"]
         return f"{notes}\n{text}" if notes else text
 
-    async def classify(self, case_number: str, *, category: str | None = None, priority: int | None = None,
-                       menu_path: list[str] | None = None, actor: str = "system") -> None:
+    async def classify(
+        self,
+        case_number: str,
+        *,
+        category: str | None = None,
+        priority: int | None = None,
+        menu_path: list[str] | None = None,
+        actor: str = "system",
+    ) -> None:
         fields = {"category": category, "priority": priority, "menu_path": menu_path}
         self._change(case_number, actor, **{k: v for k, v in fields.items() if v is not None})
 
@@ -109,8 +125,9 @@ class FakeCases:
         self._change(case_number, actor, recording_path=recording_path, transcript_status="pending")
 
     async def drop_recording(self, case_number: str, reason: str, *, actor: str = "system") -> None:
-        self._change(case_number, actor, recording_path=None, transcript_status="failed",
-                     notes=self._note(case_number, reason))
+        self._change(
+            case_number, actor, recording_path=None, transcript_status="failed", notes=self._note(case_number, reason)
+        )
 
     async def transcript_pending(self, case_number: str, *, actor: str = "system") -> None:
         self._change(case_number, actor, transcript_status="pending")
@@ -183,14 +200,23 @@ async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
         yield running
 
 
-def _flow(tmp_path: Path, pipelines: DescriptionPipelines, recognizer: FakeRecognizer, *,
-          grammar: list[str] | None = None,
-          ) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, RunningPipeline]:
+def _flow(
+    tmp_path: Path,
+    pipelines: DescriptionPipelines,
+    recognizer: FakeRecognizer,
+    *,
+    grammar: list[str] | None = None,
+) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, RunningPipeline]:
     cases, records, live = FakeCases(), FakeStore(), FakeStore()
     pipeline = pipelines.start(cases, recognizer, max_attempts=2, grammar=grammar, live=live)
-    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2),
-                           prompts=FakePrompts(), cases=cases, records=records, live=live,
-                           descriptions=pipeline.descriptions)
+    flow = HotlineCallFlow(
+        options=IvrOptions(recordings_dir=tmp_path, menu_retries=2),
+        prompts=FakePrompts(),
+        cases=cases,
+        records=records,
+        live=live,
+        descriptions=pipeline.descriptions,
+    )
     return flow, cases, records, live, pipeline
 
 
@@ -214,8 +240,9 @@ async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path, pipelines: 
     assert await pipeline.store.get("description:2611290001") is None  # nothing recorded, nothing queued
 
 
-async def test_complaint_queued_then_transcribed_by_a_job(tmp_path: Path, wav: Path,
-                                                          pipelines: DescriptionPipelines) -> None:
+async def test_complaint_queued_then_transcribed_by_a_job(
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = FakeRecognizer("도로에 쓰레기")
     flow, cases, records, live, pipeline = _flow(tmp_path, pipelines, recognizer, grammar=["도로에 쓰레기"])
     agi = FakeAgi(["1"], recording=wav)
@@ -224,8 +251,12 @@ async def test_complaint_queued_then_transcribed_by_a_job(tmp_path: Path, wav: P
     case = cases.cases["2611290001"]
     assert case["transcript"] == "도로에 쓰레기" and case["transcript_status"] == "done"
     assert case["recording_path"] == str(tmp_path / "2611290001.wav")
-    assert agi.variables == {"HOTLINE_CASE": "2611290001", "HOTLINE_PRIORITY": "1", "HOTLINE_QUEUE": "complaints",
-                             "HOTLINE_PROMPT": "/prompts/to_agent"}
+    assert agi.variables == {
+        "HOTLINE_CASE": "2611290001",
+        "HOTLINE_PRIORITY": "1",
+        "HOTLINE_QUEUE": "complaints",
+        "HOTLINE_PROMPT": "/prompts/to_agent",
+    }
     assert "say:2611290001" in agi.log
     assert live.rows["linked-1"]["transcript"] == "도로에 쓰레기"
     assert live.rows["linked-1"]["transcript_status"] == "done"
@@ -236,8 +267,9 @@ async def test_complaint_queued_then_transcribed_by_a_job(tmp_path: Path, wav: P
     assert recognizer.grammars == [["도로에 쓰레기"]]  # the complaint grammar setting reaches the recognizer
 
 
-async def test_hang_up_after_describing_keeps_recording_and_transcript(tmp_path: Path, wav: Path,
-                                                                       pipelines: DescriptionPipelines) -> None:
+async def test_hang_up_after_describing_keeps_recording_and_transcript(
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     flow, cases, records, _, _ = _flow(tmp_path, pipelines, FakeRecognizer("가로등 고장"))
     await flow.handle(FakeAgi(["1"], hang_up_on="record", recording=wav))  # type: ignore[arg-type]
     await eventually(lambda: cases.cases["2611290001"]["transcript_status"] != "pending", what="transcript reported")
@@ -255,8 +287,9 @@ async def test_hang_up_at_welcome_keeps_an_abandoned_case(tmp_path: Path, pipeli
     assert records.rows["linked-1"]["outcome"] == "abandoned_in_ivr"
 
 
-async def test_asr_failure_is_retried_by_the_job_and_then_transcribed(tmp_path: Path, wav: Path,
-                                                                      pipelines: DescriptionPipelines) -> None:
+async def test_asr_failure_is_retried_by_the_job_and_then_transcribed(
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = FakeRecognizer(AsrError("recognizer crashed"), "이제 됩니다")
     flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     agi = FakeAgi(["1"], recording=wav)
@@ -284,8 +317,9 @@ async def test_retries_give_up_with_a_reason(tmp_path: Path, wav: Path, pipeline
     assert Path(case["recording_path"]).exists()
 
 
-async def test_too_short_recording_fails_at_once_and_says_why(tmp_path: Path, wav: Path,
-                                                              pipelines: DescriptionPipelines) -> None:
+async def test_too_short_recording_fails_at_once_and_says_why(
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = FakeRecognizer(AudioFormatError("recording x.wav: too short (0.2 s)"))
     flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     await flow.handle(FakeAgi(["1"], recording=wav))  # type: ignore[arg-type]
@@ -300,7 +334,8 @@ async def test_too_short_recording_fails_at_once_and_says_why(tmp_path: Path, wa
 
 
 async def test_the_caller_goes_to_the_queue_while_the_recognizer_is_still_busy(
-        tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = FakeRecognizer("늦은 설명")
     recognizer.release = asyncio.Event()  # the recognizer answers only when the test says so
     flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer)
@@ -322,7 +357,8 @@ async def test_the_caller_goes_to_the_queue_while_the_recognizer_is_still_busy(
 
 
 async def test_a_call_gone_from_the_live_state_still_gets_its_transcript_on_the_case(
-        tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
+    tmp_path: Path, wav: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = FakeRecognizer("끝난 통화")
     recognizer.release = asyncio.Event()
     flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer)

@@ -1,4 +1,5 @@
 """Agent console: accounts, login/logout, per-route roles, CSRF, notes, /healthz (in-memory fakes, real SQLite)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +7,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from identity import AccountExists, AccountStore, Role
 
 PASSWORD = "correct horse battery"
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # fast tests, same code path
-NOW = datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
 
 
 # --- fakes of the other domains -----------------------------------------------------------------
@@ -97,7 +98,7 @@ class FakeCases:
         case = await self.get(case_number)
         if len(text) > self.note_limit:
             raise FakeCaseRefused(f"note is longer than {self.note_limit} characters")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         case = replace(case, notes=f"{case.notes}\n{text}" if case.notes else text, updated_at=now)
         self.cases[case_number] = case
         history = self.history.setdefault(case_number, [])
@@ -384,7 +385,9 @@ async def test_json_login(console: Console) -> None:
         "/login", json={"username": "admin1", "password": "nope nope"}, headers={"X-CSRF-Token": token}
     )
     assert resp.status == 401 and (await resp.json())["error"] == "wrong username or password"
-    resp = await client.post("/login", json={"username": "admin1", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    resp = await client.post(
+        "/login", json={"username": "admin1", "password": PASSWORD}, headers={"X-CSRF-Token": token}
+    )
     assert resp.status == 200
     body = await resp.json()
     assert body["account"]["role"] == "admin" and body["csrf_token"] != token
@@ -403,15 +406,25 @@ async def test_every_route_declares_its_roles(console: Console) -> None:
         if policy is PUBLIC:
             public.add((route.method, concrete_path(route).split("/console.css")[0]))
     # /metrics is public to the session layer only: its view demands a bearer token or a loopback client.
-    assert public == {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("GET", "/static"), ("HEAD", "/static"),
-                      ("GET", "/metrics")}
+    assert public == {
+        ("GET", "/healthz"),
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("GET", "/static"),
+        ("HEAD", "/static"),
+        ("GET", "/metrics"),
+    }
 
 
 async def test_route_added_outside_the_table_is_refused(store: AccountStore) -> None:
     await store.create("admin9", PASSWORD, Role.ADMIN)
     app = create_console_app(
-        cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
-        health=FakeHealth(), session_key=os.urandom(32),
+        cases=FakeCases(),
+        live_calls=FakeLiveCalls([]),
+        call_records=FakeRecords(),
+        accounts=store,
+        health=FakeHealth(),
+        session_key=os.urandom(32),
     )
 
     async def sneaky(request: web.Request) -> web.Response:
@@ -452,7 +465,9 @@ async def test_each_role_gets_exactly_its_routes(console: Console) -> None:
             for route in routes:
                 path = concrete_path(route)
                 resp = await client.request(
-                    route.method, path, headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+                    route.method,
+                    path,
+                    headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
                     allow_redirects=False,
                 )
                 allowed = role in route_policy(console.app, route)
@@ -469,7 +484,8 @@ async def test_agent_gets_403_on_admin_routes(console: Console) -> None:
     resp = await console.client.get("/api/accounts")
     assert resp.status == 403 and (await resp.json()) == {"error": "role agent may not use this"}
     resp = await console.client.post(
-        "/api/accounts", json={"username": "mallory", "password": PASSWORD, "role": "admin"},
+        "/api/accounts",
+        json={"username": "mallory", "password": PASSWORD, "role": "admin"},
         headers={"X-CSRF-Token": csrf},
     )
     assert resp.status == 403
@@ -516,7 +532,9 @@ async def test_csrf_token_required_on_post(console: Console) -> None:
 async def test_add_notes_to_a_case(console: Console) -> None:
     csrf = await login(console.client, "agent1")
     headers = {"X-CSRF-Token": csrf}
-    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Called back,  sent crew"}, headers=headers)
+    resp = await console.client.post(
+        "/api/cases/2611290001/notes", json={"note": "Called back,  sent crew"}, headers=headers
+    )
     assert resp.status == 200
     notes = (await resp.json())["case"]["notes"]
     assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d agent1\] Called back, sent crew", notes)
@@ -583,9 +601,15 @@ async def test_live_calls_and_screen_pop(console: Console) -> None:
     assert pop["case"]["case_number"] == "2611290001"
 
     # A newer call connected to the same agent wins; calls of other agents or not connected never pop.
-    console.live.calls.append(live_call(linkedid="1700000100.5", started_at="2026-11-29T09:40:00+00:00", agent="agent1"))
-    console.live.calls.append(live_call(linkedid="1700000200.5", started_at="2026-11-29T09:50:00+00:00", agent="PJSIP/agent2"))
-    console.live.calls.append(live_call(linkedid="1700000300.5", started_at="2026-11-29T09:55:00+00:00", state="ringing"))
+    console.live.calls.append(
+        live_call(linkedid="1700000100.5", started_at="2026-11-29T09:40:00+00:00", agent="agent1")
+    )
+    console.live.calls.append(
+        live_call(linkedid="1700000200.5", started_at="2026-11-29T09:50:00+00:00", agent="PJSIP/agent2")
+    )
+    console.live.calls.append(
+        live_call(linkedid="1700000300.5", started_at="2026-11-29T09:55:00+00:00", state="ringing")
+    )
     body = await (await console.client.get("/api/calls/live")).json()
     assert body["screen_pop"]["call"]["linkedid"] == "1700000100.5"
 
@@ -637,9 +661,13 @@ async def test_accounts_api(console: Console) -> None:
     assert resp.status == 201 and (await resp.json())["account"]["sip_endpoint"] == "agent3"
     resp = await console.client.post("/api/accounts", json=new, headers=headers)
     assert resp.status == 409
-    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "password": "short"}, headers=headers)
+    resp = await console.client.post(
+        "/api/accounts", json={**new, "username": "agent4", "password": "short"}, headers=headers
+    )
     assert resp.status == 400 and (await resp.json()) == {"error": "password: must be at least 8 characters"}
-    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "role": "boss"}, headers=headers)
+    resp = await console.client.post(
+        "/api/accounts", json={**new, "username": "agent4", "role": "boss"}, headers=headers
+    )
     assert resp.status == 400 and (await resp.json())["error"].startswith("role:")
     resp = await console.client.post("/api/accounts", json={"password": PASSWORD, "role": "agent"}, headers=headers)
     assert resp.status == 400 and (await resp.json()) == {"error": "username: required"}
@@ -661,8 +689,10 @@ async def test_healthz(console: Console) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
 
-    console.health.report = {"ok": False, "components": {"ami": {"ok": False, "reconnects": 3,
-                                                                 "last_error": "10.1.2.3:5038 refused"}}}
+    console.health.report = {
+        "ok": False,
+        "components": {"ami": {"ok": False, "reconnects": 3, "last_error": "10.1.2.3:5038 refused"}},
+    }
     resp = await client.get("/healthz")
     assert resp.status == 503 and (await resp.json()) == {"status": "unavailable"}
     assert "10.1.2.3" not in await resp.text()
@@ -694,8 +724,13 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
 
     for check, status in ((lambda: {"ok": True, "components": {}}, 200), (boom, 503), (hang, 503), (lambda: None, 503)):
         app = create_console_app(
-            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
-            health=check, session_key=os.urandom(32), health_timeout=0.2,
+            cases=FakeCases(),
+            live_calls=FakeLiveCalls([]),
+            call_records=FakeRecords(),
+            accounts=store,
+            health=check,
+            session_key=os.urandom(32),
+            health_timeout=0.2,
         )
         async with TestClient(TestServer(app)) as client:
             resp = await client.get("/healthz")
@@ -706,8 +741,12 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
 async def test_session_key_must_be_32_bytes(store: AccountStore) -> None:
     with pytest.raises(ValueError, match="session_key"):
         create_console_app(
-            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
-            health=lambda: {"ok": True}, session_key=b"short",
+            cases=FakeCases(),
+            live_calls=FakeLiveCalls([]),
+            call_records=FakeRecords(),
+            accounts=store,
+            health=lambda: {"ok": True},
+            session_key=b"short",
         )
 
 
@@ -726,8 +765,9 @@ def _display_rules_of(html: str) -> Any:
 
 
 async def test_caller_supplied_text_is_escaped_on_every_console_page(console: Console) -> None:
-    console.cases.cases["2611290001"] = replace(console.cases.cases["2611290001"], caller_number=SCRIPT,
-                                                transcript=SCRIPT, notes=SCRIPT, menu_path=[SCRIPT])
+    console.cases.cases["2611290001"] = replace(
+        console.cases.cases["2611290001"], caller_number=SCRIPT, transcript=SCRIPT, notes=SCRIPT, menu_path=[SCRIPT]
+    )
     console.live.calls[0].update(caller_number=SCRIPT, transcript=SCRIPT, ivr_path=[SCRIPT], category=SCRIPT)
     await console.accounts.create("mallory", PASSWORD, Role.ADMIN, display_name=SCRIPT, sip_endpoint="agent1")
     for username in ("mallory", "agent1", "roads"):  # admin (all sections, accounts), agent (screen pop), department
@@ -742,8 +782,9 @@ async def test_caller_supplied_text_is_escaped_on_every_console_page(console: Co
             await client.close()
     # The login form echoes what was typed, and the next URL it was sent to.
     token = await login_csrf(console.client)
-    resp = await console.client.post("/login", data={"username": SCRIPT, "password": "wrong password",
-                                                     "csrf_token": token, "next": "/" + SCRIPT})
+    resp = await console.client.post(
+        "/login", data={"username": SCRIPT, "password": "wrong password", "csrf_token": token, "next": "/" + SCRIPT}
+    )
     html = await resp.text()
     assert resp.status == 401 and "<script>alert" not in html and ESCAPED_SCRIPT in html
     html = await (await console.client.get("/login?next=/%3Cscript%3E")).text()
@@ -755,24 +796,63 @@ def test_every_template_renders_with_autoescape(tmp_path: Any) -> None:
 
     from agent_console.pages import TEMPLATES
 
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
-                             accounts=None, health=FakeHealth(), session_key=os.urandom(32))  # type: ignore[arg-type]
+    app = create_console_app(
+        cases=FakeCases(),
+        live_calls=FakeLiveCalls([]),
+        call_records=FakeRecords(),
+        accounts=None,
+        health=FakeHealth(),
+        session_key=os.urandom(32),
+    )  # type: ignore[arg-type]
     env = app[TEMPLATES]
     bold = "<b>x</b>"
-    row = {key: bold for key in ("case_number", "caller_number", "transcript", "notes", "category", "status",
-                                 "linkedid", "state", "queue", "agent", "outcome", "username", "display_name",
-                                 "role", "sip_endpoint", "name", "pause_reason", "live_pause_reason")}
+    row = {
+        key: bold
+        for key in (
+            "case_number",
+            "caller_number",
+            "transcript",
+            "notes",
+            "category",
+            "status",
+            "linkedid",
+            "state",
+            "queue",
+            "agent",
+            "outcome",
+            "username",
+            "display_name",
+            "role",
+            "sip_endpoint",
+            "name",
+            "pause_reason",
+            "live_pause_reason",
+        )
+    }
     row.update(menu_path=[bold], ivr_path=[bold], skills={bold: 0}, paused=True, logged_in=True)
     account = SimpleNamespace(username=bold, display_name=bold, role="admin", sip_endpoint=bold)
     common = {"account": account, "csrf": bold}
     contexts = {
         "base.html": {**common, "page": bold},
         "login.html": {**common, "error": bold, "username": bold, "next_url": bold},
-        "console.html": {**common, "console_role": True, "live_calls": [row], "pop": {"call": row, "case": row},
-                         "cases": [row], "records": [row], "accounts": [row]},
+        "console.html": {
+            **common,
+            "console_role": True,
+            "live_calls": [row],
+            "pop": {"call": row, "case": row},
+            "cases": [row],
+            "records": [row],
+            "accounts": [row],
+        },
         "no_call.html": common,
-        "agents.html": {**common, "agents": [row], "mine": row, "supervisor": True, "pause_reasons": [bold],
-                        "error": bold},
+        "agents.html": {
+            **common,
+            "agents": [row],
+            "mine": row,
+            "supervisor": True,
+            "pause_reasons": [bold],
+            "error": bold,
+        },
         "flows.html": {**common, "flow_name": bold, "live_version": bold, "yaml_text": bold},
         "macros.html": {},
     }
@@ -783,10 +863,17 @@ def test_every_template_renders_with_autoescape(tmp_path: Any) -> None:
         if name != "macros.html":
             assert bold not in html and "&lt;b&gt;x&lt;/b&gt;" in html, name
     macros = env.get_template("macros.html").module
-    for macro, args in (("field", ("span", {"v": bold}, "v")), ("case_row", (row, bold, True)),
-                        ("live_row", (row,)), ("screen_pop", ({"call": row, "case": row}, bold)),
-                        ("record_row", (row,)), ("account_row", (row,)), ("agent_panel", (row, bold, [bold])),
-                        ("agent_row", (row, bold, [bold])), ("empty_row", ([], 3, bold))):
+    for macro, args in (
+        ("field", ("span", {"v": bold}, "v")),
+        ("case_row", (row, bold, True)),
+        ("live_row", (row,)),
+        ("screen_pop", ({"call": row, "case": row}, bold)),
+        ("record_row", (row,)),
+        ("account_row", (row,)),
+        ("agent_panel", (row, bold, [bold])),
+        ("agent_row", (row, bold, [bold])),
+        ("empty_row", ([], 3, bold)),
+    ):
         html = str(getattr(macros, macro)(*args))
         assert bold not in html and "&lt;b&gt;x&lt;/b&gt;" in html, macro
 
@@ -804,8 +891,14 @@ async def test_pages_hand_javascript_the_display_rules_python_uses(console: Cons
     # The scripts keep no copies of their own: no label or format of the rules is written in them.
     static = Path(display.__file__).parent / "static"
     rules = display.rules()
-    texts = [rules["empty"], rules["list_separator"], rules["datetime_format"], rules["time_format"],
-             rules["paused_state_label"], *(rule["text"] for rule in rules["pending_rules"])]
+    texts = [
+        rules["empty"],
+        rules["list_separator"],
+        rules["datetime_format"],
+        rules["time_format"],
+        rules["paused_state_label"],
+        *(rule["text"] for rule in rules["pending_rules"]),
+    ]
     for labels in ("live_state_labels", "agent_state_labels", "agent_action_labels"):
         texts += [label for key, label in rules[labels].items() if label != key]
     for script in static.glob("*.js"):
@@ -825,17 +918,44 @@ def test_display_js_shows_what_python_shows() -> None:
 
     from agent_console import display
 
-    values = [None, "", [], ["1", "complaint"], "2026-11-29T09:30:05+00:00", "2026-11-29T23:59:59",
-              "not a time", "connected", "ivr", "hold", 95, 95.7, "12", "abc", "text"]
+    values = [
+        None,
+        "",
+        [],
+        ["1", "complaint"],
+        "2026-11-29T09:30:05+00:00",
+        "2026-11-29T23:59:59",
+        "not a time",
+        "connected",
+        "ivr",
+        "hold",
+        95,
+        95.7,
+        "12",
+        "abc",
+        "text",
+    ]
     kinds = ["text", "notes", "list", "datetime", "time", "state", "seconds"]
     agents = [
-        {"name": "agent1", "logged_in": logged_in, "paused": paused, "state": state, "pause_reason": reason,
-         "live_pause_reason": live_reason, "skills": {"inquiries": 0, "complaints": 1} if logged_in else {},
-         "display_name": "Kim", "state_since": since}
-        for logged_in in (False, True) for paused in (False, True)
+        {
+            "name": "agent1",
+            "logged_in": logged_in,
+            "paused": paused,
+            "state": state,
+            "pause_reason": reason,
+            "live_pause_reason": live_reason,
+            "skills": {"inquiries": 0, "complaints": 1} if logged_in else {},
+            "display_name": "Kim",
+            "state_since": since,
+        }
+        for logged_in in (False, True)
+        for paused in (False, True)
         for state in (None, "logged_out", "available", "paused", "on_call", "wrap_up", "some_new_state")
-        for reason, live_reason, since in ((None, None, None), ("case_work", None, 1764400000.5),
-                                           ("break", "meeting", "junk"))
+        for reason, live_reason, since in (
+            (None, None, None),
+            ("case_work", None, 1764400000.5),
+            ("break", "meeting", "junk"),
+        )
     ]
     agents.append({"state": "available"})  # the row template's agent: no name, no controls
     script = f"""

@@ -1,5 +1,6 @@
 """The admin flow API of the console: list, get, validate (errors as JSON + diagram), publish, roll back, audit;
 admin only, CSRF on POST. Uses the real FlowStore on a migrated SQLite database."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,12 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
+from identity import AccountStore, Role
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
+from storage import create_engine_from_url, migrate_database
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 from tests.test_flows_engine import LangPrompts, _flow_to_queue
 from tests.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, vocabulary_for
@@ -37,8 +38,14 @@ async def _console(tmp_path: Path, with_flows: bool = True) -> tuple[TestClient,
     accounts = AccountStore(engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN, display_name="Admin")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR, display_name="Super")
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
-                             accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
+    app = create_console_app(
+        cases=FakeCases(),
+        live_calls=FakeLiveCalls([]),
+        call_records=FakeRecords(),
+        accounts=accounts,
+        health=FakeHealth(),
+        session_key=os.urandom(32),
+    )
     store = FlowStore(engine)
     if with_flows:
         validator = FlowValidator(vocabulary_for=vocabulary_for, queues=QUEUES, base_dir=DEFAULT_FLOW.parent)
@@ -64,18 +71,23 @@ async def test_validate_returns_node_errors_as_json_with_a_diagram(flow_console:
     flow = base_flow()
     flow["nodes"]["bus"]["next"] = "nowhere"
     flow["nodes"]["menu"]["options"][0]["keywords"]["ko"] = ["도로"]
-    resp = await c.post("/api/flows/validate", json={"yaml": yaml.safe_dump(flow, allow_unicode=True)},
-                        headers={"X-CSRF-Token": csrf})
+    resp = await c.post(
+        "/api/flows/validate", json={"yaml": yaml.safe_dump(flow, allow_unicode=True)}, headers={"X-CSRF-Token": csrf}
+    )
     assert resp.status == 200
     report = await resp.json()
     assert report["ok"] is False
-    assert {"node": "bus", "message": "next goes to missing node 'nowhere'",
-            "text": "node 'bus': next goes to missing node 'nowhere'"} in report["errors"]
+    assert {
+        "node": "bus",
+        "message": "next goes to missing node 'nowhere'",
+        "text": "node 'bus': next goes to missing node 'nowhere'",
+    } in report["errors"]
     assert any(e["node"] == "menu" and "'도로'" in e["message"] for e in report["errors"])
     svg = report["diagram_svg"]
     assert svg.startswith("<svg") and 'data-node="bus"' in svg and "node-error" in svg
-    resp = await c.post("/api/flows/validate", json={"yaml": DEFAULT_FLOW.read_text(encoding="utf-8")},
-                        headers={"X-CSRF-Token": csrf})
+    resp = await c.post(
+        "/api/flows/validate", json={"yaml": DEFAULT_FLOW.read_text(encoding="utf-8")}, headers={"X-CSRF-Token": csrf}
+    )
     report = await resp.json()
     assert report["ok"] is True and report["errors"] == [] and len(report["warnings"]) == 2
     resp = await c.post("/api/flows/validate", json={"nope": 1}, headers={"X-CSRF-Token": csrf})
@@ -92,8 +104,9 @@ async def test_publish_rollback_audit_and_listing(flow_console: FlowConsole) -> 
 
     text_a = _flow_to_queue("inquiries").replace("name: t", "name: default")
     text_b = _flow_to_queue("complaints").replace("name: t", "name: default")
-    resp = await c.post("/api/flows/publish", json={"yaml": text_a, "comment": "holiday menu"},
-                        headers={"X-CSRF-Token": csrf})
+    resp = await c.post(
+        "/api/flows/publish", json={"yaml": text_a, "comment": "holiday menu"}, headers={"X-CSRF-Token": csrf}
+    )
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["version"] == 1
     resp = await c.post("/api/flows/publish", json={"yaml": text_b}, headers={"X-CSRF-Token": csrf})
@@ -102,8 +115,9 @@ async def test_publish_rollback_audit_and_listing(flow_console: FlowConsole) -> 
 
     bad = yaml.safe_load(text_b)
     bad["nodes"]["orphan"] = {"kind": "hangup"}
-    resp = await c.post("/api/flows/publish", json={"yaml": yaml.safe_dump(bad, allow_unicode=True)},
-                        headers={"X-CSRF-Token": csrf})
+    resp = await c.post(
+        "/api/flows/publish", json={"yaml": yaml.safe_dump(bad, allow_unicode=True)}, headers={"X-CSRF-Token": csrf}
+    )
     assert resp.status == 422
     body = await resp.json()
     assert body["error"] == "node 'orphan': unreachable: no path from the start node 'welcome'"
@@ -123,7 +137,10 @@ async def test_publish_rollback_audit_and_listing(flow_console: FlowConsole) -> 
     assert [v["version"] for v in versions] == [3, 2, 1] and "text" not in versions[0]
     audit = (await (await c.get("/api/flows/audit")).json())["audit"]
     assert [(a["actor"], a["action"], a["from_version"], a["to_version"]) for a in audit] == [
-        ("admin1", "rollback", 2, 3), ("admin1", "publish", 1, 2), ("admin1", "publish", None, 1)]
+        ("admin1", "rollback", 2, 3),
+        ("admin1", "publish", 1, 2),
+        ("admin1", "publish", None, 1),
+    ]
     assert audit[2]["detail"] == "holiday menu"
     page = await c.get("/flows")
     assert page.status == 200
@@ -134,11 +151,21 @@ async def test_publish_rollback_audit_and_listing(flow_console: FlowConsole) -> 
 async def test_flow_routes_are_admin_only_and_need_csrf(flow_console: FlowConsole) -> None:
     c = flow_console.client
     csrf = await login(c, "super1")
-    for method, path in (("GET", "/api/flows"), ("GET", "/api/flows/default"), ("GET", "/flows"),
-                         ("GET", "/api/flows/audit"), ("POST", "/api/flows/validate"),
-                         ("POST", "/api/flows/publish"), ("POST", "/api/flows/default/rollback")):
-        resp = await c.request(method, path, headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
-                               json={"yaml": "x"} if method == "POST" else None)
+    for method, path in (
+        ("GET", "/api/flows"),
+        ("GET", "/api/flows/default"),
+        ("GET", "/flows"),
+        ("GET", "/api/flows/audit"),
+        ("POST", "/api/flows/validate"),
+        ("POST", "/api/flows/publish"),
+        ("POST", "/api/flows/default/rollback"),
+    ):
+        resp = await c.request(
+            method,
+            path,
+            headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+            json={"yaml": "x"} if method == "POST" else None,
+        )
         assert resp.status == 403, (method, path, resp.status)
     admin = TestClient(TestServer(c.server.app))
     await admin.start_server()
@@ -154,7 +181,9 @@ async def test_flow_routes_are_admin_only_and_need_csrf(flow_console: FlowConsol
 async def test_flow_text_is_escaped_on_the_editor_page(flow_console: FlowConsole) -> None:
     c = flow_console.client
     csrf = await login(c, "admin1")
-    text = "# </textarea><script>alert('x')</script>\n" + _flow_to_queue("inquiries").replace("name: t", "name: default")
+    text = "# </textarea><script>alert('x')</script>\n" + _flow_to_queue("inquiries").replace(
+        "name: t", "name: default"
+    )
     resp = await c.post("/api/flows/publish", json={"yaml": text}, headers={"X-CSRF-Token": csrf})
     assert resp.status == 201, await resp.text()
     html = await (await c.get("/flows")).text()

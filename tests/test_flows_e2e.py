@@ -29,7 +29,7 @@ ENV = {
     "HOTLINE_RTP_PORT_END": str(BASE_PORT + 599),
     "HOTLINE_MENU_TIMEOUT_SECONDS": "4",
     "HOTLINE_RECORD_MAX_SECONDS": "15",
-    "HOTLINE_TRANSFER_DIAL": "PJSIP/trunk/sip:{number}@127.0.0.1:%d" % (BASE_PORT + 70),
+    "HOTLINE_TRANSFER_DIAL": "PJSIP/trunk/sip:{number}@127.0.0.1:" + str(BASE_PORT + 70),
 }
 
 
@@ -91,7 +91,7 @@ async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest,
                               ("pause", int(min(1.2, to_agent / 2) * 1000))]),
     }
     results = await asyncio.gather(*(c.run() for c in calls.values()))
-    for caller, result in zip(calls, results):
+    for caller, result in zip(calls, results, strict=True):
         assert result.answered and result.ok, f"{caller}: {result.describe()}"
 
     def path_of(case: Any) -> list[str]:
@@ -216,6 +216,6 @@ async def test_transfer_node_dials_the_external_number(hotline: HotlineUnderTest
         assert result.hung_up_by == "asterisk", result.describe()  # after the external number was busy
     finally:
         transport.close()
-    assert busy.invites and busy.invites[0].startswith("INVITE sip:0212345678@127.0.0.1:%d" % (BASE_PORT + 70))
+    assert busy.invites and busy.invites[0].startswith(f"INVITE sip:0212345678@127.0.0.1:{BASE_PORT + 70}")
     case = await probe.case_by_caller("01033300021", until=lambda c: list(c.menu_path)[-1:] == ["transfer:0212345678"])
     assert list(case.menu_path) == ["9", "transfer:0212345678"], case

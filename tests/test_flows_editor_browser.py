@@ -12,12 +12,12 @@ import pytest
 from aiohttp import web
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
+from identity import AccountStore, Role
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
+from storage import create_engine_from_url, migrate_database
 from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords
 from tests.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
 from tests.test_flows_engine import LangPrompts

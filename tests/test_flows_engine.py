@@ -1,5 +1,6 @@
 """The flow engine with small fakes: every node kind, speech menus, per-call versions, independence of calls,
 and FlowStore versions/audit/surveys on SQLite."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,9 +38,16 @@ class LangPrompts:
 class ScriptedAgi:
     """Answers AGI calls from scripts: keys for GET DATA, barge-in keys, and what the caller does when listened to."""
 
-    def __init__(self, keys: list[str] | None = None, listen: list[str] | None = None,
-                 barge: dict[str, str] | None = None, block_on: str | None = None, hang_up_on: str | None = None,
-                 caller: str = "01011112222", uniqueid: str = "1.1") -> None:
+    def __init__(
+        self,
+        keys: list[str] | None = None,
+        listen: list[str] | None = None,
+        barge: dict[str, str] | None = None,
+        block_on: str | None = None,
+        hang_up_on: str | None = None,
+        caller: str = "01011112222",
+        uniqueid: str = "1.1",
+    ) -> None:
         self.keys = list(keys or [])
         self.listen = list(listen or [])  # "dtmf:2", "say" (some speech), "" (silence)
         self.barge = barge or {}
@@ -84,8 +92,9 @@ class ScriptedAgi:
         digits, _ = await self.get_data(path, timeout_ms, 1)
         return digits
 
-    async def record_file(self, path: str, fmt: str, escape_digits: str, max_ms: int, silence_s: int,
-                          beep: bool = True) -> AgiResult:
+    async def record_file(
+        self, path: str, fmt: str, escape_digits: str, max_ms: int, silence_s: int, beep: bool = True
+    ) -> AgiResult:
         await self._event(f"record:{Path(path).parent.name}")
         action = self.listen.pop(0) if self.listen else ""
         if action.startswith("dtmf:"):
@@ -142,8 +151,9 @@ class FixedSource:
 
 async def _source(path_or_text: Path | str, version: int = 1) -> FixedSource:
     text = path_or_text.read_text(encoding="utf-8") if isinstance(path_or_text, Path) else path_or_text
-    loaded = await compile_flow("default", version, text, FlowValidator(base_dir=DEFAULT_FLOW.parent),
-                                lambda _doc: LangPrompts())
+    loaded = await compile_flow(
+        "default", version, text, FlowValidator(base_dir=DEFAULT_FLOW.parent), lambda _doc: LangPrompts()
+    )
     return FixedSource(loaded)
 
 
@@ -153,16 +163,30 @@ async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
         yield running
 
 
-def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, speech: Any = None,
-            clock: datetime | None = None, cases: FakeCases | None = None,
-            transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
+def _engine(
+    tmp_path: Path,
+    pipelines: DescriptionPipelines,
+    flows: Any,
+    *,
+    speech: Any = None,
+    clock: datetime | None = None,
+    cases: FakeCases | None = None,
+    transfer_dial: str | None = None,
+) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
     cases = cases or LookupCases()
     records, live, surveys = FakeStore(), FakeStore(), FakeSurveys()
     descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1, live=live).descriptions
-    engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
-                             flows=flows,
-                             cases=cases, records=records, live=live, descriptions=descriptions,
-                             speech=speech, surveys=surveys, clock=(lambda: clock) if clock else None)
+    engine = HotlineCallFlow(
+        options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
+        flows=flows,
+        cases=cases,
+        records=records,
+        live=live,
+        descriptions=descriptions,
+        speech=speech,
+        surveys=surveys,
+        clock=(lambda: clock) if clock else None,
+    )
     return engine, cases, records, live, surveys
 
 
@@ -173,14 +197,19 @@ def _only_case(cases: FakeCases) -> dict[str, Any]:
 
 # -- the default flow --------------------------------------------------------------------------------------
 
+
 async def test_default_flow_barge_in_during_welcome(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
     agi = ScriptedAgi(barge={"/ko/welcome": "2"})
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["menu_path"] == ["2"] and case["category"] == "inquiry"
-    assert agi.variables == {"HOTLINE_CASE": case["case_number"], "HOTLINE_PRIORITY": "0",
-                             "HOTLINE_QUEUE": "inquiries", "HOTLINE_PROMPT": "/ko/to_agent"}
+    assert agi.variables == {
+        "HOTLINE_CASE": case["case_number"],
+        "HOTLINE_PRIORITY": "0",
+        "HOTLINE_QUEUE": "inquiries",
+        "HOTLINE_PROMPT": "/ko/to_agent",
+    }
     assert not any(e.startswith("get:") for e in agi.log)
     assert records.rows[f"linked-{agi.uniqueid}"]["ivr_path"] == ["2"]
 
@@ -194,7 +223,8 @@ async def test_default_flow_hang_up_mid_prompt_keeps_the_case(tmp_path: Path, pi
 
 
 async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
-        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     engine, cases, _, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
     agi = ScriptedAgi(keys=["1"], listen=["say"])
     await engine.handle(agi)  # type: ignore[arg-type]
@@ -209,10 +239,15 @@ async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
 
 # -- speech menus ------------------------------------------------------------------------------------------
 
+
 async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = QueuedRecognizer(["버스"])
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW),
-                                     speech=lambda lang, model: recognizer if model == "default" else None)
+    engine, cases, _, _, _ = _engine(
+        tmp_path,
+        pipelines,
+        await _source(DEFAULT_FLOW),
+        speech=lambda lang, model: recognizer if model == "default" else None,
+    )
     agi = ScriptedAgi(listen=["say"])
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
@@ -222,16 +257,22 @@ async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path, pip
     assert list((tmp_path / "menu-speech").iterdir()) == []  # the listened-to audio is not kept
 
 
-async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = QueuedRecognizer([""])
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+    engine, cases, _, _, _ = _engine(
+        tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer
+    )
     agi = ScriptedAgi(listen=["say", "dtmf:1"])
     await engine.handle(agi)  # type: ignore[arg-type]
     case = _only_case(cases)
     assert case["menu_path"] == ["no-input", "1", "recorded"]
     assert agi.variables["HOTLINE_QUEUE"] == "complaints" and agi.variables["HOTLINE_PRIORITY"] == "1"
     # Invalid keys during listening count as invalid, like in a DTMF menu.
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+    engine, cases, _, _, _ = _engine(
+        tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer
+    )
     await engine.handle(ScriptedAgi(listen=["dtmf:9", "", ""]))  # type: ignore[arg-type]
     assert _only_case(cases)["menu_path"] == ["invalid:9", "no-input", "no-input", "fallback:0"]
 
@@ -245,6 +286,7 @@ async def test_speech_menu_without_a_model_uses_keys(tmp_path: Path, pipelines: 
 
 
 # -- the example flow: language, hours, callback, case status, survey, transfer, goto -----------------------
+
 
 async def test_language_choice_then_closed_hours_callback(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_SUNDAY)
@@ -260,10 +302,19 @@ async def test_language_choice_then_closed_hours_callback(tmp_path: Path, pipeli
 
 async def test_case_status_lookup_and_survey(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     cases = LookupCases()
-    cases.cases["2611280042"] = {"case_number": "2611280042", "status": CaseStatus.OPEN, "menu_path": [],
-                                 "category": "complaint", "transcript_status": "done", "recording_path": None,
-                                 "notes": None, "transcript": "x"}
-    engine, _, _, _, surveys = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON, cases=cases)
+    cases.cases["2611280042"] = {
+        "case_number": "2611280042",
+        "status": CaseStatus.OPEN,
+        "menu_path": [],
+        "category": "complaint",
+        "transcript_status": "done",
+        "recording_path": None,
+        "notes": None,
+        "transcript": "x",
+    }
+    engine, _, _, _, surveys = _engine(
+        tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON, cases=cases
+    )
     agi = ScriptedAgi(keys=["1", "2", "2611280042", "5"])
     await engine.handle(agi)  # type: ignore[arg-type]
     new = [c for n, c in cases.cases.items() if n != "2611280042"][0]
@@ -285,8 +336,13 @@ async def test_unknown_case_number_and_menu_failure_transfer(tmp_path: Path, pip
     assert case["menu_path"] == ["language:ko", "open", "invalid:8", "no-input", "failure", "transfer:0212345678"]
     assert agi.variables["HOTLINE_TRANSFER"] == "0212345678" and "HOTLINE_QUEUE" not in agi.variables
     assert "HOTLINE_TRANSFER_DIAL" not in agi.variables  # no outbound route configured: the call ends
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
-                                     transfer_dial="PJSIP/trunk/sip:{number}@10.0.0.1:5060")
+    engine, cases, _, _, _ = _engine(
+        tmp_path,
+        pipelines,
+        await _source(EXAMPLE_FLOW),
+        clock=SEOUL_MONDAY_NOON,
+        transfer_dial="PJSIP/trunk/sip:{number}@10.0.0.1:5060",
+    )
     agi = ScriptedAgi(keys=["1", "", ""])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_TRANSFER_DIAL"] == "PJSIP/trunk/sip:0212345678@10.0.0.1:5060"
@@ -307,6 +363,7 @@ async def test_operator_goto_and_queue_priority(tmp_path: Path, pipelines: Descr
 
 
 # -- versions and independence of calls ---------------------------------------------------------------------
+
 
 class MemoryVersions:
     """FlowStore's lookup half, in memory."""
@@ -330,7 +387,9 @@ def _flow_to_queue(queue: str) -> str:
     return yaml.safe_dump(flow, allow_unicode=True)
 
 
-async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
@@ -357,7 +416,9 @@ async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(t
     assert back.variables["HOTLINE_QUEUE"] == "inquiries"
 
 
-async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
@@ -387,6 +448,7 @@ async def test_a_stalled_call_does_not_hold_up_others(tmp_path: Path, pipelines:
 
 # -- FlowStore ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 async def flow_store(tmp_path: Path) -> Any:
     from storage import create_engine_from_url, migrate_database
@@ -409,7 +471,10 @@ async def test_flow_store_versions_rollback_audit_and_surveys(flow_store: FlowSt
     assert [v.version for v in await flow_store.versions("default")] == [3, 2, 1]
     audit = await flow_store.audit()
     assert [(a.actor, a.action, a.from_version, a.to_version) for a in audit] == [
-        ("bob", "rollback", 2, 3), ("alice", "publish", 1, 2), ("admin", "publish", None, 1)]
+        ("bob", "rollback", 2, 3),
+        ("alice", "publish", 1, 2),
+        ("admin", "publish", None, 1),
+    ]
     # Concurrent publishers get distinct numbers.
     results = await asyncio.gather(*(flow_store.publish("other", f"t{i}", "x") for i in range(5)))
     assert sorted(v.version for v in results) == [1, 2, 3, 4, 5]

@@ -2,6 +2,7 @@
 flow, admin routes over the configuration, fall back to default), FlowStore/FlowAdmin routes with their audit,
 the console routes API and the /flows link; {hotline_number} in prompt texts; "no-match:<word>" in speech menus.
 The engine is driven through the real FastAGI server by the fake Asterisk AGI client where the AGI matters."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,10 +18,9 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
 from config.settings import SettingsError, load_settings
+from identity import AccountStore, Role
 from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, PromptLibrary, PromptSet
 from ivr.flow_admin import FlowAdmin, FlowNotFound, RouteRefused
 from ivr.flow_prompts import FlowPrompts
@@ -28,6 +28,7 @@ from ivr.flow_routes import FlowRouter, dialed_number
 from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
 from ivr.prompts import load_prompt_sets
+from storage import create_engine_from_url, migrate_database
 from telephony import FastAgiServer
 from telephony.asterisk_process import AsteriskConfig, AsteriskConfigError, render_asterisk_config
 from tests.support.descriptions import DescriptionPipelines, description_pipelines
@@ -45,16 +46,25 @@ HTTP_PORT = 45191
 
 def flood_flow(category: str = "flood_warning") -> str:
     """A small flow published under another name: it says the warning and hangs up."""
-    return yaml.safe_dump({
-        "name": "flood-warning", "start": "mark", "default_language": "ko",
-        "languages": {"ko": {"voice": "ko", "prompts": {"warning": "{hotline_number} 홍수 경보입니다.",
-                                                        "bye": "안녕히 계세요."}}},
-        "nodes": {
-            "mark": {"kind": "set", "category": category, "next": "tell"},
-            "tell": {"kind": "play", "prompt": "warning", "next": "bye"},
-            "bye": {"kind": "hangup", "prompt": "bye"},
+    return yaml.safe_dump(
+        {
+            "name": "flood-warning",
+            "start": "mark",
+            "default_language": "ko",
+            "languages": {
+                "ko": {
+                    "voice": "ko",
+                    "prompts": {"warning": "{hotline_number} 홍수 경보입니다.", "bye": "안녕히 계세요."},
+                }
+            },
+            "nodes": {
+                "mark": {"kind": "set", "category": category, "next": "tell"},
+                "tell": {"kind": "play", "prompt": "warning", "next": "bye"},
+                "bye": {"kind": "hangup", "prompt": "bye"},
+            },
         },
-    }, allow_unicode=True)
+        allow_unicode=True,
+    )
 
 
 class NamedVersions:
@@ -95,14 +105,21 @@ async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
         yield running
 
 
-def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any,
-            speech: Any = None) -> tuple[HotlineCallFlow, FakeCases]:
+def _engine(
+    tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, speech: Any = None
+) -> tuple[HotlineCallFlow, FakeCases]:
     cases = FakeCases()
     live = FakeStore()
     descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
-    engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2), flows=flows,
-                             cases=cases, records=FakeStore(), live=live, descriptions=descriptions,
-                             speech=speech)
+    engine = HotlineCallFlow(
+        options=IvrOptions(recordings_dir=tmp_path, menu_retries=2),
+        flows=flows,
+        cases=cases,
+        records=FakeStore(),
+        live=live,
+        descriptions=descriptions,
+        speech=speech,
+    )
     return engine, cases
 
 
@@ -120,6 +137,7 @@ class DialedAgi(ScriptedAgi):
 
 # -- settings and the dialplan ----------------------------------------------------------------------------
 
+
 def test_ivr_numbers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("HOTLINE_"):
@@ -132,10 +150,13 @@ def test_ivr_numbers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(config).flow_numbers == {"12300": "default", "12345": "holiday"}
     monkeypatch.delenv("HOTLINE_IVR_NUMBERS")
     assert load_settings().flow_numbers == {"12345": "default"}  # the shipped configuration
-    for content, message in (("ivr_numbers: {'12-99': default}", "setting ivr_numbers: number '12-99' must be 2-15 digits"),
-                             ("ivr_numbers: {'12399': Flood}",
-                              "setting ivr_numbers: number 12399: 'Flood' is not a flow name (lower-case letters, "
-                              "digits, - and _)")):
+    for content, message in (
+        ("ivr_numbers: {'12-99': default}", "setting ivr_numbers: number '12-99' must be 2-15 digits"),
+        (
+            "ivr_numbers: {'12399': Flood}",
+            "setting ivr_numbers: number 12399: 'Flood' is not a flow name (lower-case letters, digits, - and _)",
+        ),
+    ):
         config.write_text(content)
         with pytest.raises(SettingsError) as err:
             load_settings(config)
@@ -143,11 +164,12 @@ def test_ivr_numbers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_every_number_reaches_the_ivr_in_the_dialplan(tmp_path: Path) -> None:
-    cfg = AsteriskConfig(run_dir=tmp_path / "ast", ami_secret="s3cret", hotline_number="12345",
-                         ivr_numbers=["12399", "12345", "12388"])
+    cfg = AsteriskConfig(
+        run_dir=tmp_path / "ast", ami_secret="s3cret", hotline_number="12345", ivr_numbers=["12399", "12345", "12388"]
+    )
     conf = render_asterisk_config(cfg)
     ext = (conf.parent / "extensions.conf").read_text()
-    inbound = ext[ext.index("[hotline-inbound]"):ext.index("\n[", ext.index("[hotline-inbound]") + 1)]
+    inbound = ext[ext.index("[hotline-inbound]") : ext.index("\n[", ext.index("[hotline-inbound]") + 1)]
     # Each further number tells the IVR which number was dialed, then runs the hotline's dialplan.
     for number in ("12399", "12388"):
         assert f"exten => {number},1,Set(HOTLINE_DIALED={number})" in inbound
@@ -156,13 +178,14 @@ def test_every_number_reaches_the_ivr_in_the_dialplan(tmp_path: Path) -> None:
     assert "exten => 12345,1,Set(HOTLINE_DIALED" not in inbound  # the hotline number is not listed twice
     ivr = next(line for line in inbound.splitlines() if "AGI(agi://127.0.0.1:4573/ivr" in line)
     assert ivr.split(";")[0].rstrip().endswith(",${HOTLINE_DIALED})")  # the number dialed: the AGI argument
-    agents = ext[ext.index("[hotline-agents]"):]
+    agents = ext[ext.index("[hotline-agents]") :]
     assert "exten => 12399,1,Goto(hotline-inbound,12399,1)" in agents
     with pytest.raises(AsteriskConfigError, match=r"^IVR number '1x' must be 2-15 digits$"):
         render_asterisk_config(AsteriskConfig(run_dir=tmp_path / "bad", ami_secret="s3cret", ivr_numbers=["1x"]))
 
 
 # -- the router ------------------------------------------------------------------------------------------------
+
 
 def test_dialed_number_comes_from_the_agi_argument_then_the_extension() -> None:
     assert dialed_number(DialedAgi(arg="12399")) == "12399"
@@ -172,7 +195,8 @@ def test_dialed_number_comes_from_the_agi_argument_then_the_extension() -> None:
 
 
 async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_default(
-        tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture
+) -> None:
     store = NamedVersions()
     router = _router(store, {"12345": "default", "12399": "flood-warning"})
     engine, cases = _engine(tmp_path, pipelines, router)
@@ -181,10 +205,14 @@ async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_de
         early = DialedAgi(arg="12399", keys=["2"], uniqueid="1.1")
         await engine.handle(early)  # type: ignore[arg-type]
     assert early.variables["HOTLINE_QUEUE"] == "inquiries"
-    assert ("number 12399: flow 'flood-warning' cannot run (flow 'flood-warning' has no published version and "
-            "no shipped file); the call runs 'default'") in caplog.messages
-    assert await router.check() == ["number 12399 runs flow 'flood-warning', which is neither published nor a "
-                                    "shipped file; its calls run 'default' until it is published"]
+    assert (
+        "number 12399: flow 'flood-warning' cannot run (flow 'flood-warning' has no published version and "
+        "no shipped file); the call runs 'default'"
+    ) in caplog.messages
+    assert await router.check() == [
+        "number 12399 runs flow 'flood-warning', which is neither published nor a "
+        "shipped file; its calls run 'default' until it is published"
+    ]
 
     store.texts["flood-warning"] = {1: flood_flow()}  # published: the very next call to 12399 runs it
     flood = DialedAgi(arg="12399", uniqueid="1.2")
@@ -199,7 +227,8 @@ async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_de
 
 
 async def test_an_admin_route_wins_over_the_configuration_until_the_lookup_fails(
-        tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, pipelines: DescriptionPipelines, caplog: pytest.LogCaptureFixture
+) -> None:
     store = NamedVersions()
     store.texts["flood-warning"] = {1: flood_flow()}
     router = _router(store, {"12399": "flood-warning"})
@@ -210,17 +239,21 @@ async def test_an_admin_route_wins_over_the_configuration_until_the_lookup_fails
     assert call.log == ["play:/ko/warning", "play:/ko/bye"]
     assert await router.check({"12345": "holiday", "19999": "nope"}) == [
         "number 12345 runs flow 'holiday', which is neither published nor a shipped file; its calls run "
-        "'default' until it is published"]  # 19999 is not a number of the IVR: its route never applies
+        "'default' until it is published"
+    ]  # 19999 is not a number of the IVR: its route never applies
     store.route_error = ConnectionError("database is down")
     with caplog.at_level(logging.WARNING, logger="ivr.flow_routes"):
         again = DialedAgi(keys=["0"], uniqueid="2.2")
         await engine.handle(again)  # type: ignore[arg-type]
     assert again.variables["HOTLINE_QUEUE"] == "operator"
-    assert "number 12345: route lookup failed (database is down); running its configured flow 'default'" \
-        in caplog.messages
+    assert (
+        "number 12345: route lookup failed (database is down); running its configured flow 'default'" in caplog.messages
+    )
 
 
-async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     (tmp_path / "holiday.yaml").write_text(flood_flow("holiday"), encoding="utf-8")
     store = NamedVersions()
     router = _router(store, {"12388": "holiday"}, flow_dir=tmp_path)
@@ -233,6 +266,7 @@ async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(
 
 # -- the engine through the FastAGI server: the dialed number and a spoken word that matches no option ----------
 
+
 def _agi_replies(spoken: list[bool]) -> dict[str, Any]:
     """Asterisk's answers; RECORD FILE writes audio (the caller spoke) or nothing, one entry per recording."""
     takes = list(spoken)
@@ -244,9 +278,15 @@ def _agi_replies(spoken: list[bool]) -> dict[str, Any]:
             Path(path.group(1) + ".wav").write_bytes(b"RIFF" + b"\0" * 16000)
         return "200 result=0 (timeout) endpos=8000"
 
-    return {"GET FULL VARIABLE": "200 result=1 (linked-9.1)", "STREAM FILE": "200 result=0 endpos=8000",
-            "GET DATA": "200 result= (timeout)", "SET VARIABLE": "200 result=1", "EXEC": "200 result=0",
-            "SAY DIGITS": "200 result=0", "RECORD FILE": record}
+    return {
+        "GET FULL VARIABLE": "200 result=1 (linked-9.1)",
+        "STREAM FILE": "200 result=0 endpos=8000",
+        "GET DATA": "200 result= (timeout)",
+        "SET VARIABLE": "200 result=1",
+        "EXEC": "200 result=0",
+        "SAY DIGITS": "200 result=0",
+        "RECORD FILE": record,
+    }
 
 
 async def _run_agi_call(engine: HotlineCallFlow, variables: dict[str, str], replies: dict[str, Any]) -> FakeAgiCall:
@@ -263,19 +303,29 @@ async def _run_agi_call(engine: HotlineCallFlow, variables: dict[str, str], repl
     return call
 
 
-async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(
+    tmp_path: Path, pipelines: DescriptionPipelines
+) -> None:
     recognizer = QueuedRecognizer(["택시", "", "버스"])  # a word no option has, nothing recognized, a keyword
     store = NamedVersions()
     engine, cases = _engine(tmp_path, pipelines, _router(store, {}), speech=lambda lang, model: recognizer)
-    call = await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT),
-                               _agi_replies([True, True, True]))
+    call = await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT), _agi_replies([True, True, True]))
     case = _last_case(cases)
     assert case["menu_path"] == ["no-match:택시", "no-input", "speech:버스:2"] and case["category"] == "inquiry"
     played = [c for c in call.commands if c.startswith(("STREAM FILE", "RECORD FILE"))]
     kinds = ["record" if c.startswith("RECORD") else c.split('"')[1] for c in played]
     # The word nobody offered gets the wrong-choice prompt, like a wrong key; nothing recognized the no-input one.
-    assert kinds[:9] == ["/ko/welcome", "/ko/menu", "record", "/ko/invalid", "/ko/menu", "record", "/ko/no_input",
-                         "/ko/menu", "record"]
+    assert kinds[:9] == [
+        "/ko/welcome",
+        "/ko/menu",
+        "record",
+        "/ko/invalid",
+        "/ko/menu",
+        "record",
+        "/ko/no_input",
+        "/ko/menu",
+        "record",
+    ]
 
 
 async def test_silence_in_a_speech_menu_stays_no_input(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
@@ -294,11 +344,14 @@ async def test_the_agi_argument_picks_the_flow_through_fastagi(tmp_path: Path, p
     variables = agi_variables("ivr", "9.1", port=AGI_PORT, agi_arg_1="12399")  # extension: the hotline number
     call = await _run_agi_call(engine, variables, _agi_replies([]))
     assert _last_case(cases)["category"] == "flood_warning"
-    assert [c for c in call.commands if c.startswith("STREAM FILE")] == ['STREAM FILE "/ko/warning" ""',
-                                                                         'STREAM FILE "/ko/bye" ""']
+    assert [c for c in call.commands if c.startswith("STREAM FILE")] == [
+        'STREAM FILE "/ko/warning" ""',
+        'STREAM FILE "/ko/bye" ""',
+    ]
 
 
 # -- stored routes, their audit, the console -----------------------------------------------------------------
+
 
 @pytest.fixture
 async def db_engine(tmp_path: Path) -> AsyncIterator[Any]:
@@ -312,14 +365,21 @@ async def db_engine(tmp_path: Path) -> AsyncIterator[Any]:
 def _admin(engine: Any) -> tuple[FlowAdmin, FlowStore]:
     validator = FlowValidator(vocabulary_for=vocabulary_for, queues=QUEUES, base_dir=DEFAULT_FLOW.parent)
     store = FlowStore(engine)
-    return FlowAdmin(store, validator, lambda _doc: LangPrompts(), DEFAULT_FLOW,
-                     numbers={"12345": "default", "12399": "flood-warning"}), store
+    return FlowAdmin(
+        store,
+        validator,
+        lambda _doc: LangPrompts(),
+        DEFAULT_FLOW,
+        numbers={"12345": "default", "12399": "flood-warning"},
+    ), store
 
 
 async def test_admin_routes_a_number_to_a_published_flow_audited(db_engine: Any) -> None:
     admin, store = _admin(db_engine)
     assert [(r["number"], r["flow"], r["routed_by"]) for r in await admin.routes()] == [
-        ("12345", "default", None), ("12399", "flood-warning", None)]
+        ("12345", "default", None),
+        ("12399", "flood-warning", None),
+    ]
     with pytest.raises(FlowNotFound, match=r"^no flow named 'holiday': publish it first$"):
         await admin.route("12399", "holiday", "alice")
     with pytest.raises(RouteRefused, match=r"^number '12377' does not reach the IVR \(numbers: 12345, 12399\); "):
@@ -335,15 +395,22 @@ async def test_admin_routes_a_number_to_a_published_flow_audited(db_engine: Any)
     audit = await admin.audit()
     assert [(a.actor, a.action, a.flow_name, a.to_version, a.detail) for a in audit[:2]] == [
         ("carol", "route", "default", 0, "number 12345: flood-warning → default"),
-        ("bob", "route", "flood-warning", 1, "number 12345: default → flood-warning")]
+        ("bob", "route", "flood-warning", 1, "number 12345: default → flood-warning"),
+    ]
 
 
 async def test_console_routes_api_and_the_flows_link(db_engine: Any) -> None:
     accounts = AccountStore(db_engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN, display_name="Admin")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR, display_name="Super")
-    app = create_console_app(cases=ConsoleCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
-                             accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
+    app = create_console_app(
+        cases=ConsoleCases(),
+        live_calls=FakeLiveCalls([]),
+        call_records=FakeRecords(),
+        accounts=accounts,
+        health=FakeHealth(),
+        session_key=os.urandom(32),
+    )
     app[FLOW_ADMIN], _ = _admin(db_engine)
     client = TestClient(TestServer(app, port=HTTP_PORT))
     await client.start_server()
@@ -354,18 +421,23 @@ async def test_console_routes_api_and_the_flows_link(db_engine: Any) -> None:
         page = await (await client.get("/")).text()
         assert '<a href="/flows" id="flows-link">IVR flows</a>' in page
         await app[FLOW_ADMIN].publish(flood_flow(), "admin1")
-        resp = await client.post("/api/flows/routes", json={"number": "12399", "flow": "default"},
-                                 headers={"X-CSRF-Token": csrf})
+        resp = await client.post(
+            "/api/flows/routes", json={"number": "12399", "flow": "default"}, headers={"X-CSRF-Token": csrf}
+        )
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["flow"] == "default"
         routes = (await (await client.get("/api/flows/routes")).json())["routes"]
         assert [(r["number"], r["flow"], r["configured_flow"], r["routed_by"]) for r in routes] == [
-            ("12345", "default", "default", None), ("12399", "default", "flood-warning", "admin1")]
-        resp = await client.post("/api/flows/routes", json={"number": "12399", "flow": "nope"},
-                                 headers={"X-CSRF-Token": csrf})
+            ("12345", "default", "default", None),
+            ("12399", "default", "flood-warning", "admin1"),
+        ]
+        resp = await client.post(
+            "/api/flows/routes", json={"number": "12399", "flow": "nope"}, headers={"X-CSRF-Token": csrf}
+        )
         assert resp.status == 404 and (await resp.json())["error"] == "no flow named 'nope': publish it first"
-        resp = await client.post("/api/flows/routes", json={"number": "999", "flow": "default"},
-                                 headers={"X-CSRF-Token": csrf})
+        resp = await client.post(
+            "/api/flows/routes", json={"number": "999", "flow": "default"}, headers={"X-CSRF-Token": csrf}
+        )
         assert resp.status == 400 and (await resp.json())["error"].startswith("number '999' does not reach the IVR")
         resp = await client.post("/api/flows/routes", json={"number": "12399"}, headers={"X-CSRF-Token": csrf})
         assert resp.status == 400
@@ -374,8 +446,11 @@ async def test_console_routes_api_and_the_flows_link(db_engine: Any) -> None:
 
         csrf = await login(supervisor, "super1")
         assert "flows-link" not in await (await supervisor.get("/")).text()  # only admins see it
-        resp = await supervisor.post("/api/flows/routes", json={"number": "12399", "flow": "flood-warning"},
-                                     headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        resp = await supervisor.post(
+            "/api/flows/routes",
+            json={"number": "12399", "flow": "flood-warning"},
+            headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
+        )
         assert resp.status == 403
         assert (await supervisor.get("/api/flows/routes", headers={"Accept": "application/json"})).status == 403
     finally:
@@ -385,8 +460,10 @@ async def test_console_routes_api_and_the_flows_link(db_engine: Any) -> None:
 
 # -- {hotline_number} in prompt texts -----------------------------------------------------------------------------
 
-def test_hotline_number_placeholder_is_spoken_and_keys_the_cache(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_hotline_number_placeholder_is_spoken_and_keys_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spoken: list[tuple[str, str]] = []
 
     def fake_synthesize(text: str, voice: str, target: Path, speed: int = 150) -> Path:
@@ -427,12 +504,16 @@ def test_hotline_number_in_flow_prompts_and_prompts_yaml(tmp_path: Path, monkeyp
     asyncio.run(FlowPrompts(report.document, tmp_path, hotline_number="120").prepare())
     assert "1 2 0 홍수 경보입니다." in spoken
     prompts_yaml = tmp_path / "prompts.yaml"
-    prompts_yaml.write_text("ko:\n  voice: ko\n  welcome: '{hotline_number} 시민 핫라인입니다.'\n"
-                            "  wait: '약 {minutes}분'\n", encoding="utf-8")
+    prompts_yaml.write_text(
+        "ko:\n  voice: ko\n  welcome: '{hotline_number} 시민 핫라인입니다.'\n  wait: '약 {minutes}분'\n",
+        encoding="utf-8",
+    )
     ko = load_prompt_sets(prompts_yaml, "120")["ko"]
     assert ko.texts == {"welcome": "1 2 0 시민 핫라인입니다.", "wait": "약 {minutes}분"}
-    assert load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml", "120")["en"].texts["welcome"] == \
-        "Welcome to the 1 2 0 citizen hotline."
+    assert (
+        load_prompt_sets(PROJECT_ROOT / "config" / "prompts.yaml", "120")["en"].texts["welcome"]
+        == "Welcome to the 1 2 0 citizen hotline."
+    )
 
 
 def test_an_unknown_placeholder_in_a_prompt_is_refused() -> None:

@@ -16,7 +16,6 @@ import yaml
 
 from asr import SpeechRecognizer, VoskWebsocketServer, read_audio
 from cases import TranscriptStatus
-from transcripts import JobStatus
 from ivr import HotlineCallFlow, IvrOptions
 from ivr.live_transcript import LiveTranscriber, parse_args, read_audio_fd, run_eagi
 from queueing import LiveCallState
@@ -27,6 +26,7 @@ from tests.support.speech import concatenate, silence, synthesize
 from tests.test_call_flow import FakeRecognizer, FakeStore
 from tests.test_flows_engine import LookupCases, ScriptedAgi, _source
 from tests.test_flows_validator import base_flow
+from transcripts import JobStatus
 
 pytestmark = [pytest.mark.vosk, pytest.mark.redis]
 

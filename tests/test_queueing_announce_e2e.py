@@ -20,9 +20,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore
-from storage import create_engine_from_url, migrate_database
 from ivr.prompts import synthesize_speech
 from queueing import CallbackStore, QueueMetricsStore
+from storage import create_engine_from_url, migrate_database
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall

@@ -1,6 +1,7 @@
 """Callbacks and rebuilds through the real parts, on a hotline with its own Redis server (which the test kills):
 a waiting caller presses 5, the request survives a restart of the whole hotline, and the dispatcher rings the
 agent first, then the citizen; after Redis is killed and restarted empty, the queue state comes back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore
-from storage import create_engine_from_url
 from queueing import CallbackStore
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml, free_port
 
@@ -42,8 +43,20 @@ class OwnRedis:
     async def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.work_dir), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.work_dir),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         client = aioredis.Redis(port=self.port)
         for _ in range(50):
             try:
@@ -70,16 +83,20 @@ async def own_redis() -> AsyncIterator[OwnRedis]:
 
 
 def _hotline(tag: str) -> HotlineUnderTest:
-    return HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
-        "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-cb-{os.getpid()}",
-        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-        "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",  # outside the run dir: survives restarts
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 400),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 699),
-        "HOTLINE_CALLBACK_AFTER_SECONDS": "5",
-        "HOTLINE_CALLBACK_RETRY_SECONDS": "3",
-        "HOTLINE_CALLBACK_DIAL_TEMPLATE": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{CITIZEN_PORT}",
-    })
+    return HotlineUnderTest(
+        WORK / "run",
+        base_port=BASE_PORT,
+        env={
+            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-cb-{os.getpid()}",
+            "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",  # outside the run dir: survives restarts
+            "HOTLINE_RTP_PORT_START": str(BASE_PORT + 400),
+            "HOTLINE_RTP_PORT_END": str(BASE_PORT + 699),
+            "HOTLINE_CALLBACK_AFTER_SECONDS": "5",
+            "HOTLINE_CALLBACK_RETRY_SECONDS": "3",
+            "HOTLINE_CALLBACK_DIAL_TEMPLATE": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{CITIZEN_PORT}",
+        },
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -112,8 +129,9 @@ async def _waiting(redis: aioredis.Redis, prefix: str, queue: str) -> list[dict[
     return sorted((json.loads(v) for v in raw.values()), key=lambda e: e["position"])
 
 
-async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: HotlineUnderTest,
-                                                                       tmp_path: Path) -> None:
+async def test_callback_survives_restart_and_rings_agent_then_citizen(
+    hotline: HotlineUnderTest, tmp_path: Path
+) -> None:
     settings = hotline.settings()
     engine = create_engine_from_url(settings.database_url)
     callbacks = CallbackStore(engine)
@@ -123,10 +141,17 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
         added = await _agents(hotline, "add", "cbagent", "--password", AGENT_PASSWORD, "--queue", "inquiries")
         sip_secret = json.loads(added)["sip_secret"]  # shown once by `agents add`, apart from the console password
         caller = "01055503001"
-        call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
-                           work_dir=tmp_path / "caller", name="cb",
-                           steps=[("pause", 1500), ("dtmf", "2"), ("pause", 26000), ("dtmf", "5"), ("pause", 15000)],
-                           hangup="wait", wait_bye_ms=15000, timeout=120)
+        call = CitizenCall(
+            sip_port=settings.sip_port,
+            number=settings.hotline_number,
+            from_user=caller,
+            work_dir=tmp_path / "caller",
+            name="cb",
+            steps=[("pause", 1500), ("dtmf", "2"), ("pause", 26000), ("dtmf", "5"), ("pause", 15000)],
+            hangup="wait",
+            wait_bye_ms=15000,
+            timeout=120,
+        )
         result = await call.run()
         assert result.answered and result.hung_up_by == "asterisk", result.describe()
         [request] = await callbacks.in_status("pending")
@@ -142,17 +167,32 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
         assert still.id == request.id and still.queued_at == request.queued_at
 
         citizen_dir = tmp_path / "citizen"
-        citizen = SippRun("citizen", _uas_xml(caller, 300, 2000), [
-            f"127.0.0.1:{settings.sip_port}", "-i", "127.0.0.1", "-p", str(CITIZEN_PORT),
-            "-mp", str(free_port(span=4)), "-rtp_echo"], citizen_dir, timeout=90)
+        citizen = SippRun(
+            "citizen",
+            _uas_xml(caller, 300, 2000),
+            [
+                f"127.0.0.1:{settings.sip_port}",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(CITIZEN_PORT),
+                "-mp",
+                str(free_port(span=4)),
+                "-rtp_echo",
+            ],
+            citizen_dir,
+            timeout=90,
+        )
         await citizen.start()
         log_path = hotline.run_dir / "asterisk" / "log" / "messages"
         try:
-            async with AgentPhone("cbagent", sip_secret, settings.sip_port, talk_ms=8000,
-                                  work_dir=tmp_path / "agent", timeout=90) as phone:
+            async with AgentPhone(
+                "cbagent", sip_secret, settings.sip_port, talk_ms=8000, work_dir=tmp_path / "agent", timeout=90
+            ) as phone:
                 await _agents(hotline, "login", "cbagent")
-                done = await _until(lambda: _status(callbacks, request.id, "completed"), timeout=60,
-                                    what="callback completed")
+                done = await _until(
+                    lambda: _status(callbacks, request.id, "completed"), timeout=60, what="callback completed"
+                )
                 await phone.wait_call(timeout=30)
                 assert phone.answered
             citizen_result = await citizen.wait(timeout=30)
@@ -177,8 +217,9 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
         await engine.dispose()
 
 
-async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: HotlineUnderTest, own_redis: OwnRedis,
-                                                                  tmp_path: Path) -> None:
+async def test_state_rebuilt_after_redis_is_killed_and_restarted(
+    hotline: HotlineUnderTest, own_redis: OwnRedis, tmp_path: Path
+) -> None:
     settings = hotline.settings()
     prefix = settings.redis_key_prefix
     await _agents(hotline, "add", "rbagent", "--password", AGENT_PASSWORD, "--queue", "inquiries")
@@ -186,9 +227,16 @@ async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: Hotlin
     await _agents(hotline, "pause", "rbagent", "--reason", "case_work")
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     caller = "01055503002"
-    call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
-                       work_dir=tmp_path / "caller", name="rb", steps=[("pause", 1500), ("dtmf", "2"), ("pause", 40000)],
-                       hangup="caller", timeout=90)
+    call = CitizenCall(
+        sip_port=settings.sip_port,
+        number=settings.hotline_number,
+        from_user=caller,
+        work_dir=tmp_path / "caller",
+        name="rb",
+        steps=[("pause", 1500), ("dtmf", "2"), ("pause", 40000)],
+        hangup="caller",
+        timeout=90,
+    )
     task = asyncio.create_task(call.run())
     try:
         before = await _until(lambda: _entry(redis, prefix, caller), timeout=40, what="caller waiting")
@@ -212,8 +260,11 @@ async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: Hotlin
     # The call's live state was restored too, so its hang-up still closed the case.
     engine = create_engine_from_url(settings.database_url)
     try:
-        case = await _until(lambda: _case_status(CaseStore(engine), before["case_number"], "abandoned_in_queue"),
-                            timeout=15, what="case abandoned_in_queue")
+        case = await _until(
+            lambda: _case_status(CaseStore(engine), before["case_number"], "abandoned_in_queue"),
+            timeout=15,
+            what="case abandoned_in_queue",
+        )
         assert case.caller_number == caller
     finally:
         await engine.dispose()

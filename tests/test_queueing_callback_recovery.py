@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import create_engine_from_url, migrate_database
 from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
 from queueing.callbacks import channel_id
+from storage import create_engine_from_url, migrate_database
 from telephony import AmiError
 from tests.support.fake_agi import ChannelAgi
 

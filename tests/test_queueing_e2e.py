@@ -17,9 +17,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore, NewCase
-from storage import create_engine_from_url
 from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import AgentPhone, CitizenCall
 

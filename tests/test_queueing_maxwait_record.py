@@ -17,10 +17,10 @@ from cases import (
     NewCase,
     TranscriptStatus,
 )
-from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
+from storage import create_engine_from_url, migrate_database
 from telephony import AgiHangup
 from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines, eventually
 from tests.support.fake_agi import ChannelAgi

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,9 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from datetime import UTC, datetime
-
 from cases import CaseStore
-from storage import create_engine_from_url
 from queueing import CallbackStore
+from storage import create_engine_from_url
 from telephony import AmiClient, AsteriskConfig, AsteriskConsole, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml

@@ -15,12 +15,24 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
+from identity import AccountStore, Role
+from queueing import (
+    AgentError,
+    AgentNotFound,
+    AgentService,
+    AgentStore,
+    LiveCallState,
+    PjsipAgentProvisioner,
+    PriorityPolicy,
+    QueueEntryRoute,
+    QueueEventTracker,
+    QueueLiveState,
+    QueueMetricsStore,
+    connect_redis,
+    parse_skills,
+)
 from storage import create_engine_from_url, migrate_database
-from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveCallState, PjsipAgentProvisioner,
-                      PriorityPolicy, QueueEntryRoute, QueueEventTracker, QueueLiveState,
-                      QueueMetricsStore, connect_redis, parse_skills)
 from telephony import AmiActionFailed
 from telephony.asterisk_process import TEMPLATES_DIR
 from tests.support.fake_agi import ChannelAgi
@@ -381,8 +393,9 @@ async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None
 
 
 def test_settings_refuse_an_overflow_to_nowhere() -> None:
-    from config import Settings
     from pydantic import ValidationError
+
+    from config import Settings
 
     queues = [{"name": n} for n in QUEUES]
     queues[0]["on_max_wait"] = "overflow:complaints"

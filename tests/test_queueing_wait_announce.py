@@ -12,11 +12,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import QueueMetricsStore, QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 from queueing.wait_announcements import ANNOUNCE_TEXTS, TOO_EARLY_PROMPT, whole_minutes
+from storage import create_engine_from_url, migrate_database
 from telephony.asterisk_process import AsteriskConfig, QueueConf, render_asterisk_config
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)

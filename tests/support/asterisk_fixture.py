@@ -145,7 +145,7 @@ class FastAgiStub:
                 session.replies.append(reply.decode(errors="replace").strip())
                 if not reply or reply.startswith(b"HANGUP"):
                     break
-        except (asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             session.replies.append(f"stub error: {type(exc).__name__}")
         finally:
             writer.close()

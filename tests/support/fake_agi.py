@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
-from typing import Union
 
 # a reply: lines separated by '\n' (sent as they are, each ended by '\n'), one of the tokens below, a list of
 # replies used one per matching command (the last one then repeats), or a function of the command line.
-Reply = Union[str, list[str], Callable[[str], str]]
+Reply = str | list[str] | Callable[[str], str]
 
 SILENT = "<silent>"  # never answer this command
 CLOSE = "<close>"  # close the connection instead of answering (the channel went away)

@@ -76,7 +76,7 @@ class HotlineUnderTest:
         if self.run_dir.exists() and not keep_run_dir:
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        log = await asyncio.to_thread(open, self.log_path, "wb")  # handed to the child
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
             env=self.child_env(), cwd=str(PROJECT_ROOT))
@@ -178,5 +178,6 @@ async def run_hotline_command(args: list[str], env: dict[str, str], timeout: flo
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
-        raise AssertionError(f"hotline {' '.join(args)} did not finish in {timeout} s: {err.decode()[-2000:]}")
+        raise AssertionError(
+            f"hotline {' '.join(args)} did not finish in {timeout} s: {err.decode()[-2000:]}") from None
     return proc.returncode or 0, out.decode(), err.decode()
