@@ -90,6 +90,8 @@ def _hotline(tag: str) -> HotlineUnderTest:
             "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-cb-{os.getpid()}",
             "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
             "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",  # outside the run dir: survives restarts
+            # The admin account lives in that database too: its password must not change with a fresh run dir.
+            "HOTLINE_ADMIN_PASSWORD": "cb-test-admin-password",
             "HOTLINE_RTP_PORT_START": str(BASE_PORT + 400),
             "HOTLINE_RTP_PORT_END": str(BASE_PORT + 699),
             "HOTLINE_CALLBACK_AFTER_SECONDS": "5",

@@ -124,13 +124,14 @@ class HotlineUnderTest:
         def fetch() -> dict[str, Any] | None:
             for _ in range(2):
                 try:
-                    with self._staff_opener().open(self.http_url + "/admin/health", timeout=5) as resp:
+                    with self._staff_opener().open(self.http_url + "/admin/health", timeout=15) as resp:
                         return json.loads(resp.read())
                 except urllib.error.HTTPError as exc:
                     if exc.code != 401:
                         return json.loads(exc.read() or b"{}")
                     self._staff = None  # the session ended (e.g. Redis restarted empty): log in again
-                except OSError:
+                except OSError as exc:
+                    print(f"health: no answer from {self.http_url}/admin/health: {exc}")
                     return None
             return None
         return await asyncio.get_running_loop().run_in_executor(None, fetch)
