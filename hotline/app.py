@@ -472,7 +472,9 @@ async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
                                  CaseTranscriptObserver(app[CASES], app[LIVE_STATE]),
                                  concurrency=settings.asr_job_workers)
     intake = CallTranscriptIntake(app[TRANSCRIPT_JOB_STORE], worker, calls_dir)
-    descriptions = DescriptionTranscripts(app[TRANSCRIPT_JOB_STORE], worker, grammar=settings.complaint_grammar)
+    # The caller's description is a write of the call side too: through the outbox when the database is away.
+    descriptions = DescriptionTranscripts(app[TRANSCRIPT_JOB_STORE], worker, grammar=settings.complaint_grammar,
+                                          outbox=app[OUTBOX])
     app[TRANSCRIPTION_WORKER] = worker
     app[DESCRIPTIONS] = descriptions
     app[CALL_END_HOOKS].append(intake.call_ended)
@@ -501,8 +503,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 # Started in this order, stopped in reverse. The transcription intake joins the call-end hooks before AMI
-# delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; the queueing services
-# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running. The outbox replays an
-# earlier run's writes right after the database is known to answer, and drains last.
+# delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; FastAGI and the ASR
+# websocket listen before Asterisk answers its first call (and stop only after it), so no call reaches a closed
+# port; the queueing services sync once AMI is up. The outbox replays an earlier run's writes right after the
+# database is known to answer, and drains last.
 START_ORDER = (database_ctx, outbox_ctx, redis_ctx, console_sessions_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx,
-               asterisk_ctx, ami_ctx, queueing_ctx, fastagi_ctx, asr_ws_ctx)
+               fastagi_ctx, asr_ws_ctx, asterisk_ctx, ami_ctx, queueing_ctx)

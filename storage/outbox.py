@@ -205,6 +205,13 @@ class Outbox:
             self._wake.clear()
             while self._pending:
                 entry = self._pending[0]
+                if entry.op not in self._handlers:
+                    # Left by an earlier run; its domain registers the operation when it starts (later in the
+                    # start order). Wait for it, never park a write for that.
+                    self.last_error = f"{entry.op}: not registered yet"
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
                 try:
                     # Bounded by the engine's statement timeout (and SQLite's busy timeout).
                     await self._handlers[entry.op](entry)

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage import Outbox, OutboxEntry
+
 from .store import (
     JobKind,
     JobStatus,
@@ -46,15 +48,33 @@ class DescriptionTranscripts:
     happened.
     """
 
+    _OP = "transcripts.description"
+
     def __init__(self, store: TranscriptionJobStore, worker: TranscriptionWorker, *,
-                 grammar: Sequence[str] | None = None, max_attempts: int = 3) -> None:
+                 grammar: Sequence[str] | None = None, max_attempts: int = 3, outbox: Outbox | None = None) -> None:
+        # outbox: where the job waits when the database does not take it in time (the call goes on); None: the
+        # job is written at once or the error raised.
         self._store = store
         self._worker = worker
         self._grammar = list(grammar) if grammar else None
         self._max_attempts = max_attempts
+        self._outbox = outbox
+        if outbox is not None:
+            outbox.register(self._OP, self._apply)
 
-    async def submit(self, case_number: str, recording: Path) -> TranscriptionJob:
-        """Queue the case's description (once per case) and wake the worker; the case is already 'pending'."""
+    async def submit(self, case_number: str, recording: Path) -> None:
+        """Queue the case's description (once per case, now or from the outbox) and wake the worker; the case is
+        already 'pending'."""
+        if self._outbox is None:
+            await self._enqueue(case_number, recording)
+            return
+        await self._outbox.submit(self._outbox.entry(self._OP, {"case_number": case_number,
+                                                                "recording": str(recording)}))
+
+    async def _apply(self, entry: OutboxEntry) -> None:
+        await self._enqueue(str(entry.args["case_number"]), Path(str(entry.args["recording"])))
+
+    async def _enqueue(self, case_number: str, recording: Path) -> TranscriptionJob:
         job = await self._store.enqueue(description_job_key(case_number), JobKind.DESCRIPTION,
                                         [Recording(str(recording))], case_number=case_number,
                                         grammar=self._grammar, max_attempts=self._max_attempts)

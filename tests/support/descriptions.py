@@ -57,7 +57,7 @@ class DescriptionPipelines:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> None:
     """Wait until check() is true (the worker reports a transcript after the call went on); AssertionError naming
     what did not happen within timeout s."""
     loop = asyncio.get_running_loop()

@@ -166,3 +166,23 @@ def test_an_unknown_operation_is_refused_with_its_name(tmp_path: Path) -> None:
     box = Outbox(tmp_path)
     with pytest.raises(ValueError, match="unknown outbox operation 'nope'"):
         box.entry("nope", {})
+
+
+async def test_a_write_whose_operation_registers_later_waits_for_it_and_is_not_parked(tmp_path: Path) -> None:
+    handler = Flaky()
+    handler.down = True
+    box = await _outbox(tmp_path, handler)
+    await box.submit(box.entry("write", {"key": "late"}))
+    await box.aclose()
+    # The next process starts replaying before the domain that owns the operation registered it.
+    later = Flaky()
+    box2 = Outbox(tmp_path, write_timeout=0.5, retry_min=0.05, retry_max=0.1)
+    await box2.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert box2.pending == 1 and box2.parked == 0
+        box2.register("write", later)
+        assert await box2.wait_drained(5)
+        assert [a["key"] for _, a in later.applied] == ["late"] and box2.parked == 0
+    finally:
+        await box2.aclose()
