@@ -24,7 +24,7 @@ from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveC
 from telephony import AmiActionFailed
 from telephony.asterisk_process import TEMPLATES_DIR
 from tests.support.fake_agi import ChannelAgi
-from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
+from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
 
 QUEUES = ["complaints", "inquiries", "operator"]
 

@@ -18,10 +18,10 @@ from storage import create_engine_from_url, migrate_database
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
-from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords
-from tests.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
-from tests.test_flows_engine import LangPrompts
-from tests.test_flows_validator import DEFAULT_FLOW, QUEUES, vocabulary_for
+from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords
+from tests.e2e.console.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
+from tests.unit.ivr.test_flows_engine import LangPrompts
+from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, vocabulary_for
 
 pytestmark = pytest.mark.browser
 

@@ -33,11 +33,11 @@ from telephony.asterisk_process import AsteriskConfig, AsteriskConfigError, rend
 from tests.support.descriptions import DescriptionPipelines, description_pipelines
 from tests.support.fake_agi import FakeAgiCall, agi_variables
 from tests.support.hotline_process import PROJECT_ROOT
-from tests.test_call_flow import FakeCases, FakeRecognizer, FakeStore
-from tests.test_console import CHEAP_HASHER, PASSWORD, FakeHealth, FakeLiveCalls, FakeRecords, login
-from tests.test_console import FakeCases as ConsoleCases
-from tests.test_flows_engine import LangPrompts, QueuedRecognizer, ScriptedAgi
-from tests.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, check, vocabulary_for
+from tests.unit.ivr.test_call_flow import FakeCases, FakeRecognizer, FakeStore
+from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeHealth, FakeLiveCalls, FakeRecords, login
+from tests.unit.agent_console.test_console import FakeCases as ConsoleCases
+from tests.unit.ivr.test_flows_engine import LangPrompts, QueuedRecognizer, ScriptedAgi
+from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, check, vocabulary_for
 
 AGI_PORT = 45190  # this helper's range: 45000-45499
 HTTP_PORT = 45191

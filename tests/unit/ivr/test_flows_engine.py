@@ -17,8 +17,8 @@ from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
 from telephony import AgiHangup, AgiResult
 from tests.support.descriptions import DescriptionPipelines, description_pipelines
-from tests.test_call_flow import FakeCases, FakeRecognizer, FakeStore
-from tests.test_flows_validator import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow
+from tests.unit.ivr.test_call_flow import FakeCases, FakeRecognizer, FakeStore
+from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow
 
 SEOUL_MONDAY_NOON = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)  # 12:00 in Seoul, a Monday
 SEOUL_SUNDAY = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)

@@ -26,9 +26,9 @@ from agent_console.queue_views import QUEUE_CONSOLE
 from storage import create_engine_from_url, migrate_database
 from queueing import AgentService, AgentStore, QueueConsole
 from telephony import AmiNotConnected
-from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
-from tests.test_console_browser import CHROMEDRIVER, CHROMIUM
-from tests.test_queueing_units import QUEUES, AmiRefused, FakeAmi
+from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
+from tests.e2e.console.test_console_browser import CHROMEDRIVER, CHROMIUM
+from tests.unit.queueing.test_queueing_units import QUEUES, AmiRefused, FakeAmi
 
 
 UNIT_PORT = 44401  # the aiohttp test servers of this module (44000-44499 is this module's range)
@@ -287,7 +287,7 @@ def _drive_supervisor(base_url: str, ami: SwitchableAmi, live: FakeLive, profile
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from tests.test_console_browser import _browser
+    from tests.e2e.console.test_console_browser import _browser
 
     driver = _browser(profile_dir)
 

@@ -14,9 +14,9 @@ from storage import create_engine_from_url, migrate_database
 from ivr import HotlineCallFlow, IvrOptions
 from queueing import CallbackStore
 from tests.support.descriptions import DescriptionPipelines, description_pipelines
-from tests.test_call_flow import FakeRecognizer, FakeStore
-from tests.test_flows_engine import SEOUL_SUNDAY, LookupCases, ScriptedAgi, _only_case, _source
-from tests.test_flows_validator import EXAMPLE_FLOW
+from tests.unit.ivr.test_call_flow import FakeRecognizer, FakeStore
+from tests.unit.ivr.test_flows_engine import SEOUL_SUNDAY, LookupCases, ScriptedAgi, _only_case, _source
+from tests.unit.ivr.test_flows_validator import EXAMPLE_FLOW
 
 
 class FakeCallbacks:

@@ -13,9 +13,9 @@ import pytest_asyncio
 
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.sipp import CitizenCall
-from tests.test_call_e2e import Probe
-from tests.test_flows_e2e import _prompt_seconds
-from tests.test_flows_numbers import flood_flow
+from tests.e2e.calls.test_call_e2e import Probe
+from tests.e2e.ivr.test_flows_e2e import _prompt_seconds
+from tests.unit.ivr.test_flows_numbers import flood_flow
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 

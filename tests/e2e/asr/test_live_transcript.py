@@ -24,9 +24,9 @@ from queueing.live_state import connect_redis
 from telephony import AgiResult
 from tests.support.descriptions import description_pipelines
 from tests.support.speech import concatenate, silence, synthesize
-from tests.test_call_flow import FakeRecognizer, FakeStore
-from tests.test_flows_engine import LookupCases, ScriptedAgi, _source
-from tests.test_flows_validator import base_flow
+from tests.unit.ivr.test_call_flow import FakeRecognizer, FakeStore
+from tests.unit.ivr.test_flows_engine import LookupCases, ScriptedAgi, _source
+from tests.unit.ivr.test_flows_validator import base_flow
 
 pytestmark = [pytest.mark.vosk, pytest.mark.redis]
 

@@ -19,9 +19,9 @@ from storage import create_engine_from_url, migrate_database
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
-from tests.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
-from tests.test_flows_engine import LangPrompts, _flow_to_queue
-from tests.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, vocabulary_for
+from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
+from tests.unit.ivr.test_flows_engine import LangPrompts, _flow_to_queue
+from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, vocabulary_for
 
 
 class FlowConsole:

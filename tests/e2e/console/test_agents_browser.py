@@ -18,7 +18,7 @@ import pytest
 
 from queueing import connect_redis
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
-from tests.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
+from tests.e2e.console.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.browser]
 

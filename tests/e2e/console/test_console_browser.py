@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_console import create_console_app
 from identity import AccountStore, Role
-from tests.test_console import (
+from tests.unit.agent_console.test_console import (
     CHEAP_HASHER,
     PASSWORD,
     FakeCase,

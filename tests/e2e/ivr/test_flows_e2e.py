@@ -17,7 +17,7 @@ from ivr.prompts import fill_prompt_text, synthesize_speech
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
-from tests.test_call_e2e import Probe
+from tests.e2e.calls.test_call_e2e import Probe
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
