@@ -1,4 +1,4 @@
-"""Shared fixtures for tests against a real Asterisk on test ports (import them into the test module)."""
+"""Shared fixtures for tests against a real Asterisk on test ports (tests/conftest.py registers them)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +11,14 @@ import pytest
 import pytest_asyncio
 
 from telephony.asterisk_process import AsteriskConfig, AsteriskProcess, QueueConf
+from tests.support.ports import module_ports
 
-# Test ports: away from a dev instance (5060/5038/4573, RTP 10000-10999).
-TEST_SIP_PORT = 15060
-TEST_AMI_PORT = 15038
-TEST_AGI_PORT = 14573
-TEST_RTP_PORTS = (16000, 16999)
+# Test ports: this module's block (away from a dev instance's 5060/5038/4573, RTP 10000-10999).
+_PORTS = module_ports(__name__)
+TEST_SIP_PORT = _PORTS.hotline("sip")
+TEST_AMI_PORT = _PORTS.hotline("ami")
+TEST_AGI_PORT = _PORTS.hotline("agi")
+TEST_RTP_PORTS = _PORTS.rtp_range()
 TEST_AMI_SECRET = "test-ami-secret"
 TEST_AGENTS = (
     ("agent1", "agent1-pass", ("complaints", "inquiries", "operator")),
@@ -143,7 +145,7 @@ class FastAgiStub:
                 session.replies.append(reply.decode(errors="replace").strip())
                 if not reply or reply.startswith(b"HANGUP"):
                     break
-        except (asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             session.replies.append(f"stub error: {type(exc).__name__}")
         finally:
             writer.close()

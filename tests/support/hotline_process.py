@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings, load_settings, resolve_secrets
+from tests.support.ports import PortBlock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,19 +22,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class HotlineUnderTest:
     """A `hotline run` child on its own ports, run dir and Redis key prefix."""
 
-    def __init__(self, run_dir: Path, *, base_port: int = 25000, env: dict[str, str] | None = None) -> None:
+    def __init__(self, run_dir: Path, *, ports: PortBlock, env: dict[str, str] | None = None) -> None:
+        # ports: the test module's block (tests.support.ports.module_ports); RTP and every listener stay inside it.
         self.run_dir = run_dir
+        self.ports = ports
+        rtp_start, rtp_end = ports.rtp_range()
         self.env = {
             "HOTLINE_RUN_DIR": str(run_dir),
-            "HOTLINE_SIP_PORT": str(base_port + 60),
-            "HOTLINE_AMI_PORT": str(base_port + 38),
-            "HOTLINE_AGI_PORT": str(base_port + 73),
-            "HOTLINE_HTTP_PORT": str(base_port + 80),
-            "HOTLINE_ASR_WS_PORT": str(base_port + 27),
-            "HOTLINE_RTP_PORT_START": str(base_port + 1000),
-            "HOTLINE_RTP_PORT_END": str(base_port + 1999),
+            "HOTLINE_SIP_PORT": str(ports.hotline("sip")),
+            "HOTLINE_AMI_PORT": str(ports.hotline("ami")),
+            "HOTLINE_AGI_PORT": str(ports.hotline("agi")),
+            "HOTLINE_HTTP_PORT": str(ports.hotline("http")),
+            "HOTLINE_ASR_WS_PORT": str(ports.hotline("asr_ws")),
+            "HOTLINE_RTP_PORT_START": str(rtp_start),
+            "HOTLINE_RTP_PORT_END": str(rtp_end),
             "DATABASE_URL": f"sqlite+aiosqlite:///{run_dir / 'hotline.db'}",
-            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-{os.getpid()}-{base_port}",
+            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-{os.getpid()}-{ports.start}",
             "HOTLINE_RECORD_SILENCE_SECONDS": "2",
             "HOTLINE_RECORD_MAX_SECONDS": "20",
             "HOTLINE_MENU_TIMEOUT_SECONDS": "3",
@@ -73,11 +77,13 @@ class HotlineUnderTest:
         if self.run_dir.exists() and not keep_run_dir:
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
-            env=self.child_env(), cwd=str(PROJECT_ROOT))
-        log.close()
+        log = await asyncio.to_thread(open, self.log_path, "wb")  # handed to the child, which keeps its own copy
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
+                env=self.child_env(), cwd=str(PROJECT_ROOT))
+        finally:
+            log.close()
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             if self.process.returncode is not None:
@@ -143,5 +149,6 @@ async def run_hotline_command(args: list[str], env: dict[str, str], timeout: flo
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
-        raise AssertionError(f"hotline {' '.join(args)} did not finish in {timeout} s: {err.decode()[-2000:]}")
+        raise AssertionError(
+            f"hotline {' '.join(args)} did not finish in {timeout} s: {err.decode()[-2000:]}") from None
     return proc.returncode or 0, out.decode(), err.decode()

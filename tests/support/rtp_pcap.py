@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import random
 import struct
-import wave
 import warnings
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,8 @@ class RtpStream:
     def packet(self, payload_type: int, payload: bytes, marker: bool = False, advance: bool = True) -> bytes:
         """One RTP packet at the current timestamp; moves seq on by one and (if advance) the clock by one frame."""
         header = struct.pack(
-            "!BBHII", 0x80, (0x80 if marker else 0) | payload_type, self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc
+            "!BBHII", 0x80, (0x80 if marker else 0) | payload_type, self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF,
+            self.ssrc
         )
         self.seq = (self.seq + 1) & 0xFFFF
         if advance:

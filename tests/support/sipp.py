@@ -97,7 +97,8 @@ class SippResult:
         """One line for assertion messages."""
         err = " | ".join(line for line in self.errors.splitlines() if line.strip())[-400:]
         tail = " | ".join(line for line in self.stderr_tail.splitlines() if line.strip())[-200:]
-        return f"sipp rc={self.returncode} timed_out={self.timed_out} marks={self.marks()} errors={err!r} stderr={tail!r}"
+        return (f"sipp rc={self.returncode} timed_out={self.timed_out} marks={self.marks()} errors={err!r} "
+                f"stderr={tail!r}")
 
 
 class SippRun:
@@ -136,7 +137,8 @@ class SippRun:
             "-timeout", f"{max(1, int(self.timeout))}s", "-timeout_error",
         ]  # fmt: skip
         self._started = time.monotonic()
-        with open(self.stdout_file, "wb") as out:
+        out = await asyncio.to_thread(open, self.stdout_file, "wb")  # handed to sipp, which keeps its own copy
+        try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=self.work_dir,
@@ -145,6 +147,8 @@ class SippRun:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        finally:
+            out.close()
 
     @property
     def running(self) -> bool:
@@ -159,7 +163,7 @@ class SippRun:
         timed_out = False
         try:
             _, stderr = await asyncio.wait_for(self._proc.communicate(), timeout=timeout or self.timeout + 5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             timed_out = True
             await self.kill()
             stderr = await self._read_rest()
@@ -192,7 +196,7 @@ class SippRun:
             try:
                 await asyncio.wait_for(proc.wait(), timeout=grace)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         raise SippError(f"sipp pid {proc.pid} did not die after SIGKILL")
 
@@ -309,7 +313,8 @@ class CitizenCall:
                 parts.append(f"<nop><action><exec play_pcap_audio={quoteattr(str(pcap))}/></action></nop>")
                 parts.append(_wait_bye(ms, label))
             else:
-                raise ValueError(f"call step {index} {step!r}: expected ('pause', ms), ('dtmf', digits) or ('audio', pcap[, ms])")
+                raise ValueError(f"call step {index} {step!r}: expected ('pause', ms), ('dtmf', digits) or "
+                                 "('audio', pcap[, ms])")
         return "\n".join(parts)
 
     def scenario_xml(self, work_dir: Path) -> str:
@@ -340,7 +345,8 @@ Content-Length: 0
 <recv request="BYE" timeout="{self.wait_bye_ms}" next="got_bye"/>
 {_mark("NO BYE", "end")}"""
         # The To header (with Asterisk's tag) is only needed for our own BYE; SIPp rejects unused variables.
-        capture_to = '\n<ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>' if self.hangup == "caller" else ""
+        capture_to = ('\n<ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>'
+                      if self.hangup == "caller" else "")
         return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="hotline citizen call">
@@ -616,7 +622,7 @@ class AgentPhone:
         self.registration: RegisterResult | None = None
         self._uas: SippRun | None = None
 
-    async def __aenter__(self) -> "AgentPhone":
+    async def __aenter__(self) -> AgentPhone:
         self.contact_port = free_port(self.local_ip)
         media_port = free_port(self.local_ip, span=4)
         args = [

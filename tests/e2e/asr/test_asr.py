@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import wave
 import warnings
+import wave
 from pathlib import Path
 
 import pytest

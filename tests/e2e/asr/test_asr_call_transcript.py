@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import re
-
-import aiohttp
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from cases import CaseStore
-from storage import create_engine_from_url
 from ivr.prompts import synthesize_speech
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
 from transcripts import TranscriptionJobStore
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 35000  # issue-4 range
+PORTS = module_ports(__name__)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-asr-call", base_port=BASE_PORT,
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-asr-call", ports=PORTS,
                          env={"HOTLINE_REDIS_KEY_PREFIX": "hotline-i4-call"})
     async with running_hotline(h):
         yield h

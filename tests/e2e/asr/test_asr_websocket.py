@@ -10,11 +10,12 @@ import pytest_asyncio
 import websockets
 
 from asr import SpeechRecognizer, VoskWebsocketServer, read_audio
+from tests.support.ports import module_ports
 from tests.support.speech import concatenate, silence, synthesize
 
 pytestmark = pytest.mark.vosk
 
-PORT = 35090  # issue-4 range
+PORT = module_ports(__name__).spare(0)
 URL = f"ws://127.0.0.1:{PORT}/"
 CHUNK = 1600  # 0.1 s at 8 kHz, as an EAGI script or a phone bridge would send
 

@@ -16,21 +16,25 @@ import yaml
 
 from asr import SpeechRecognizer, VoskWebsocketServer, read_audio
 from cases import TranscriptStatus
-from transcripts import JobStatus
 from ivr import HotlineCallFlow, IvrOptions
 from ivr.live_transcript import LiveTranscriber, parse_args, read_audio_fd, run_eagi
 from queueing import LiveCallState
 from queueing.live_state import connect_redis
 from telephony import AgiResult
-from tests.support.descriptions import description_pipelines
+from tests.support.cases import FakeCases
+from tests.support.fake_agi import ScriptedAgi
+from tests.support.flows import base_flow, flow_source
+from tests.support.ports import module_ports
+from tests.support.recognizer import FakeRecognizer
+from tests.support.records import FakeRecords
 from tests.support.speech import concatenate, silence, synthesize
-from tests.unit.ivr.test_call_flow import FakeRecognizer, FakeStore
-from tests.unit.ivr.test_flows_engine import LookupCases, ScriptedAgi, _source
-from tests.unit.ivr.test_flows_validator import base_flow
+from transcripts import JobStatus
 
 pytestmark = [pytest.mark.vosk, pytest.mark.redis]
 
-PORT = 43090  # issue-4 engineer's range
+PORTS = module_ports(__name__)
+PORT = PORTS.spare(0)
+NOBODY_PORT = PORTS.spare(1)  # nothing listens here: the live service is away
 URL = f"ws://127.0.0.1:{PORT}/"
 
 
@@ -178,7 +182,7 @@ async def test_websocket_down_still_keeps_the_whole_recording(live, speech, tmp_
     read_fd, writer = feed_pipe(pcm)
     try:
         result = await asyncio.wait_for(LiveTranscriber(
-            ws_url="ws://127.0.0.1:43091/", live=live, linkedid="down", wav_path=tmp_path / "d.wav",
+            ws_url=f"ws://127.0.0.1:{NOBODY_PORT}/", live=live, linkedid="down", wav_path=tmp_path / "d.wav",
             max_seconds=3.0, timeout=2.0).run(read_audio_fd(read_fd)), 30)
     finally:
         os.close(read_fd)
@@ -201,12 +205,6 @@ async def test_eagi_entry_point_streams_from_the_audio_fd(ws_server, live, speec
         writer.join(5)
     assert result.stopped_by == "silence" and result.text == "하수도"
     assert (await live.get_call("eagi-1"))["transcript"] == result.text
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def pipelines(tmp_path):
-    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
-        yield running
 
 
 # -- the flow hand-over: a record node with mode "stream" runs the EAGI program as Asterisk would --------------
@@ -249,28 +247,29 @@ async def test_stream_record_node_runs_eagi_and_puts_the_live_transcript_on_the_
     flow["nodes"]["welcome"]["next"] = "describe"
     flow["nodes"]["describe"] = {"kind": "record", "prompt": "hi", "mode": "stream", "silence_seconds": 2,
                                  "max_seconds": 30, "next": "menu"}
-    cases = LookupCases()
+    cases = FakeCases()
     recognizer = FakeRecognizer("from the file")
     prefix = live.channel.removesuffix(":events")
     engine = HotlineCallFlow(
         options=IvrOptions(recordings_dir=tmp_path, live_transcript_command=(
             sys.executable, "-m", "ivr.live_transcript", "--ws-url", URL, "--redis-prefix", prefix)),
-        flows=await _source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeStore(), live=live,
+        flows=await flow_source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeRecords(),
+        live=live,
         descriptions=pipelines.start(cases, recognizer, max_attempts=1).descriptions)
     pcm, _ = read_audio(speech["talk_then_silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 90)  # type: ignore[arg-type]
 
-    case = next(iter(cases.cases.values()))
+    case = cases.only()
     assert agi.log.index("play:/ko/hi") < agi.log.index("eagi")
     assert agi.exec_args[agi.exec_args.index("--linkedid") + 1] == "linked-1.1"
     assert agi.eagi_variables == {"HOTLINE_LIVE_STOPPED": "silence"}
     call = await live.get_call("linked-1.1")
-    assert case["transcript"] and case["transcript"] == call["transcript"]  # what was heard live
-    assert case["transcript_status"] == TranscriptStatus.DONE and recognizer.calls == 0
-    assert await pipelines.store.get(f"description:{case['case_number']}") is None  # heard live: no job
-    assert case["recording_path"] == str(tmp_path / f"{case['case_number']}.wav")
-    with wave.open(case["recording_path"]) as w:
+    assert case.transcript and case.transcript == call["transcript"]  # what was heard live
+    assert case.transcript_status == TranscriptStatus.DONE and recognizer.calls == []
+    assert await pipelines.store.get(f"description:{case.case_number}") is None  # heard live: no job
+    assert case.recording_path == str(tmp_path / f"{case.case_number}.wav")
+    with wave.open(case.recording_path) as w:
         assert 2 < w.getnframes() / 8000 < len(pcm) / 16000 - 3  # ended on silence, kept what was said
 
 
@@ -279,23 +278,24 @@ async def test_stream_record_node_falls_back_to_file_transcription(live, speech,
     flow["nodes"]["welcome"]["next"] = "describe"
     flow["nodes"]["describe"] = {"kind": "record", "prompt": "hi", "mode": "stream", "max_seconds": 3,
                                  "next": "menu"}
-    cases = LookupCases()
+    cases = FakeCases()
     prefix = live.channel.removesuffix(":events")
     engine = HotlineCallFlow(
         options=IvrOptions(recordings_dir=tmp_path, live_transcript_command=(
-            sys.executable, "-m", "ivr.live_transcript", "--ws-url", "ws://127.0.0.1:43091/",
+            sys.executable, "-m", "ivr.live_transcript", "--ws-url", f"ws://127.0.0.1:{NOBODY_PORT}/",
             "--redis-prefix", prefix)),
-        flows=await _source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeStore(), live=live,
+        flows=await flow_source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeRecords(),
+        live=live,
         descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1).descriptions)
     pcm, _ = read_audio(speech["silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 60)  # type: ignore[arg-type]
-    case = next(iter(cases.cases.values()))
+    case = cases.only()
     assert agi.eagi_variables == {"HOTLINE_LIVE_STOPPED": "error"}
     # Nothing came live: the kept recording went through the durable description job instead.
-    assert case["transcript"] == "from the file" and case["transcript_status"] == TranscriptStatus.DONE
-    job = await pipelines.store.get(f"description:{case['case_number']}")
-    assert job is not None and job.status == JobStatus.DONE and job.recordings[0].path == case["recording_path"]
+    assert case.transcript == "from the file" and case.transcript_status == TranscriptStatus.DONE
+    job = await pipelines.store.get(f"description:{case.case_number}")
+    assert job is not None and job.status == JobStatus.DONE and job.recordings[0].path == case.recording_path
     assert (await live.get_call("linked-1.1"))["transcript"] == "from the file"
 
 

@@ -15,13 +15,14 @@ import yaml
 
 from ivr.prompts import synthesize_speech
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
+from tests.support.probe import Probe
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
-from tests.e2e.calls.test_call_e2e import Probe
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 43000  # issue-4 live-streaming range 43000-43999 (RTP moved inside it below)
+PORTS = module_ports(__name__)
 
 FLOW = {
     "name": "live", "start": "describe", "default_language": "ko",
@@ -39,8 +40,7 @@ FLOW = {
 async def hotline(tmp_path_factory) -> AsyncIterator[HotlineUnderTest]:
     flow_file = tmp_path_factory.mktemp("live-flow") / "live.yaml"
     flow_file.write_text(yaml.safe_dump(FLOW, allow_unicode=True), encoding="utf-8")
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-live-transcript", base_port=BASE_PORT, env={
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 500), "HOTLINE_RTP_PORT_END": str(BASE_PORT + 899),
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-live-transcript", ports=PORTS, env={
         "HOTLINE_IVR_FLOW_FILE": str(flow_file)})
     async with running_hotline(h):
         yield h

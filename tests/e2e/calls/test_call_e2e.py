@@ -6,67 +6,25 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
-from cases import CaseStore
-from storage import create_engine_from_url
-from queueing import CallRecordStore
+from ivr.prompts import synthesize_speech
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
+from tests.support.probe import Probe
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
-from ivr.prompts import synthesize_speech
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 27000
-
-
-class Probe:
-    """Reads what a user would check: the case store, the call records and Redis live state."""
-
-    def __init__(self, hotline: HotlineUnderTest) -> None:
-        self.hotline = hotline
-        self.settings = hotline.settings()
-        self.engine = create_engine_from_url(self.settings.database_url)
-        self.cases = CaseStore(self.engine)
-        self.records = CallRecordStore(self.engine)
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
-        self.prefix = self.settings.redis_key_prefix
-
-    async def live_call(self, linkedid: str) -> dict[str, Any]:
-        raw = await self.redis.hgetall(f"{self.prefix}:call:{linkedid}")
-        if raw.get("ivr_path"):
-            raw["ivr_path"] = json.loads(raw["ivr_path"])
-        return raw
-
-    async def live_ids(self) -> set[str]:
-        return set(await self.redis.smembers(f"{self.prefix}:calls:live"))
-
-    async def case_by_caller(self, caller: str, timeout: float = 30.0, until: Any = None) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        case = None
-        while asyncio.get_running_loop().time() < deadline:
-            for c in await self.cases.list_recent(limit=100):
-                if c.caller_number == caller:
-                    case = c
-                    break
-            if case is not None and (until is None or until(case)):
-                return case
-            await asyncio.sleep(0.3)
-        return case
-
-    async def close(self) -> None:
-        await self.redis.aclose()
-        await self.engine.dispose()
+PORTS = module_ports(__name__)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-e2e", base_port=BASE_PORT)
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-e2e", ports=PORTS)
     async with running_hotline(h):
         yield h
     asterisk_conf = h.run_dir / "asterisk" / "etc" / "asterisk.conf"

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from queueing import connect_redis
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, browser
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
-from tests.e2e.console.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.browser]
 
-BASE_PORT = 44000  # SIP 44060, AMI 44038, AGI 44073, HTTP 44080, ASR websocket 44027, RTP 44100-44199
+PORTS = module_ports(__name__)
 AGENT = "agent7"
 AGENT_PASSWORD = "agent7-secret-pw"  # SIP and console password (`hotline agents add` makes both)
 SCREENSHOT = Path("/tmp/agents-page.png")
@@ -65,7 +66,7 @@ def _drive(hotline: HotlineUnderTest, profile_dir: str) -> None:
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     asterisk = AsteriskQueues(hotline)
-    driver = _browser(profile_dir)
+    driver = browser(profile_dir)
     state = (By.CSS_SELECTOR, "#my-queue-state [data-agent-field=state]")
 
     def button(action: str) -> Any:
@@ -145,10 +146,8 @@ async def _drop_redis_keys(hotline: HotlineUnderTest) -> None:
 
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)), reason="needs Debian chromium")
 async def test_agent_queue_state_page_through_asterisk(tmp_path: Path) -> None:
-    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-agents-page", base_port=BASE_PORT, env={
+    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-agents-page", ports=PORTS, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-agents-page-{os.getpid()}",
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 100),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 199),
     })
     await hotline.start()
     profile = tempfile.mkdtemp(prefix="agents-chromium-", dir=tmp_path)

@@ -14,47 +14,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_console import create_console_app
 from identity import AccountStore, Role
-from tests.unit.agent_console.test_console import (
-    CHEAP_HASHER,
-    PASSWORD,
-    FakeCase,
-    FakeCases,
-    FakeHealth,
-    FakeLiveCalls,
-    FakeRecord,
-    FakeRecords,
-    live_call,
-)
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, browser
+from tests.support.cases import FakeCases, sample_case
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth
+from tests.support.live import FakeLive, live_call
+from tests.support.records import FakeRecords, call_record
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = Path("/tmp/console.png")
 TRANSCRIPT = "There is a pothole in front of Seoul City Hall, please send someone."
 NOTE = "Called the roads team, crew dispatched"
-
-
-def _browser(profile_dir: str) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile_dir}",
-        "--window-size=1400,1100",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def _drive(base_url: str, add_call: Any, profile_dir: str) -> None:
@@ -63,7 +33,7 @@ def _drive(base_url: str, add_call: Any, profile_dir: str) -> None:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = _browser(profile_dir)
+    driver = browser(profile_dir)
     try:
         wait = WebDriverWait(driver, 10)
         driver.get(base_url + "/")
@@ -109,16 +79,16 @@ async def test_agent_console_in_chromium(tmp_path: Path) -> None:
     await accounts.create_schema()
     await accounts.create("agent1", PASSWORD, Role.AGENT, display_name="Kim Minji", sip_endpoint="agent1")
     cases = FakeCases(
-        FakeCase("2611290001", caller_number="01055512345", transcript=TRANSCRIPT, menu_path=["complaint", "3"],
-                 agent="agent1", priority=1),
-        FakeCase("2611290002", caller_number="0312223333", category="inquiry", status="open",
-                 transcript="When is the bulky waste collection in Mapo-gu?", menu_path=["inquiry"]),
+        sample_case("2611290001", caller_number="01055512345", transcript=TRANSCRIPT, menu_path=["complaint", "3"],
+                    agent="agent1", priority=1),
+        sample_case("2611290002", caller_number="0312223333", category="inquiry", status="open",
+                    transcript="When is the bulky waste collection in Mapo-gu?", menu_path=["inquiry"]),
     )
-    live = FakeLiveCalls([
+    live = FakeLive(
         live_call(linkedid="1700000000.7", caller_number="0215551234", state="queued", agent=None,
                   case_number="2611290003", transcript=None, ivr_path=["operator"], category="operator"),
-    ])
-    records = FakeRecords(FakeRecord("1699999999.1", case_number="2611290002", agent="agent1"))
+    )
+    records = FakeRecords(call_record("1699999999.1", case_number="2611290002", agent="agent1"))
     app = create_console_app(
         cases=cases, live_calls=live, call_records=records, accounts=accounts, health=FakeHealth(),
         session_key=os.urandom(32),
@@ -134,7 +104,7 @@ async def test_agent_console_in_chromium(tmp_path: Path) -> None:
         # The fake is read on the event loop: change it there, not from the selenium thread.
         call = live_call(caller_number="01055512345", transcript=TRANSCRIPT, ivr_path=["complaint", "3"],
                          agent="PJSIP/agent1-00000031", case_number="2611290001")
-        loop.call_soon_threadsafe(live.calls.append, call)
+        loop.call_soon_threadsafe(live.add, call)
 
     profile = tempfile.mkdtemp(prefix="console-chromium-", dir=tmp_path)
     try:

@@ -12,20 +12,23 @@ import pytest
 from aiohttp import web
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
+from identity import AccountStore, Role
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
-from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords
-from tests.e2e.console.test_console_browser import CHROMEDRIVER, CHROMIUM, _browser
-from tests.unit.ivr.test_flows_engine import LangPrompts
-from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, vocabulary_for
+from storage import create_engine_from_url, migrate_database
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, browser
+from tests.support.cases import FakeCases
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth
+from tests.support.flows import DEFAULT_FLOW, QUEUES, LangPrompts, vocabulary_for
+from tests.support.live import FakeLive
+from tests.support.ports import module_ports
+from tests.support.records import FakeRecords
 
 pytestmark = pytest.mark.browser
 
-PORT = 33090
+PORT = module_ports(__name__).spare(0)
 SCREENSHOT = Path("/tmp/flow-editor.png")
 
 
@@ -41,7 +44,7 @@ def _drive(base_url: str, profile_dir: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     shipped = DEFAULT_FLOW.read_text(encoding="utf-8")
-    driver = _browser(profile_dir)
+    driver = browser(profile_dir)
     try:
         wait = WebDriverWait(driver, 15)
         driver.get(base_url + "/flows")
@@ -103,7 +106,7 @@ async def test_flow_editor_in_chromium(tmp_path: Path) -> None:
     engine = create_engine_from_url(url)
     accounts = AccountStore(engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN, display_name="Admin")
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     store = FlowStore(engine)
     validator = FlowValidator(vocabulary_for=vocabulary_for, queues=QUEUES, base_dir=DEFAULT_FLOW.parent)

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.hotline_process import HotlineUnderTest, run_hotline_command
+from tests.support.ports import module_ports
+
+PORTS = module_ports(__name__)  # each test's hotline refuses to start, so the tests can share the block
 
 
-def _env(tmp_path: Path, base: int, **extra: str) -> dict[str, str]:
-    env = HotlineUnderTest(tmp_path / "run", base_port=base).env
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = HotlineUnderTest(tmp_path / "run", ports=PORTS).env
     env.update(extra)
     return env
 
@@ -22,13 +25,13 @@ def _error_line(stderr: str) -> str:
 
 
 async def test_bad_setting_is_named(tmp_path: Path) -> None:
-    code, _, err = await run_hotline_command(["run"], _env(tmp_path, 31000, HOTLINE_SIP_HOST="not-an-ip"))
+    code, _, err = await run_hotline_command(["run"], _env(tmp_path, HOTLINE_SIP_HOST="not-an-ip"))
     assert code == 2
     assert "sip_host" in _error_line(err) and "not an IP address" in err
 
 
 async def test_database_unreachable(tmp_path: Path) -> None:
-    env = _env(tmp_path, 31100, DATABASE_URL="postgresql+asyncpg://postgres:pw@127.0.0.1:1/nowhere")
+    env = _env(tmp_path, DATABASE_URL="postgresql+asyncpg://postgres:pw@127.0.0.1:1/nowhere")
     code, _, err = await run_hotline_command(["run"], env)
     assert code == 1
     line = _error_line(err)
@@ -38,13 +41,13 @@ async def test_database_unreachable(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 async def test_redis_unreachable(tmp_path: Path) -> None:
-    code, _, err = await run_hotline_command(["run"], _env(tmp_path, 31200, REDIS_URL="redis://127.0.0.1:1/0"))
+    code, _, err = await run_hotline_command(["run"], _env(tmp_path, REDIS_URL="redis://127.0.0.1:1/0"))
     assert code == 1
     assert _error_line(err).startswith("error: Redis at redis://127.0.0.1:1/0:")
 
 
 async def test_http_port_taken(tmp_path: Path) -> None:
-    env = _env(tmp_path, 31300)
+    env = _env(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", int(env["HOTLINE_HTTP_PORT"])))
         s.listen()
@@ -55,7 +58,7 @@ async def test_http_port_taken(tmp_path: Path) -> None:
 
 @pytest.mark.vosk
 async def test_asterisk_not_installed(tmp_path: Path) -> None:
-    env = _env(tmp_path, 31400, HOTLINE_ASTERISK_BINARY="/nonexistent/asterisk")
+    env = _env(tmp_path, HOTLINE_ASTERISK_BINARY="/nonexistent/asterisk")
     code, _, err = await run_hotline_command(["run"], env)
     assert code == 1
     assert "Asterisk is not installed" in _error_line(err)
@@ -63,14 +66,15 @@ async def test_asterisk_not_installed(tmp_path: Path) -> None:
 
 @pytest.mark.vosk
 async def test_ami_refused_with_external_asterisk(tmp_path: Path) -> None:
-    code, _, err = await run_hotline_command(["run", "--no-asterisk"], _env(tmp_path, 31500))
+    env = _env(tmp_path)
+    code, _, err = await run_hotline_command(["run", "--no-asterisk"], env)
     assert code == 1
-    assert _error_line(err) == "error: AMI at 127.0.0.1:31538: connection refused"
+    assert _error_line(err) == f"error: AMI at 127.0.0.1:{env['HOTLINE_AMI_PORT']}: connection refused"
 
 
 @pytest.mark.vosk
 async def test_missing_vosk_model(tmp_path: Path) -> None:
-    env = _env(tmp_path, 31600, VOSK_MODEL_PATH=str(tmp_path / "no-model"))
+    env = _env(tmp_path, VOSK_MODEL_PATH=str(tmp_path / "no-model"))
     code, _, err = await run_hotline_command(["run"], env)
     assert code == 1
     assert str(tmp_path / "no-model") in _error_line(err)

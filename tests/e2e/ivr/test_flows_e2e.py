@@ -4,7 +4,6 @@ by Vosk), and a publish while calls are in progress (they finish on their versio
 from __future__ import annotations
 
 import asyncio
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,29 +12,28 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from ivr.prompts import fill_prompt_text, synthesize_speech
+from ivr.prompts import synthesize_speech
+from tests.support.flows import DEFAULT_FLOW, prompt_seconds
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
+from tests.support.probe import Probe
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
-from tests.e2e.calls.test_call_e2e import Probe
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 33000
-DEFAULT_FLOW = PROJECT_ROOT / "config" / "ivr" / "default.yaml"
+PORTS = module_ports(__name__)
 ENV = {
     "HOTLINE_REDIS_KEY_PREFIX": "hotline-i3-e2e",
-    "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),  # keep RTP inside this test's port range
-    "HOTLINE_RTP_PORT_END": str(BASE_PORT + 599),
     "HOTLINE_MENU_TIMEOUT_SECONDS": "4",
     "HOTLINE_RECORD_MAX_SECONDS": "15",
-    "HOTLINE_TRANSFER_DIAL": "PJSIP/trunk/sip:{number}@127.0.0.1:%d" % (BASE_PORT + 70),
+    "HOTLINE_TRANSFER_DIAL": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{PORTS.spare(0)}",
 }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-e2e", base_port=BASE_PORT, env=ENV)
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-e2e", ports=PORTS, env=ENV)
     async with running_hotline(h):
         yield h
 
@@ -47,18 +45,6 @@ async def probe(hotline: HotlineUnderTest) -> AsyncIterator[Probe]:
     await p.close()
 
 
-def _seconds(wav: Path) -> float:
-    with wave.open(str(wav)) as w:
-        return w.getnframes() / w.getframerate()
-
-
-def _prompt_seconds(tmp: Path, name: str, hotline_number: str) -> float:
-    """How long the hotline's Korean prompt plays (same text, voice and speed as the hotline synthesizes)."""
-    text = yaml.safe_load(DEFAULT_FLOW.read_text(encoding="utf-8"))["languages"]["ko"]["prompts"][name]
-    text = fill_prompt_text(text, hotline_number)  # {hotline_number} as the hotline speaks it
-    return _seconds(synthesize_speech(text, "ko", tmp / f"prompt-{name}.wav"))
-
-
 def _call(probe: Probe, tmp: Path, caller: str, steps: list[Any], **kwargs: Any) -> CitizenCall:
     return CitizenCall(sip_port=probe.settings.sip_port, number=probe.settings.hotline_number, from_user=caller,
                        work_dir=tmp / caller, name=caller, steps=steps, **kwargs)
@@ -67,9 +53,9 @@ def _call(probe: Probe, tmp: Path, caller: str, steps: list[Any], **kwargs: Any)
 async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest, probe: Probe,
                                                       tmp_path: Path) -> None:
     """Keys, silence, invalid keys, a spoken keyword and a hang-up mid-prompt, as concurrent real calls."""
-    welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
-    menu = _prompt_seconds(tmp_path, "menu", probe.settings.hotline_number)
-    to_agent = _prompt_seconds(tmp_path, "to_agent", probe.settings.hotline_number)
+    welcome = prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
+    menu = prompt_seconds(tmp_path, "menu", probe.settings.hotline_number)
+    to_agent = prompt_seconds(tmp_path, "to_agent", probe.settings.hotline_number)
     speech_wav = synthesize_speech("버스", "ko", tmp_path / "bus.wav", speed=130)
     speech_pcap = tmp_path / "bus.pcap"
     wav_to_rtp_pcap(speech_wav, speech_pcap, pad_seconds=2.5)
@@ -91,7 +77,7 @@ async def test_default_flow_branches_through_asterisk(hotline: HotlineUnderTest,
                               ("pause", int(min(1.2, to_agent / 2) * 1000))]),
     }
     results = await asyncio.gather(*(c.run() for c in calls.values()))
-    for caller, result in zip(calls, results):
+    for caller, result in zip(calls, results, strict=True):
         assert result.answered and result.ok, f"{caller}: {result.describe()}"
 
     def path_of(case: Any) -> list[str]:
@@ -206,9 +192,9 @@ async def test_transfer_node_dials_the_external_number(hotline: HotlineUnderTest
     code, out, err = await run_hotline_command(["flows", "publish", str(flow_file), "--actor", "tester"], hotline.env)
     assert code == 0, err[-2000:]
     loop = asyncio.get_running_loop()
-    transport, busy = await loop.create_datagram_endpoint(BusyNumber, local_addr=("127.0.0.1", BASE_PORT + 70))
+    transport, busy = await loop.create_datagram_endpoint(BusyNumber, local_addr=("127.0.0.1", PORTS.spare(0)))
     try:
-        welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
+        welcome = prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
         call = _call(probe, tmp_path, "01033300021", [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "9"),
                                                       ("pause", 6000)], hangup="wait", wait_bye_ms=20000)
         result = await call.run()
@@ -216,6 +202,6 @@ async def test_transfer_node_dials_the_external_number(hotline: HotlineUnderTest
         assert result.hung_up_by == "asterisk", result.describe()  # after the external number was busy
     finally:
         transport.close()
-    assert busy.invites and busy.invites[0].startswith("INVITE sip:0212345678@127.0.0.1:%d" % (BASE_PORT + 70))
+    assert busy.invites and busy.invites[0].startswith(f"INVITE sip:0212345678@127.0.0.1:{PORTS.spare(0)}")
     case = await probe.case_by_caller("01033300021", until=lambda c: list(c.menu_path)[-1:] == ["transfer:0212345678"])
     assert list(case.menu_path) == ["9", "transfer:0212345678"], case

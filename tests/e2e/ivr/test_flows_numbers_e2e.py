@@ -11,27 +11,25 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.support.flows import flood_flow, prompt_seconds
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
+from tests.support.probe import Probe
 from tests.support.sipp import CitizenCall
-from tests.e2e.calls.test_call_e2e import Probe
-from tests.e2e.ivr.test_flows_e2e import _prompt_seconds
-from tests.unit.ivr.test_flows_numbers import flood_flow
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 45000  # SIP 45060, AMI 45038, AGI 45073, HTTP 45080, ASR websocket 45027, RTP 45200-45399
+PORTS = module_ports(__name__)
 FLOOD_NUMBER = "12399"
 ENV = {
     "HOTLINE_REDIS_KEY_PREFIX": "hotline-i3-numbers-e2e",
-    "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),  # keep RTP inside this test's port range
-    "HOTLINE_RTP_PORT_END": str(BASE_PORT + 399),
     "HOTLINE_IVR_NUMBERS": json.dumps({FLOOD_NUMBER: "flood-warning"}),
 }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-numbers-e2e", base_port=BASE_PORT, env=ENV)
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-flows-numbers-e2e", ports=PORTS, env=ENV)
     async with running_hotline(h):
         yield h
 
@@ -49,7 +47,7 @@ def _call(probe: Probe, tmp: Path, caller: str, number: str, steps: list[Any], *
 
 
 async def _flood_call(probe: Probe, tmp: Path, caller: str, number: str) -> Any:
-    """A call that hears the flood warning: the flow marks the case, plays the warning and hangs up."""
+    """A call that hears a warning flow: the flow marks the case, plays the warning and hangs up."""
     result = await _call(probe, tmp, caller, number, [("pause", 1000)], hangup="wait", wait_bye_ms=25000).run()
     assert result.answered and result.ok, result.describe()
     assert result.hung_up_by == "asterisk", result.describe()  # the flow's hangup node, not the caller
@@ -65,7 +63,7 @@ async def test_second_number_runs_its_flow_once_published(hotline: HotlineUnderT
             "shipped file; its calls run 'default' until it is published") in log
 
     # Not published yet: the caller of 12399 still reaches the hotline (the default flow) and presses 2.
-    welcome = _prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
+    welcome = prompt_seconds(tmp_path, "welcome", probe.settings.hotline_number)
     early = await _call(probe, tmp_path, "01045000001", FLOOD_NUMBER,
                         [("pause", int((welcome + 1.0) * 1000)), ("dtmf", "2"), ("pause", 2500)]).run()
     assert early.answered and early.ok, early.describe()
@@ -92,21 +90,30 @@ async def test_second_number_runs_its_flow_once_published(hotline: HotlineUnderT
 
 async def test_admin_switches_the_hotline_number_to_another_flow(hotline: HotlineUnderTest, probe: Probe,
                                                                  tmp_path: Path) -> None:
+    """The admin routes the hotline number to a flow of their own (published here, so the test needs no other to
+    have run) and back again, so the hotline number runs the default flow for whatever comes next."""
     env = hotline.env
-    code, out, err = await run_hotline_command(["flows", "route", probe.settings.hotline_number, "nope"], env)
+    number = probe.settings.hotline_number
+    code, out, err = await run_hotline_command(["flows", "route", number, "nope"], env)
     assert code == 1 and err.strip().splitlines()[-1] == "error: no flow named 'nope': publish it first"
-    code, out, err = await run_hotline_command(["flows", "route", probe.settings.hotline_number, "flood-warning",
-                                                "--actor", "tester"], env)
+    flow_file = tmp_path / "storm-warning.yaml"
+    flow_file.write_text(flood_flow("storm_warning", name="storm-warning"), encoding="utf-8")
+    code, out, err = await run_hotline_command(["flows", "publish", str(flow_file), "--actor", "tester"], env)
     assert code == 0, err[-2000:]
-    assert out.strip() == (f"number {probe.settings.hotline_number} runs flow flood-warning from its next call on "
-                           "(routed by tester)")
-    switched = await _flood_call(probe, tmp_path, "01045000011", probe.settings.hotline_number)
-    assert switched.category == "flood_warning"  # no restart: the next call took the new route
+    code, out, err = await run_hotline_command(["flows", "route", number, "storm-warning", "--actor", "tester"], env)
+    assert code == 0, err[-2000:]
+    try:
+        assert out.strip() == f"number {number} runs flow storm-warning from its next call on (routed by tester)"
+        switched = await _flood_call(probe, tmp_path, "01045000011", number)
+        assert switched.category == "storm_warning"  # no restart: the next call took the new route
 
-    code, out, err = await run_hotline_command(["flows", "routes"], env)
-    assert code == 0
-    assert f"{probe.settings.hotline_number}  flood-warning  (routed by tester at " in out
-    assert f"{FLOOD_NUMBER}  flood-warning  (configured)" in out
-    code, out, err = await run_hotline_command(["flows", "audit"], env)
-    route_line = next(line for line in out.splitlines() if " route " in line)
-    assert "tester" in route_line and f"number {probe.settings.hotline_number}: default → flood-warning" in route_line
+        code, out, err = await run_hotline_command(["flows", "routes"], env)
+        assert code == 0
+        assert f"{number}  storm-warning  (routed by tester at " in out
+        assert f"{FLOOD_NUMBER}  flood-warning  (configured)" in out
+        code, out, err = await run_hotline_command(["flows", "audit"], env)
+        route_line = next(line for line in out.splitlines() if " route " in line)
+        assert "tester" in route_line and f"number {number}: default → storm-warning" in route_line
+    finally:
+        code, out, err = await run_hotline_command(["flows", "route", number, "default", "--actor", "tester"], env)
+        assert code == 0, err[-2000:]

@@ -20,16 +20,17 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore
-from storage import create_engine_from_url, migrate_database
 from ivr.prompts import synthesize_speech
 from queueing import CallbackStore, QueueMetricsStore
+from storage import create_engine_from_url, migrate_database
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 41000
+PORTS = module_ports(__name__)
 WORK = PROJECT_ROOT / "var" / "test-queueing-announce"
 DB = WORK / "hotline.db"
 QUEUES = [
@@ -62,28 +63,15 @@ async def hotline() -> AsyncIterator[HotlineUnderTest]:
     WORK.mkdir(parents=True, exist_ok=True)
     DB.unlink(missing_ok=True)
     await _seed_history()
-    h = HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
+    h = HotlineUnderTest(WORK / "run", ports=PORTS, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-announce-{os.getpid()}",
         "DATABASE_URL": f"sqlite+aiosqlite:///{DB}",
         "HOTLINE_QUEUES": json.dumps(QUEUES),
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 399),
         "HOTLINE_CALLBACK_AFTER_SECONDS": "12",
         "HOTLINE_LANGUAGE": "ko",
     })
     async with running_hotline(h):
         yield h
-
-
-async def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]")

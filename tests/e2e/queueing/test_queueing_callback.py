@@ -17,16 +17,18 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore
-from storage import create_engine_from_url
 from queueing import CallbackStore
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml, free_port
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 37100
-REDIS_PORT = 37379
-CITIZEN_PORT = 37170  # where the "carrier" (a SIPp UAS) takes the callback to the citizen
+PORTS = module_ports(__name__)
+REDIS_PORT = PORTS.spare(0)  # this module's own Redis server (the test kills it)
+CITIZEN_PORT = PORTS.spare(1)  # where the "carrier" (a SIPp UAS) takes the callback to the citizen
 AGENT_PASSWORD = "cb-agent-secret"
 WORK = PROJECT_ROOT / "var" / "test-queueing-cb"
 
@@ -70,12 +72,10 @@ async def own_redis() -> AsyncIterator[OwnRedis]:
 
 
 def _hotline(tag: str) -> HotlineUnderTest:
-    return HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
+    return HotlineUnderTest(WORK / "run", ports=PORTS, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-cb-{os.getpid()}",
         "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
         "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",  # outside the run dir: survives restarts
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 400),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 699),
         "HOTLINE_CALLBACK_AFTER_SECONDS": "5",
         "HOTLINE_CALLBACK_RETRY_SECONDS": "3",
         "HOTLINE_CALLBACK_DIAL_TEMPLATE": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{CITIZEN_PORT}",
@@ -88,17 +88,6 @@ async def hotline(own_redis: OwnRedis) -> AsyncIterator[HotlineUnderTest]:
     h = _hotline("first")
     async with running_hotline(h):
         yield h
-
-
-async def _until(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 async def _agents(h: HotlineUnderTest, *args: str) -> None:
@@ -149,7 +138,7 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
             async with AgentPhone("cbagent", AGENT_PASSWORD, settings.sip_port, talk_ms=8000,
                                   work_dir=tmp_path / "agent", timeout=90) as phone:
                 await _agents(hotline, "login", "cbagent")
-                done = await _until(lambda: _status(callbacks, request.id, "completed"), timeout=60,
+                done = await until(lambda: _status(callbacks, request.id, "completed"), timeout=60,
                                     what="callback completed")
                 await phone.wait_call(timeout=30)
                 assert phone.answered
@@ -185,11 +174,12 @@ async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: Hotlin
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     caller = "01055503002"
     call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
-                       work_dir=tmp_path / "caller", name="rb", steps=[("pause", 1500), ("dtmf", "2"), ("pause", 40000)],
+                       work_dir=tmp_path / "caller", name="rb",
+                       steps=[("pause", 1500), ("dtmf", "2"), ("pause", 40000)],
                        hangup="caller", timeout=90)
     task = asyncio.create_task(call.run())
     try:
-        before = await _until(lambda: _entry(redis, prefix, caller), timeout=40, what="caller waiting")
+        before = await until(lambda: _entry(redis, prefix, caller), timeout=40, what="caller waiting")
         agent_before = await redis.hgetall(f"{prefix}:agent:rbagent")
         assert agent_before["state"] in ("paused", "unreachable") and agent_before["pause_reason"] == "case_work"
         await redis.aclose()
@@ -197,10 +187,10 @@ async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: Hotlin
         await own_redis.start()  # empty: no persistence
         redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
         assert not await redis.exists(f"{prefix}:agent:rbagent")
-        after = await _until(lambda: _entry(redis, prefix, caller), timeout=20, what="waiting call rebuilt")
+        after = await until(lambda: _entry(redis, prefix, caller), timeout=20, what="waiting call rebuilt")
         assert after["position"] == before["position"] and after["case_number"] == before["case_number"]
         assert after["linkedid"] == before["linkedid"]
-        agent_after = await _until(lambda: redis.hgetall(f"{prefix}:agent:rbagent"), what="agent rebuilt")
+        agent_after = await until(lambda: redis.hgetall(f"{prefix}:agent:rbagent"), what="agent rebuilt")
         assert agent_after["state"] == agent_before["state"] and agent_after["pause_reason"] == "case_work"
         assert (await hotline.health())["ok"]
     finally:
@@ -210,7 +200,7 @@ async def test_state_rebuilt_after_redis_is_killed_and_restarted(hotline: Hotlin
     # The call's live state was restored too, so its hang-up still closed the case.
     engine = create_engine_from_url(settings.database_url)
     try:
-        case = await _until(lambda: _case_status(CaseStore(engine), before["case_number"], "abandoned_in_queue"),
+        case = await until(lambda: _case_status(CaseStore(engine), before["case_number"], "abandoned_in_queue"),
                             timeout=15, what="case abandoned_in_queue")
         assert case.caller_number == caller
     finally:

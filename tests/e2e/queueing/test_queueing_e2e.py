@@ -17,15 +17,17 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from cases import CaseStore, NewCase
-from storage import create_engine_from_url
 from ivr import load_prompt_sets
 from queueing import CallRecordStore, QueueMetricsStore
+from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 37000
+PORTS = module_ports(__name__)
 QUEUES = [
     {"name": "complaints", "strategy": "rrmemory", "timeout_seconds": 15, "wrapup_seconds": 3},
     {"name": "inquiries", "strategy": "rrmemory", "timeout_seconds": 15, "wrapup_seconds": 3,
@@ -34,6 +36,7 @@ QUEUES = [
      "on_max_wait": "overflow:inquiries"},
 ]
 AGENT3_PASSWORD = "agent3-secret-pw"
+AGENT4_PASSWORD = "agent4-secret-pw"
 
 
 class QueueProbe:
@@ -57,14 +60,7 @@ class QueueProbe:
         return sorted((json.loads(v) for v in raw.values()), key=lambda e: e["position"])
 
     async def until(self, check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        last = None
-        while asyncio.get_running_loop().time() < deadline:
-            last = await check()
-            if last:
-                return last
-            await asyncio.sleep(0.25)
-        raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
+        return await until(check, timeout, what)
 
     async def agents_cli(self, *args: str) -> str:
         code, out, err = await run_hotline_command(["agents", *args], self.hotline.env, timeout=60)
@@ -82,12 +78,9 @@ class QueueProbe:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-queueing", base_port=BASE_PORT, env={
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-queueing", ports=PORTS, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-e2e-{os.getpid()}",
         "HOTLINE_QUEUES": json.dumps(QUEUES),
-        # RTP clear of the other queueing modules' listeners (37100+, 37200+), which may run at the same time.
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 1000),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 1199),
     })
     async with running_hotline(h):
         yield h
@@ -98,6 +91,34 @@ async def probe(hotline: HotlineUnderTest) -> AsyncIterator[QueueProbe]:
     p = QueueProbe(hotline)
     yield p
     await p.close()
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def configured_agents(probe: QueueProbe) -> AsyncIterator[None]:
+    """After each test the agents are as configured again (agent1 and agent2 logged in, not paused; agents a test
+    added logged out), so no test depends on what another did; each test logs out whom it must not reach."""
+    yield
+    configured = {a.name for a in probe.settings.agents}
+    for agent in json.loads(await probe.agents_cli("list", "--json")):
+        name = agent["name"]
+        if name in configured:
+            if not agent["logged_in"]:
+                await probe.agents_cli("login", name)
+            if agent.get("paused"):
+                await probe.agents_cli("resume", name)
+        elif agent["logged_in"]:
+            await probe.agents_cli("logout", name)
+    for name in configured:  # logged in, no phone registered
+        await probe.until(lambda name=name: _state_is(probe, name, "unreachable"), what=f"{name} back as configured")
+
+
+async def _nobody_but(probe: QueueProbe, *names: str) -> None:
+    """Log out every agent but these (the test's own), and wait until Redis says so."""
+    for agent in json.loads(await probe.agents_cli("list", "--json")):
+        if agent["logged_in"] and agent["name"] not in names:
+            await probe.agents_cli("logout", agent["name"])
+            await probe.until(lambda name=agent["name"]: _state_is(probe, name, "logged_out"),
+                              what=f"{agent['name']} logged out")
 
 
 def _fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -125,7 +146,8 @@ async def test_configured_agents_are_dynamic_members_logged_in(probe: QueueProbe
 async def test_only_available_agents_get_calls_paused_gets_none(probe: QueueProbe, tmp_path: Path) -> None:
     """An agent added while running registers at once; paused it gets no call; resumed it gets the waiting one;
     a registered but logged-out agent gets nothing. States flow through Redis pub/sub; metrics are counted."""
-    await probe.agents_cli("logout", "agent2")
+    agent1 = probe.settings.agents[0]
+    await _nobody_but(probe)  # agent1 gets a phone below but is logged out: it must not be rung
     await probe.agents_cli("add", "agent3", "--password", AGENT3_PASSWORD, "--queue", "inquiries:1",
                            "--display-name", "Agent Three")
     await probe.agents_cli("login", "agent3")
@@ -146,8 +168,6 @@ async def test_only_available_agents_get_calls_paused_gets_none(probe: QueueProb
 
     collector = asyncio.create_task(collect())
     sip_port = probe.settings.sip_port
-    agent1 = probe.settings.agents[0]
-    await probe.agents_cli("logout", "agent1")
     try:
         async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=3000, work_dir=tmp_path / "a3",
                               timeout=120) as phone3, \
@@ -204,8 +224,9 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
                                                                                 tmp_path: Path) -> None:
     """A repeat caller with an open case joins behind a waiting caller but is answered first; the waiting caller
     hears their position; when they give up, the abandon is counted."""
-    await probe.agents_cli("logout", "agent3")
-    await probe.until(lambda: _state_is(probe, "agent3", "logged_out"), what="agent3 logged out")
+    await _nobody_but(probe)  # only agent4, logged in below, takes a call here
+    await probe.agents_cli("add", "agent4", "--password", AGENT4_PASSWORD, "--queue", "inquiries:1",
+                           "--display-name", "Agent Four")
     repeat = "01055502003"
     earlier = await probe.cases.open(NewCase(caller_number=repeat, category="inquiry", source_ref=None,
                                              menu_path=["2"]), actor="ivr")
@@ -233,17 +254,17 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     texts = load_prompt_sets(probe.settings.prompts_file)[probe.settings.language].texts
     await probe.until(lambda: _told(probe, entry_a["channel"], texts["queue_position"].format(position=2)),
                       timeout=12, what="the earlier caller told they are second")
-    # agent3 talks long enough that its logout (a CLI process, slow on a loaded machine) lands before it is free
+    # agent4 talks long enough that its logout (a CLI process, slow on a loaded machine) lands before it is free
     # again; otherwise the earlier caller would rightly be handed to it after the wrap-up.
-    async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=12000, work_dir=tmp_path / "a3",
-                          timeout=90) as phone3:
-        await probe.agents_cli("login", "agent3")
+    async with AgentPhone("agent4", AGENT4_PASSWORD, sip_port, talk_ms=12000, work_dir=tmp_path / "a4",
+                          timeout=90) as phone4:
+        await probe.agents_cli("login", "agent4")
         await probe.until(lambda: _case_of(probe, repeat, "in_progress"), timeout=30, what="repeat caller answered")
-        await probe.agents_cli("logout", "agent3")  # one call for this phone; the first caller keeps waiting
+        await probe.agents_cli("logout", "agent4")  # one call for this phone; the first caller keeps waiting
         assert await _waiting_caller(probe, "inquiries", first), "the earlier, lower-priority caller was answered"
         result_b = await task_b
         assert result_b.answered and result_b.hung_up_by == "asterisk", result_b.describe()
-        await phone3.wait_call(timeout=30)
+        await phone4.wait_call(timeout=30)
     result_a = await task_a
     assert result_a.answered and result_a.hung_up_by == "caller", result_a.describe()
     case_a = await probe.until(lambda: _case_of(probe, first, "abandoned_in_queue"), what="first caller abandoned")
@@ -270,6 +291,7 @@ async def _told(probe: QueueProbe, channel: str, sentence_start: str) -> bool:
 
 async def test_max_wait_overflows_to_another_queue(probe: QueueProbe, tmp_path: Path) -> None:
     """Nobody answers the operator queue within its 10 s maximum: the caller moves on to the inquiries queue."""
+    await _nobody_but(probe)
     listed = json.loads(await probe.agents_cli("list", "--json"))
     assert not any(a["logged_in"] and "operator" in a["skills"] for a in listed), listed
     caller = "01055502004"

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,22 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from datetime import UTC, datetime
-
 from cases import CaseStore
-from storage import create_engine_from_url
 from queueing import CallbackStore
+from storage import create_engine_from_url
 from telephony import AmiClient, AsteriskConfig, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
+from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 37200
+PORTS = module_ports(__name__)
 WORK = PROJECT_ROOT / "var" / "test-queueing-restart"
 AGENT_PASSWORD = "rs-agent-secret"
-CITIZEN_PORT = 44510  # the "carrier" (a SIPp UAS) taking the callbacks to the citizen; its media on 44520
+CITIZEN_PORT = PORTS.spare(0)  # the "carrier" (a SIPp UAS) taking the callbacks to the citizen
+CITIZEN_MEDIA_PORT = PORTS.spare(2)  # its media: 4 ports from here
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -40,12 +42,10 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
-    h = HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
+    h = HotlineUnderTest(WORK / "run", ports=PORTS, env={
         "HOTLINE_MANAGE_ASTERISK": "false",
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-i5-rs-{os.getpid()}",
         "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 600),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 799),
         "HOTLINE_CALLBACK_DIAL_TEMPLATE": f"PJSIP/trunk/sip:{{number}}@127.0.0.1:{CITIZEN_PORT}",
         "HOTLINE_CALLBACK_RETRY_SECONDS": "3",
     })
@@ -59,17 +59,6 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
         assert await h.stop() == 0, h.log_tail()
     finally:
         await asterisk.stop()
-
-
-async def _until(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, AsteriskProcess],
@@ -101,7 +90,7 @@ async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, A
     task_leaver = asyncio.create_task(call_leaver.run())
     task_stayer = asyncio.create_task(call_stayer.run())
     try:
-        both = await _until(lambda: _callers(waiting, 2), timeout=40, what="both callers waiting")
+        both = await until(lambda: _callers(waiting, 2), timeout=40, what="both callers waiting")
         assert [e["caller"] for e in both] == [leaver, stayer]
         stayer_case = both[1]["case_number"]
 
@@ -112,9 +101,9 @@ async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, A
         assert len(await waiting()) == 2  # Redis still shows what was true before the bridge stopped
         await hotline.start(keep_run_dir=True)
 
-        after = await _until(lambda: _callers(waiting, 1, exact=True), timeout=20, what="live state rebuilt")
+        after = await until(lambda: _callers(waiting, 1, exact=True), timeout=20, what="live state rebuilt")
         assert after[0]["caller"] == stayer and after[0]["position"] == 1 and after[0]["case_number"] == stayer_case
-        leaver_case = await _until(lambda: _case(cases, leaver, "abandoned_in_queue"), timeout=20,
+        leaver_case = await until(lambda: _case(cases, leaver, "abandoned_in_queue"), timeout=20,
                                    what="the leaver's case closed")
         assert leaver_case.agent is None
         state = await redis.hgetall(f"{prefix}:agent:rsagent")
@@ -126,7 +115,7 @@ async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, A
             await phone.wait_call(timeout=30)
             assert phone.answered
         assert result_stayer.answered and result_stayer.hung_up_by == "asterisk", result_stayer.describe()
-        case = await _until(lambda: _case(cases, stayer, "open"), what="the stayer's case open")
+        case = await until(lambda: _case(cases, stayer, "open"), what="the stayer's case open")
         assert case.agent == "rsagent"
     finally:
         for task in (task_leaver, task_stayer):
@@ -173,15 +162,16 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
             request = await callbacks.request(queue="inquiries", caller_number=caller, case_number=None,
                                               linkedid=f"restart-{tag}", priority=0, queued_at=datetime.now(UTC))
             citizen = SippRun(f"citizen-{tag}", _uas_xml(caller, 300, 120000), [
-                f"127.0.0.1:{settings.sip_port}", "-i", "127.0.0.1", "-p", str(CITIZEN_PORT), "-mp", "44520",
+                f"127.0.0.1:{settings.sip_port}", "-i", "127.0.0.1", "-p", str(CITIZEN_PORT),
+                "-mp", str(CITIZEN_MEDIA_PORT),
                 "-rtp_echo"], tmp_path / f"citizen-{tag}", timeout=150)
             await citizen.start()
             phone = AgentPhone("rcbagent", AGENT_PASSWORD, settings.sip_port, talk_ms=120000,
                                work_dir=tmp_path / f"agent-{tag}", timeout=150)
             await phone.__aenter__()
-            leg = await _until(lambda: _citizen_leg(ami, f"callback-{request.id}-1"), timeout=40,
+            leg = await until(lambda: _citizen_leg(ami, f"callback-{request.id}-1"), timeout=40,
                                what=f"callback {tag}: the citizen answered")
-            assert (await _until(lambda: _status(callbacks, request.id, "connected"), what="connected")).attempts == 1
+            assert (await until(lambda: _status(callbacks, request.id, "connected"), what="connected")).attempts == 1
             return request.id, leg, citizen, phone
 
         async def finish(citizen: SippRun, phone: AgentPhone) -> None:
@@ -196,7 +186,7 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
         await asyncio.sleep(4)  # several dispatcher rounds: a blind re-dial would happen now
         assert (await callbacks.get(first)).status == "connected"
         await ami.action({"Action": "Hangup", "Channel": leg}, check=False)  # the citizen hangs up
-        done = await _until(lambda: _status(callbacks, first, "completed"), what="followed call completed")
+        done = await until(lambda: _status(callbacks, first, "completed"), what="followed call completed")
         assert done.attempts == 1
         await finish(citizen, phone)
 
@@ -206,7 +196,7 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
         await ami.action({"Action": "Hangup", "Channel": leg}, check=False)
         await finish(citizen, phone)
         await hotline.start(keep_run_dir=True)
-        done = await _until(lambda: _status(callbacks, second, "completed"), what="completed from Asterisk's record")
+        done = await until(lambda: _status(callbacks, second, "completed"), what="completed from Asterisk's record")
         assert done.attempts == 1
         await asyncio.sleep(4)
         log = messages.read_text(errors="replace")

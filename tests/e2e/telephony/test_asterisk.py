@@ -5,27 +5,28 @@ import asyncio
 import os
 import socket
 import struct
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from panoramisk import Manager
 
 from telephony.asterisk_process import AsteriskProcess, AsteriskStartError, render_asterisk_config
-from tests.support.asterisk_fixture import (  # noqa: F401  (fixtures)
+from tests.support.asterisk_fixture import (
+    TEST_AGI_PORT,
     FastAgiStub,
-    agi_stub,
-    asterisk,
-    asterisk_config,
     asterisk_pids_using,
     espeak_wav,
     make_test_config,
 )
+from tests.support.ports import module_ports
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall, register_agent, run_citizen_call
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
 CALLER = "13800138000"
+PORTS = module_ports(__name__)  # for the Asterisks a test starts beside the shared one (tests.support.asterisk_fixture)
 
 
 async def ami_login(host: str, port: int, username: str, secret: str) -> Manager:
@@ -71,7 +72,7 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
     assert {p.name: p.read_text() for p in conf.parent.glob("*.conf")} == first
     ext = first["extensions.conf"]
     assert "exten => 12345,1,NoOp(citizen call from ${CALLERID(num)})" in ext
-    assert "AGI(agi://127.0.0.1:14573/ivr?linkedid=${CHANNEL(linkedid)},${HOTLINE_DIALED})" in ext
+    assert f"AGI(agi://127.0.0.1:{TEST_AGI_PORT}/ivr?linkedid=${{CHANNEL(linkedid)}},${{HOTLINE_DIALED}})" in ext
     assert '${IF($["${HOTLINE_QUEUE_MAXWAIT}" = ""]?600:${HOTLINE_QUEUE_MAXWAIT})}' in ext
     assert "{{" not in "".join(first.values())
     assert "member => PJSIP/agent1,0,agent1,PJSIP/agent1" in first["queues.conf"]
@@ -79,8 +80,9 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
 
 
 async def test_stop_leaves_no_asterisk_behind(tmp_path: Path) -> None:
-    cfg = make_test_config(tmp_path / "ast", sip_port=15160, ami_port=15138, rtp_port_start=17000,
-                           rtp_port_end=17099)
+    rtp_start, rtp_end = PORTS.rtp_range()
+    cfg = make_test_config(tmp_path / "ast", sip_port=PORTS.hotline("sip"), ami_port=PORTS.hotline("ami"),
+                           agi_port=PORTS.hotline("agi"), rtp_port_start=rtp_start, rtp_port_end=rtp_end)
     proc = AsteriskProcess(cfg, env={"HOTLINE_REDIS_URL": "redis://:pw@127.0.0.1:6379/0"})
     await proc.start()
     pid = proc.pid
@@ -96,17 +98,18 @@ async def test_stop_leaves_no_asterisk_behind(tmp_path: Path) -> None:
 
 
 async def test_sip_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = make_test_config(tmp_path / "ast", sip_port=15260, ami_port=15238)
+    sip, ami = PORTS.spare(0), PORTS.spare(1)
+    cfg = make_test_config(tmp_path / "ast", sip_port=sip, ami_port=ami)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
-        squatter.bind(("127.0.0.1", 15260))
+        squatter.bind(("127.0.0.1", sip))
         with pytest.raises(AsteriskStartError) as info:
             await AsteriskProcess(cfg).start()
     message = str(info.value)
-    assert message == "port 15260/udp (SIP) is already in use on 127.0.0.1"
+    assert message == f"port {sip}/udp (SIP) is already in use on 127.0.0.1"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", 15238))
+        squatter.bind(("127.0.0.1", ami))
         squatter.listen()
-        with pytest.raises(AsteriskStartError, match=r"^port 15238/tcp \(AMI\) is already in use on 127\.0\.0\.1$"):
+        with pytest.raises(AsteriskStartError, match=rf"^port {ami}/tcp \(AMI\) is already in use on 127\.0\.0\.1$"):
             await AsteriskProcess(cfg).start()
     assert asterisk_pids_using(cfg.asterisk_conf) == []
 
@@ -123,9 +126,10 @@ async def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
 
 async def test_early_exit_and_no_answer_are_clear_errors(tmp_path: Path) -> None:
     crashing = tmp_path / "fake-asterisk"
-    crashing.write_text("#!/bin/sh\necho 'Loading modules'\necho 'ERROR: cannot open /nonexistent/asterisk.ctl'\nexit 3\n")
+    crashing.write_text("#!/bin/sh\necho 'Loading modules'\n"
+                        "echo 'ERROR: cannot open /nonexistent/asterisk.ctl'\nexit 3\n")
     crashing.chmod(0o755)
-    cfg = make_test_config(tmp_path / "ast", sip_port=15360, ami_port=15338)
+    cfg = make_test_config(tmp_path / "ast", sip_port=PORTS.spare(2), ami_port=PORTS.spare(3))
     with pytest.raises(AsteriskStartError) as info:
         await AsteriskProcess(cfg, binary=str(crashing)).start()
     assert str(info.value) == (
@@ -244,8 +248,8 @@ def test_wav_to_rtp_pcap_layout(tmp_path: Path) -> None:
         tss.append(ts)
         offset += 16 + incl
     assert len(stamps) == 75
-    assert all(abs((b - a) - 0.02) < 1e-6 for a, b in zip(stamps, stamps[1:]))
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
-    assert all((b - a) % 2**32 == 160 for a, b in zip(tss, tss[1:]))
+    assert all(abs((b - a) - 0.02) < 1e-6 for a, b in pairwise(stamps))
+    assert all((b - a) % 65536 == 1 for a, b in pairwise(seqs))
+    assert all((b - a) % 2**32 == 160 for a, b in pairwise(tss))
     last_payload = data[-160:]
     assert last_payload == b"\xff" * 160

@@ -5,8 +5,8 @@ import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,162 +16,14 @@ from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_console import PUBLIC, create_console_app, route_policy
+from cases import CaseStoreError
 from identity import AccountExists, AccountStore, Role
+from tests.support.cases import NOW, FakeCases, sample_case
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login, login_csrf
+from tests.support.live import FakeLive, live_call
+from tests.support.records import FakeRecords, call_record
 
-PASSWORD = "correct horse battery"
-CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # fast tests, same code path
-NOW = datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)
-
-
-# --- fakes of the other domains -----------------------------------------------------------------
-
-
-class FakeCaseNotFound(LookupError):
-    """Stands in for cases.CaseNotFound (a LookupError)."""
-
-
-class FakeCaseRefused(Exception):
-    """Stands in for cases.CaseStoreError (bad input)."""
-
-
-@dataclass
-class FakeCase:
-    case_number: str
-    caller_number: str = "01012345678"
-    category: str = "complaint"
-    priority: int = 0
-    status: str = "in_progress"
-    menu_path: list[str] = field(default_factory=lambda: ["1", "complaint"])
-    transcript: str | None = "The street light on Main Road is broken."
-    transcript_status: str = "done"
-    recording_path: str | None = None
-    source_ref: str | None = None
-    agent: str | None = None
-    notes: str | None = None
-    created_at: datetime = NOW
-    updated_at: datetime = NOW
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        data["updated_at"] = self.updated_at.isoformat()
-        return data
-
-
-@dataclass
-class FakeEvent:
-    id: int
-    case_number: str
-    at: str
-    actor: str
-    kind: str
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class FakeCases:
-    def __init__(self, *cases: FakeCase) -> None:
-        self.cases = {c.case_number: c for c in cases}
-        self.history: dict[str, list[FakeEvent]] = {}
-        self.note_limit = 4000
-
-    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[FakeCase]:
-        if status is not None and status not in {"new", "in_progress", "open", "closed"}:
-            raise FakeCaseRefused(f"status must be one of new, in_progress, open, closed; got {status!r}")
-        found = [c for c in self.cases.values() if status is None or c.status == status]
-        return sorted(found, key=lambda c: c.created_at, reverse=True)[:limit]
-
-    async def get(self, case_number: str) -> FakeCase:
-        try:
-            return self.cases[case_number]
-        except KeyError:
-            raise FakeCaseNotFound(f"no case with number {case_number!r}") from None
-
-    async def events(self, case_number: str) -> list[FakeEvent]:
-        await self.get(case_number)
-        return list(self.history.get(case_number, []))
-
-    async def add_note(self, case_number: str, text: str, *, actor: str) -> FakeCase:
-        case = await self.get(case_number)
-        if len(text) > self.note_limit:
-            raise FakeCaseRefused(f"note is longer than {self.note_limit} characters")
-        now = datetime.now(timezone.utc)
-        case = replace(case, notes=f"{case.notes}\n{text}" if case.notes else text, updated_at=now)
-        self.cases[case_number] = case
-        history = self.history.setdefault(case_number, [])
-        history.append(FakeEvent(len(history) + 1, case_number, now.isoformat(), actor, "note", {"text": text}))
-        return case
-
-
-class FakeLiveCalls:
-    def __init__(self, calls: list[dict[str, Any]]) -> None:
-        self.calls = calls
-
-    async def list_calls(self) -> list[dict[str, Any]]:
-        return [dict(c) for c in self.calls]
-
-    async def get_call(self, linkedid: str) -> dict[str, Any] | None:
-        return next((dict(c) for c in self.calls if c["linkedid"] == linkedid), None)
-
-
-@dataclass
-class FakeRecord:
-    linkedid: str
-    caller_number: str = "0311112222"
-    case_number: str | None = None
-    ivr_path: list[str] = field(default_factory=lambda: ["2"])
-    queue: str | None = "inquiries"
-    queue_wait_seconds: float | None = 12.0
-    agent: str | None = "agent2"
-    talk_seconds: float | None = 95.0
-    hangup_cause: str | None = "16"
-    outcome: str = "answered"
-    started_at: str | None = "2026-11-29T09:00:00+00:00"
-    answered_at: str | None = "2026-11-29T09:00:12+00:00"
-    ended_at: str | None = "2026-11-29T09:01:47+00:00"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class FakeRecords:
-    def __init__(self, *records: FakeRecord) -> None:
-        self.records = list(records)
-
-    async def list_recent(self, limit: int = 50) -> list[FakeRecord]:
-        return self.records[:limit]
-
-
-class FakeHealth:
-    """Health callable whose report the test changes; async like the real one may be."""
-
-    def __init__(self) -> None:
-        self.report: dict[str, Any] = {"ok": True, "components": {"ami": {"ok": True, "reconnects": 0}}}
-
-    async def __call__(self) -> dict[str, Any]:
-        return self.report
-
-
-def live_call(**overrides: Any) -> dict[str, Any]:
-    call = {
-        "linkedid": "1700000000.1",
-        "caller_number": "01012345678",
-        "state": "connected",
-        "ivr_path": ["1", "complaint"],
-        "category": "complaint",
-        "case_number": "2611290001",
-        "transcript": "The street light on Main Road is broken.",
-        "queue": "complaints",
-        "agent": "PJSIP/agent1-0000002a",
-        "started_at": "2026-11-29T09:30:00+00:00",
-    }
-    call.update(overrides)
-    return call
-
-
-# --- fixtures -----------------------------------------------------------------------------------
+# --- fixtures (the fakes of the other domains are in tests/support/) ---------------------------- -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -180,7 +32,7 @@ class Console:
     client: TestClient
     accounts: AccountStore
     cases: FakeCases
-    live: FakeLiveCalls
+    live: FakeLive
     health: FakeHealth
 
 
@@ -208,20 +60,20 @@ async def console(store: AccountStore) -> AsyncIterator[Console]:
     for role, (username, endpoint) in USERS.items():
         await store.create(username, PASSWORD, role, display_name=f"{role.value.title()} One", sip_endpoint=endpoint)
     cases = FakeCases(
-        FakeCase("2611290001", agent="agent1"),
-        FakeCase("2611290002", category="inquiry", status="open", created_at=NOW - timedelta(hours=1)),
+        sample_case("2611290001", agent="agent1"),
+        sample_case("2611290002", category="inquiry", status="open", created_at=NOW - timedelta(hours=1)),
     )
-    live = FakeLiveCalls([live_call(), live_call(linkedid="1700000000.9", state="ivr", agent=None, case_number=None)])
+    live = FakeLive(live_call(), live_call(linkedid="1700000000.9", state="ivr", agent=None, case_number=None))
     health = FakeHealth()
     app = create_console_app(
         cases=cases,
         live_calls=live,
-        call_records=FakeRecords(FakeRecord("1699999999.1", case_number="2611290002")),
+        call_records=FakeRecords(call_record("1699999999.1", case_number="2611290002")),
         accounts=store,
         health=health,
         session_key=os.urandom(32),
         health_timeout=0.5,
-        bad_input_errors=(FakeCaseRefused,),
+        bad_input_errors=(CaseStoreError,),
     )
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -235,29 +87,6 @@ async def new_client(console: Console) -> TestClient:
     client = TestClient(TestServer(console.app))
     await client.start_server()
     return client
-
-
-async def login_csrf(client: TestClient) -> str:
-    """The CSRF token of the login form (an anonymous session's token)."""
-    resp = await client.get("/login")
-    assert resp.status == 200
-    match = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
-    assert match, "login form has no CSRF token"
-    return match.group(1)
-
-
-async def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
-    """Log in through the form; return the session's CSRF token for API calls."""
-    token = await login_csrf(client)
-    resp = await client.post(
-        "/login",
-        data={"username": username, "password": password, "csrf_token": token},
-        allow_redirects=False,
-    )
-    assert resp.status == 303, await resp.text()
-    me = await client.get("/api/me")
-    assert me.status == 200
-    return (await me.json())["csrf_token"]
 
 
 def concrete_path(route: Any) -> str:
@@ -384,7 +213,8 @@ async def test_json_login(console: Console) -> None:
         "/login", json={"username": "admin1", "password": "nope nope"}, headers={"X-CSRF-Token": token}
     )
     assert resp.status == 401 and (await resp.json())["error"] == "wrong username or password"
-    resp = await client.post("/login", json={"username": "admin1", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    resp = await client.post("/login", json={"username": "admin1", "password": PASSWORD},
+                             headers={"X-CSRF-Token": token})
     assert resp.status == 200
     body = await resp.json()
     assert body["account"]["role"] == "admin" and body["csrf_token"] != token
@@ -403,14 +233,14 @@ async def test_every_route_declares_its_roles(console: Console) -> None:
         if policy is PUBLIC:
             public.add((route.method, concrete_path(route).split("/console.css")[0]))
     # /metrics is public to the session layer only: its view demands a bearer token or a loopback client.
-    assert public == {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("GET", "/static"), ("HEAD", "/static"),
-                      ("GET", "/metrics")}
+    assert public == {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("GET", "/static"),
+                      ("HEAD", "/static"), ("GET", "/metrics")}
 
 
 async def test_route_added_outside_the_table_is_refused(store: AccountStore) -> None:
     await store.create("admin9", PASSWORD, Role.ADMIN)
     app = create_console_app(
-        cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+        cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(), accounts=store,
         health=FakeHealth(), session_key=os.urandom(32),
     )
 
@@ -516,7 +346,8 @@ async def test_csrf_token_required_on_post(console: Console) -> None:
 async def test_add_notes_to_a_case(console: Console) -> None:
     csrf = await login(console.client, "agent1")
     headers = {"X-CSRF-Token": csrf}
-    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Called back,  sent crew"}, headers=headers)
+    resp = await console.client.post("/api/cases/2611290001/notes", json={"note": "Called back,  sent crew"},
+                                     headers=headers)
     assert resp.status == 200
     notes = (await resp.json())["case"]["notes"]
     assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d agent1\] Called back, sent crew", notes)
@@ -583,9 +414,9 @@ async def test_live_calls_and_screen_pop(console: Console) -> None:
     assert pop["case"]["case_number"] == "2611290001"
 
     # A newer call connected to the same agent wins; calls of other agents or not connected never pop.
-    console.live.calls.append(live_call(linkedid="1700000100.5", started_at="2026-11-29T09:40:00+00:00", agent="agent1"))
-    console.live.calls.append(live_call(linkedid="1700000200.5", started_at="2026-11-29T09:50:00+00:00", agent="PJSIP/agent2"))
-    console.live.calls.append(live_call(linkedid="1700000300.5", started_at="2026-11-29T09:55:00+00:00", state="ringing"))
+    console.live.add(live_call(linkedid="1700000100.5", started_at="2026-11-29T09:40:00+00:00", agent="agent1"))
+    console.live.add(live_call(linkedid="1700000200.5", started_at="2026-11-29T09:50:00+00:00", agent="PJSIP/agent2"))
+    console.live.add(live_call(linkedid="1700000300.5", started_at="2026-11-29T09:55:00+00:00", state="ringing"))
     body = await (await console.client.get("/api/calls/live")).json()
     assert body["screen_pop"]["call"]["linkedid"] == "1700000100.5"
 
@@ -601,7 +432,7 @@ async def test_live_calls_and_screen_pop(console: Console) -> None:
 
 
 async def test_page_escapes_caller_supplied_text(console: Console) -> None:
-    console.live.calls[0]["transcript"] = "<script>alert(1)</script>"
+    console.live.calls["1700000000.1"]["transcript"] = "<script>alert(1)</script>"
     await login(console.client, "agent1")
     html = await (await console.client.get("/")).text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -637,9 +468,11 @@ async def test_accounts_api(console: Console) -> None:
     assert resp.status == 201 and (await resp.json())["account"]["sip_endpoint"] == "agent3"
     resp = await console.client.post("/api/accounts", json=new, headers=headers)
     assert resp.status == 409
-    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "password": "short"}, headers=headers)
+    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "password": "short"},
+                                     headers=headers)
     assert resp.status == 400 and (await resp.json()) == {"error": "password: must be at least 8 characters"}
-    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "role": "boss"}, headers=headers)
+    resp = await console.client.post("/api/accounts", json={**new, "username": "agent4", "role": "boss"},
+                                     headers=headers)
     assert resp.status == 400 and (await resp.json())["error"].startswith("role:")
     resp = await console.client.post("/api/accounts", json={"password": PASSWORD, "role": "agent"}, headers=headers)
     assert resp.status == 400 and (await resp.json()) == {"error": "username: required"}
@@ -676,7 +509,7 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
 
     for check, status in ((lambda: {"ok": True, "components": {}}, 200), (boom, 503), (hang, 503), (lambda: None, 503)):
         app = create_console_app(
-            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+            cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(), accounts=store,
             health=check, session_key=os.urandom(32), health_timeout=0.2,
         )
         async with TestClient(TestServer(app)) as client:
@@ -688,7 +521,7 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
 async def test_session_key_must_be_32_bytes(store: AccountStore) -> None:
     with pytest.raises(ValueError, match="session_key"):
         create_console_app(
-            cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(), accounts=store,
+            cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(), accounts=store,
             health=lambda: {"ok": True}, session_key=b"short",
         )
 
@@ -710,7 +543,8 @@ def _display_rules_of(html: str) -> Any:
 async def test_caller_supplied_text_is_escaped_on_every_console_page(console: Console) -> None:
     console.cases.cases["2611290001"] = replace(console.cases.cases["2611290001"], caller_number=SCRIPT,
                                                 transcript=SCRIPT, notes=SCRIPT, menu_path=[SCRIPT])
-    console.live.calls[0].update(caller_number=SCRIPT, transcript=SCRIPT, ivr_path=[SCRIPT], category=SCRIPT)
+    console.live.calls["1700000000.1"].update(caller_number=SCRIPT, transcript=SCRIPT, ivr_path=[SCRIPT],
+                                              category=SCRIPT)
     await console.accounts.create("mallory", PASSWORD, Role.ADMIN, display_name=SCRIPT, sip_endpoint="agent1")
     for username in ("mallory", "agent1", "roads"):  # admin (all sections, accounts), agent (screen pop), department
         client = await new_client(console)
@@ -737,7 +571,7 @@ def test_every_template_renders_with_autoescape(tmp_path: Any) -> None:
 
     from agent_console.pages import TEMPLATES
 
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=None, health=FakeHealth(), session_key=os.urandom(32))  # type: ignore[arg-type]
     env = app[TEMPLATES]
     bold = "<b>x</b>"

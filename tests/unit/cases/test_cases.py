@@ -8,7 +8,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -35,11 +35,11 @@ from cases import (
     check_transition,
 )
 from hotline.schema import TABLE_MODULES
-from storage import StorageError, UTCDateTime, alembic_config, create_engine_from_url, migrate_database
 from queueing.records import CallRecord, CallRecordError, CallRecordStore
+from storage import StorageError, UTCDateTime, alembic_config, create_engine_from_url, migrate_database
 
 PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-START = datetime(2026, 11, 29, 9, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 
 
 class TickingClock:
@@ -246,7 +246,7 @@ async def test_concurrent_creates_get_distinct_numbers(store: CaseStore) -> None
 
 
 async def test_case_numbers_restart_each_day_in_the_given_zone(engine: AsyncEngine) -> None:
-    clock = TickingClock(datetime(2026, 11, 28, 14, 59, 58, tzinfo=timezone.utc))
+    clock = TickingClock(datetime(2026, 11, 28, 14, 59, 58, tzinfo=UTC))
     seoul = timezone(timedelta(hours=9))
     store = CaseStore(engine, clock=clock, day_zone=seoul)
     late = await store.open(NewCase("1", "inquiry", None, []), actor="ivr")  # 23:59:58 in Seoul
@@ -483,7 +483,7 @@ async def test_a_failing_event_write_leaves_neither_case_row_nor_event(store: Ca
 
 
 async def test_call_record_upsert_is_idempotent(records: CallRecordStore) -> None:
-    started = datetime(2026, 11, 29, 9, 0, 0, tzinfo=timezone.utc)
+    started = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
     first = await records.upsert("1700000000.1", caller_number="01012345678", started_at=started)
     again = await records.upsert("1700000000.1", caller_number="01012345678", started_at=started)
     assert first == again
@@ -509,7 +509,7 @@ async def test_call_record_upsert_is_idempotent(records: CallRecordStore) -> Non
 
 
 async def test_call_record_out_of_order_partial_updates(records: CallRecordStore) -> None:
-    t0 = datetime(2026, 11, 29, 9, 0, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
     # The hangup is the first event stored for this call.
     await records.upsert(
         "1700000000.2", outcome="completed", ended_at=t0 + timedelta(seconds=95), hangup_cause="16", talk_seconds=60.0

@@ -13,15 +13,17 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
+from identity import AccountStore, Role
 from ivr import FlowValidator
 from ivr.flow_admin import FlowAdmin
 from ivr.flow_store import FlowStore
-from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
-from tests.unit.ivr.test_flows_engine import LangPrompts, _flow_to_queue
-from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, vocabulary_for
+from storage import create_engine_from_url, migrate_database
+from tests.support.cases import FakeCases
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login
+from tests.support.flows import DEFAULT_FLOW, QUEUES, LangPrompts, base_flow, flow_to_queue, vocabulary_for
+from tests.support.live import FakeLive
+from tests.support.records import FakeRecords
 
 
 class FlowConsole:
@@ -37,7 +39,7 @@ async def _console(tmp_path: Path, with_flows: bool = True) -> tuple[TestClient,
     accounts = AccountStore(engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN, display_name="Admin")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR, display_name="Super")
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     store = FlowStore(engine)
     if with_flows:
@@ -90,8 +92,8 @@ async def test_publish_rollback_audit_and_listing(flow_console: FlowConsole) -> 
     shipped = await (await c.get("/api/flows/default")).json()
     assert shipped["version"] == 0 and shipped["text"] == DEFAULT_FLOW.read_text(encoding="utf-8")
 
-    text_a = _flow_to_queue("inquiries").replace("name: t", "name: default")
-    text_b = _flow_to_queue("complaints").replace("name: t", "name: default")
+    text_a = flow_to_queue("inquiries").replace("name: t", "name: default")
+    text_b = flow_to_queue("complaints").replace("name: t", "name: default")
     resp = await c.post("/api/flows/publish", json={"yaml": text_a, "comment": "holiday menu"},
                         headers={"X-CSRF-Token": csrf})
     assert resp.status == 201, await resp.text()
@@ -154,7 +156,7 @@ async def test_flow_routes_are_admin_only_and_need_csrf(flow_console: FlowConsol
 async def test_flow_text_is_escaped_on_the_editor_page(flow_console: FlowConsole) -> None:
     c = flow_console.client
     csrf = await login(c, "admin1")
-    text = "# </textarea><script>alert('x')</script>\n" + _flow_to_queue("inquiries").replace("name: t", "name: default")
+    text = "# </textarea><script>alert('x')</script>\n" + flow_to_queue("inquiries").replace("name: t", "name: default")
     resp = await c.post("/api/flows/publish", json={"yaml": text}, headers={"X-CSRF-Token": csrf})
     assert resp.status == 201, await resp.text()
     html = await (await c.get("/flows")).text()

@@ -3,125 +3,31 @@ and FlowStore versions/audit/surveys on SQLite."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cases import CaseNotFound, CaseStatus
-from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, compile_flow
+from cases import CaseStatus
+from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource
 from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
-from telephony import AgiHangup, AgiResult
-from tests.support.descriptions import DescriptionPipelines, description_pipelines
-from tests.unit.ivr.test_call_flow import FakeCases, FakeRecognizer, FakeStore
-from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow
-
-SEOUL_MONDAY_NOON = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)  # 12:00 in Seoul, a Monday
-SEOUL_SUNDAY = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
-
-
-class LangPrompts:
-    """Prompt paths that show the language they were played in."""
-
-    async def prepare(self) -> None:
-        pass
-
-    def path(self, ref: str, language: str) -> str:
-        return f"/{language}/{ref}"
-
-
-class ScriptedAgi:
-    """Answers AGI calls from scripts: keys for GET DATA, barge-in keys, and what the caller does when listened to."""
-
-    def __init__(self, keys: list[str] | None = None, listen: list[str] | None = None,
-                 barge: dict[str, str] | None = None, block_on: str | None = None, hang_up_on: str | None = None,
-                 caller: str = "01011112222", uniqueid: str = "1.1") -> None:
-        self.keys = list(keys or [])
-        self.listen = list(listen or [])  # "dtmf:2", "say" (some speech), "" (silence)
-        self.barge = barge or {}
-        self.block_on = block_on
-        self.release = asyncio.Event()
-        self.blocked = asyncio.Event()
-        self.hang_up_on = hang_up_on
-        self.uniqueid = uniqueid
-        self.channel = "PJSIP/trunk-1"
-        self.caller_number = caller
-        self.variables: dict[str, str] = {}
-        self.log: list[str] = []
-
-    async def _event(self, what: str) -> None:
-        self.log.append(what)
-        if self.hang_up_on == what:
-            raise AgiHangup("caller hung up")
-        if self.block_on == what:
-            self.blocked.set()
-            await self.release.wait()
-
-    params: dict[str, str] = {}  # the AGI URL's query (none here: the linkedid is asked for)
-
-    async def set_variables(self, values: dict[str, str]) -> None:
-        for name, value in values.items():
-            await self.set_variable(name, value)
-
-    async def get_variable(self, name: str) -> str:
-        return f"linked-{self.uniqueid}"
-
-    async def stream_file(self, path: str, escape_digits: str = "") -> str:
-        await self._event(f"play:{path}")
-        key = self.barge.get(path, "")
-        return key if key and key in escape_digits else ""
-
-    async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        await self._event(f"get:{path}")
-        digits = self.keys.pop(0) if self.keys else ""
-        return digits, digits == ""
-
-    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
-        digits, _ = await self.get_data(path, timeout_ms, 1)
-        return digits
-
-    async def record_file(self, path: str, fmt: str, escape_digits: str, max_ms: int, silence_s: int,
-                          beep: bool = True) -> AgiResult:
-        await self._event(f"record:{Path(path).parent.name}")
-        action = self.listen.pop(0) if self.listen else ""
-        if action.startswith("dtmf:"):
-            key = action.split(":", 1)[1]
-            return AgiResult(str(ord(key)), "dtmf", f"200 result={ord(key)} (dtmf)")
-        if action:
-            Path(path + ".wav").write_bytes(b"RIFF" + b"\0" * 16000)
-        return AgiResult("0", "timeout", "200 result=0 (timeout)")
-
-    async def say_digits(self, digits: str, escape_digits: str = "") -> None:
-        await self._event(f"say:{digits}")
-
-    async def set_variable(self, name: str, value: str) -> None:
-        self.variables[name] = value
-
-
-class QueuedRecognizer:
-    """Returns the queued keyword for each recognition and remembers the grammar it was given."""
-
-    def __init__(self, words: list[str]) -> None:
-        self.words = list(words)
-        self.grammars: list[list[str]] = []
-
-    async def transcribe_file(self, path: Path, grammar: Any = None, timeout: float | None = None) -> Any:
-        assert Path(path).exists()
-        self.grammars.append(list(grammar))
-        return type("T", (), {"text": self.words.pop(0) if self.words else ""})()
-
-
-class LookupCases(FakeCases):
-    """FakeCases that can also look a case up by number."""
-
-    async def get(self, case_number: str) -> Any:
-        if case_number not in self.cases:
-            raise CaseNotFound(f"no case with number {case_number!r}")
-        return type("C", (), self.cases[case_number])()
+from tests.support.cases import FakeCases, sample_case
+from tests.support.descriptions import DescriptionPipelines
+from tests.support.fake_agi import ScriptedAgi
+from tests.support.flows import (
+    DEFAULT_FLOW,
+    EXAMPLE_FLOW,
+    SEOUL_MONDAY_NOON,
+    SEOUL_SUNDAY,
+    LangPrompts,
+    flow_source,
+    flow_to_queue,
+)
+from tests.support.live import FakeLive
+from tests.support.recognizer import FakeRecognizer
+from tests.support.records import FakeRecords
 
 
 class FakeSurveys:
@@ -132,32 +38,11 @@ class FakeSurveys:
         self.rows.append((case_number, score, flow_name, flow_version))
 
 
-class FixedSource:
-    def __init__(self, loaded: Any) -> None:
-        self.loaded = loaded
-
-    async def current(self) -> Any:
-        return self.loaded
-
-
-async def _source(path_or_text: Path | str, version: int = 1) -> FixedSource:
-    text = path_or_text.read_text(encoding="utf-8") if isinstance(path_or_text, Path) else path_or_text
-    loaded = await compile_flow("default", version, text, FlowValidator(base_dir=DEFAULT_FLOW.parent),
-                                lambda _doc: LangPrompts())
-    return FixedSource(loaded)
-
-
-@pytest.fixture
-async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
-    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
-        yield running
-
-
 def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, speech: Any = None,
             clock: datetime | None = None, cases: FakeCases | None = None,
-            transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeStore, FakeStore, FakeSurveys]:
-    cases = cases or LookupCases()
-    records, live, surveys = FakeStore(), FakeStore(), FakeSurveys()
+            transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeRecords, FakeLive, FakeSurveys]:
+    cases = cases or FakeCases()
+    records, live, surveys = FakeRecords(), FakeLive(), FakeSurveys()
     descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
                              flows=flows,
@@ -166,125 +51,124 @@ def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, spee
     return engine, cases, records, live, surveys
 
 
-def _only_case(cases: FakeCases) -> dict[str, Any]:
-    assert len(cases.cases) == 1
-    return next(iter(cases.cases.values()))
-
-
 # -- the default flow --------------------------------------------------------------------------------------
 
 async def test_default_flow_barge_in_during_welcome(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
+    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW))
     agi = ScriptedAgi(barge={"/ko/welcome": "2"})
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["2"] and case["category"] == "inquiry"
-    assert agi.variables == {"HOTLINE_CASE": case["case_number"], "HOTLINE_PRIORITY": "0",
+    case = cases.only()
+    assert case.menu_path == ["2"] and case.category == "inquiry"
+    assert agi.variables == {"HOTLINE_CASE": case.case_number, "HOTLINE_PRIORITY": "0",
                              "HOTLINE_QUEUE": "inquiries", "HOTLINE_PROMPT": "/ko/to_agent"}
     assert not any(e.startswith("get:") for e in agi.log)
     assert records.rows[f"linked-{agi.uniqueid}"]["ivr_path"] == ["2"]
 
 
 async def test_default_flow_hang_up_mid_prompt_keeps_the_case(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, records, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
+    engine, cases, records, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW))
     await engine.handle(ScriptedAgi(keys=["7"], hang_up_on="play:/ko/invalid"))  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["status"] == CaseStatus.ABANDONED_IN_IVR and case["menu_path"] == ["invalid:7"]
+    case = cases.only()
+    assert case.status == CaseStatus.ABANDONED_IN_IVR and case.menu_path == ["invalid:7"]
     assert records.rows["linked-1.1"]["outcome"] == "abandoned_in_ivr"
 
 
 async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
         tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, _, live, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
+    engine, cases, _, live, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW))
     agi = ScriptedAgi(keys=["1"], listen=["say"])
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["1", "recorded"] and agi.variables["HOTLINE_QUEUE"] == "complaints"
-    assert case["transcript"] == "설명" and case["transcript_status"] == "done"
-    assert live.rows[f"linked-{agi.uniqueid}"]["transcript"] == "설명"
-    job = await pipelines.store.get(f"description:{case['case_number']}")
-    assert job is not None and job.status == "done" and job.recordings[0].path == case["recording_path"]
+    case = cases.only()
+    assert case.menu_path == ["1", "recorded"] and agi.variables["HOTLINE_QUEUE"] == "complaints"
+    assert case.transcript == "설명" and case.transcript_status == "done"
+    assert live.calls[f"linked-{agi.uniqueid}"]["transcript"] == "설명"
+    job = await pipelines.store.get(f"description:{case.case_number}")
+    assert job is not None and job.status == "done" and job.recordings[0].path == case.recording_path
 
 
 # -- speech menus ------------------------------------------------------------------------------------------
 
 async def test_speech_menu_spoken_keyword_selects_the_branch(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    recognizer = QueuedRecognizer(["버스"])
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW),
+    recognizer = FakeRecognizer("버스", then="", check_files=True)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW),
                                      speech=lambda lang, model: recognizer if model == "default" else None)
     agi = ScriptedAgi(listen=["say"])
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["speech:버스:2"] and case["category"] == "inquiry"
+    case = cases.only()
+    assert case.menu_path == ["speech:버스:2"] and case.category == "inquiry"
     assert agi.variables["HOTLINE_QUEUE"] == "inquiries"
     assert sorted(recognizer.grammars[0]) == sorted(["쓰레기", "하수도", "보도블록", "위생", "버스", "상담원"])
     assert list((tmp_path / "menu-speech").iterdir()) == []  # the listened-to audio is not kept
 
 
-async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    recognizer = QueuedRecognizer([""])
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+async def test_speech_menu_key_press_wins_and_unrecognized_speech_reprompts(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer("", then="", check_files=True)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW),
+                                     speech=lambda lang, model: recognizer)
     agi = ScriptedAgi(listen=["say", "dtmf:1"])
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["no-input", "1", "recorded"]
+    case = cases.only()
+    assert case.menu_path == ["no-input", "1", "recorded"]
     assert agi.variables["HOTLINE_QUEUE"] == "complaints" and agi.variables["HOTLINE_PRIORITY"] == "1"
     # Invalid keys during listening count as invalid, like in a DTMF menu.
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: recognizer)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW),
+                                     speech=lambda lang, model: recognizer)
     await engine.handle(ScriptedAgi(listen=["dtmf:9", "", ""]))  # type: ignore[arg-type]
-    assert _only_case(cases)["menu_path"] == ["invalid:9", "no-input", "no-input", "fallback:0"]
+    assert cases.only().menu_path == ["invalid:9", "no-input", "no-input", "fallback:0"]
 
 
 async def test_speech_menu_without_a_model_uses_keys(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW), speech=lambda lang, model: None)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW),
+                                     speech=lambda lang, model: None)
     agi = ScriptedAgi(keys=["0"])
     await engine.handle(agi)  # type: ignore[arg-type]
-    assert _only_case(cases)["menu_path"] == ["0"]
+    assert cases.only().menu_path == ["0"]
     assert "get:/ko/menu" in agi.log and not any(e.startswith("record:") for e in agi.log)
 
 
 # -- the example flow: language, hours, callback, case status, survey, transfer, goto -----------------------
 
 async def test_language_choice_then_closed_hours_callback(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_SUNDAY)
+    engine, cases, records, live, _ = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_SUNDAY)
     agi = ScriptedAgi(keys=["2", "1"])
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["language:en", "closed", "callback:yes", "hangup"]
-    assert case["notes"] == "callback requested to 01011112222"
+    case = cases.only()
+    assert case.menu_path == ["language:en", "closed", "callback:yes", "hangup"]
+    assert case.notes == "callback requested to 01011112222"
     assert "play:/en/welcome" in agi.log and "play:/en/callback_booked" in agi.log and "play:/en/thanks" in agi.log
-    assert live.rows["linked-1.1"]["language"] == "en"
+    assert live.calls["linked-1.1"]["language"] == "en"
     assert "HOTLINE_QUEUE" not in agi.variables  # the dialplan hangs up
 
 
 async def test_case_status_lookup_and_survey(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    cases = LookupCases()
-    cases.cases["2611280042"] = {"case_number": "2611280042", "status": CaseStatus.OPEN, "menu_path": [],
-                                 "category": "complaint", "transcript_status": "done", "recording_path": None,
-                                 "notes": None, "transcript": "x"}
-    engine, _, _, _, surveys = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON, cases=cases)
+    cases = FakeCases()
+    cases.add(sample_case("2611280042", status=CaseStatus.OPEN, menu_path=[], transcript="x"))
+    engine, _, _, _, surveys = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
+                                       cases=cases)
     agi = ScriptedAgi(keys=["1", "2", "2611280042", "5"])
     await engine.handle(agi)  # type: ignore[arg-type]
     new = [c for n, c in cases.cases.items() if n != "2611280042"][0]
-    assert new["menu_path"] == ["language:ko", "open", "2", "status:2611280042", "survey:5", "hangup"]
+    assert new.menu_path == ["language:ko", "open", "2", "status:2611280042", "survey:5", "hangup"]
     assert "play:/ko/status_open" in agi.log and "say:2611280042" in agi.log
-    assert surveys.rows == [(new["case_number"], 5, "default", 1)]
+    assert surveys.rows == [(new.case_number, 5, "default", 1)]
 
 
 async def test_unknown_case_number_and_menu_failure_transfer(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, _, _, surveys = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    engine, cases, _, _, surveys = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW),
+                                           clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "2", "999", ""])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert "play:/ko/not_found" in agi.log and "say:999" not in agi.log
-    assert _only_case(cases)["menu_path"][-2:] == ["survey:none", "hangup"] and surveys.rows == []
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    assert cases.only().menu_path[-2:] == ["survey:none", "hangup"] and surveys.rows == []
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "8", ""])  # retries: 1, then on_failure: emergency transfer
     await engine.handle(agi)  # type: ignore[arg-type]
-    case = _only_case(cases)
-    assert case["menu_path"] == ["language:ko", "open", "invalid:8", "no-input", "failure", "transfer:0212345678"]
+    case = cases.only()
+    assert case.menu_path == ["language:ko", "open", "invalid:8", "no-input", "failure", "transfer:0212345678"]
     assert agi.variables["HOTLINE_TRANSFER"] == "0212345678" and "HOTLINE_QUEUE" not in agi.variables
     assert "HOTLINE_TRANSFER_DIAL" not in agi.variables  # no outbound route configured: the call ends
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON,
                                      transfer_dial="PJSIP/trunk/sip:{number}@10.0.0.1:5060")
     agi = ScriptedAgi(keys=["1", "", ""])
     await engine.handle(agi)  # type: ignore[arg-type]
@@ -292,13 +176,13 @@ async def test_unknown_case_number_and_menu_failure_transfer(tmp_path: Path, pip
 
 
 async def test_operator_goto_and_queue_priority(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["3", "0"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_QUEUE"] == "operator" and agi.variables["HOTLINE_PRIORITY"] == "2"
     # the dialplan plays the queue node's prompt after the AGI, in the caller's language
     assert agi.variables["HOTLINE_PROMPT"] == "/zh/to_agent" and not any("to_agent" in e for e in agi.log)
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(EXAMPLE_FLOW), clock=SEOUL_MONDAY_NOON)
     agi = ScriptedAgi(keys=["1", "1"])
     await engine.handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_QUEUE_MAXWAIT"] == "900"
@@ -322,14 +206,8 @@ class MemoryVersions:
         return type("V", (), {"text": self.texts[version if version is not None else max(self.texts)]})()
 
 
-def _flow_to_queue(queue: str) -> str:
-    flow = base_flow()
-    flow["nodes"]["operator"]["queue"] = queue
-    flow["nodes"]["menu"]["speech"] = False
-    return yaml.safe_dump(flow, allow_unicode=True)
-
-
-async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
@@ -339,11 +217,11 @@ async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(t
     first = ScriptedAgi(keys=["0"], uniqueid="1.0")
     await engine.handle(first)  # type: ignore[arg-type]
     assert first.variables["HOTLINE_QUEUE"] == "operator" and "play:/ko/welcome" in first.log
-    store.texts[1] = _flow_to_queue("inquiries")
+    store.texts[1] = flow_to_queue("inquiries")
     old_call = ScriptedAgi(keys=["0"], block_on="get:/ko/menu", uniqueid="1.1")
     running = asyncio.create_task(engine.handle(old_call))  # type: ignore[arg-type]
     await asyncio.wait_for(old_call.blocked.wait(), 5)
-    store.texts[2] = _flow_to_queue("complaints")  # published while the call is in the menu
+    store.texts[2] = flow_to_queue("complaints")  # published while the call is in the menu
     new_call = ScriptedAgi(keys=["0"], uniqueid="1.2")
     await asyncio.wait_for(engine.handle(new_call), 5)  # type: ignore[arg-type]
     assert new_call.variables["HOTLINE_QUEUE"] == "complaints"
@@ -356,13 +234,14 @@ async def test_calls_in_progress_keep_their_version_new_calls_take_the_new_one(t
     assert back.variables["HOTLINE_QUEUE"] == "inquiries"
 
 
-async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     store = MemoryVersions()
     validator = FlowValidator(base_dir=DEFAULT_FLOW.parent)
     shipped = FileFlowSource(DEFAULT_FLOW, validator, lambda _doc: LangPrompts())
     source = LiveFlowSource(store, "default", shipped, validator, lambda _doc: LangPrompts())
     engine, _, _, _, _ = _engine(tmp_path, pipelines, source)
-    store.texts[1] = _flow_to_queue("inquiries")
+    store.texts[1] = flow_to_queue("inquiries")
     await engine.handle(ScriptedAgi(keys=["0"], uniqueid="3.1"))  # type: ignore[arg-type]
     store.texts[2] = "name: default\nstart: nowhere"  # e.g. written to the database by hand
     for n in range(2, 4):
@@ -372,7 +251,7 @@ async def test_a_version_this_process_cannot_load_keeps_the_last_good_one(tmp_pa
 
 
 async def test_a_stalled_call_does_not_hold_up_others(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await _source(DEFAULT_FLOW))
+    engine, cases, _, _, _ = _engine(tmp_path, pipelines, await flow_source(DEFAULT_FLOW))
     stuck = ScriptedAgi(block_on="play:/ko/welcome", uniqueid="2.0")
     stuck_task = asyncio.create_task(engine.handle(stuck))  # type: ignore[arg-type]
     await asyncio.wait_for(stuck.blocked.wait(), 5)

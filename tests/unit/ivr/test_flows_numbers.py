@@ -8,19 +8,16 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.flow_views import FLOW_ADMIN
-from storage import create_engine_from_url, migrate_database
 from config.settings import SettingsError, load_settings
+from identity import AccountStore, Role
 from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource, PromptLibrary, PromptSet
 from ivr.flow_admin import FlowAdmin, FlowNotFound, RouteRefused
 from ivr.flow_prompts import FlowPrompts
@@ -30,31 +27,20 @@ from ivr.flow_store import FlowStore
 from ivr.prompts import load_prompt_sets
 from telephony import FastAgiServer
 from telephony.asterisk_process import AsteriskConfig, AsteriskConfigError, render_asterisk_config
-from tests.support.descriptions import DescriptionPipelines, description_pipelines
-from tests.support.fake_agi import FakeAgiCall, agi_variables
+from tests.support.cases import FakeCases
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login
+from tests.support.descriptions import DescriptionPipelines
+from tests.support.fake_agi import FakeAgiCall, ScriptedAgi, agi_variables
+from tests.support.flows import DEFAULT_FLOW, QUEUES, LangPrompts, base_flow, check, flood_flow, vocabulary_for
 from tests.support.hotline_process import PROJECT_ROOT
-from tests.unit.ivr.test_call_flow import FakeCases, FakeRecognizer, FakeStore
-from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeHealth, FakeLiveCalls, FakeRecords, login
-from tests.unit.agent_console.test_console import FakeCases as ConsoleCases
-from tests.unit.ivr.test_flows_engine import LangPrompts, QueuedRecognizer, ScriptedAgi
-from tests.unit.ivr.test_flows_validator import DEFAULT_FLOW, QUEUES, base_flow, check, vocabulary_for
+from tests.support.live import FakeLive
+from tests.support.ports import module_ports
+from tests.support.recognizer import FakeRecognizer
+from tests.support.records import FakeRecords
 
-AGI_PORT = 45190  # this helper's range: 45000-45499
-HTTP_PORT = 45191
-
-
-def flood_flow(category: str = "flood_warning") -> str:
-    """A small flow published under another name: it says the warning and hangs up."""
-    return yaml.safe_dump({
-        "name": "flood-warning", "start": "mark", "default_language": "ko",
-        "languages": {"ko": {"voice": "ko", "prompts": {"warning": "{hotline_number} 홍수 경보입니다.",
-                                                        "bye": "안녕히 계세요."}}},
-        "nodes": {
-            "mark": {"kind": "set", "category": category, "next": "tell"},
-            "tell": {"kind": "play", "prompt": "warning", "next": "bye"},
-            "bye": {"kind": "hangup", "prompt": "bye"},
-        },
-    }, allow_unicode=True)
+PORTS = module_ports(__name__)
+AGI_PORT = PORTS.spare(0)
+HTTP_PORT = PORTS.spare(1)  # and the next one
 
 
 class NamedVersions:
@@ -89,25 +75,15 @@ def _router(store: NamedVersions, numbers: dict[str, str], flow_dir: Path | None
     return FlowRouter(numbers, "12345", source_for, store)
 
 
-@pytest.fixture
-async def pipelines(tmp_path: Path) -> AsyncIterator[DescriptionPipelines]:
-    async with description_pipelines(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}") as running:
-        yield running
-
-
 def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any,
             speech: Any = None) -> tuple[HotlineCallFlow, FakeCases]:
     cases = FakeCases()
-    live = FakeStore()
+    live = FakeLive()
     descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2), flows=flows,
-                             cases=cases, records=FakeStore(), live=live, descriptions=descriptions,
+                             cases=cases, records=FakeRecords(), live=live, descriptions=descriptions,
                              speech=speech)
     return engine, cases
-
-
-def _last_case(cases: FakeCases) -> dict[str, Any]:
-    return list(cases.cases.values())[-1]
 
 
 class DialedAgi(ScriptedAgi):
@@ -132,7 +108,8 @@ def test_ivr_numbers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(config).flow_numbers == {"12300": "default", "12345": "holiday"}
     monkeypatch.delenv("HOTLINE_IVR_NUMBERS")
     assert load_settings().flow_numbers == {"12345": "default"}  # the shipped configuration
-    for content, message in (("ivr_numbers: {'12-99': default}", "setting ivr_numbers: number '12-99' must be 2-15 digits"),
+    for content, message in (("ivr_numbers: {'12-99': default}",
+                              "setting ivr_numbers: number '12-99' must be 2-15 digits"),
                              ("ivr_numbers: {'12399': Flood}",
                               "setting ivr_numbers: number 12399: 'Flood' is not a flow name (lower-case letters, "
                               "digits, - and _)")):
@@ -189,8 +166,8 @@ async def test_each_number_runs_its_flow_and_an_unpublished_one_falls_back_to_de
     store.texts["flood-warning"] = {1: flood_flow()}  # published: the very next call to 12399 runs it
     flood = DialedAgi(arg="12399", uniqueid="1.2")
     await engine.handle(flood)  # type: ignore[arg-type]
-    case = _last_case(cases)
-    assert case["category"] == "flood_warning" and case["menu_path"] == ["hangup"]
+    case = cases.last()
+    assert case.category == "flood_warning" and case.menu_path == ["hangup"]
     assert flood.log == ["play:/ko/warning", "play:/ko/bye"] and "HOTLINE_QUEUE" not in flood.variables
     hotline = DialedAgi(keys=["0"], uniqueid="1.3")  # the hotline number itself (agi_extension), no argument
     await engine.handle(hotline)  # type: ignore[arg-type]
@@ -220,14 +197,15 @@ async def test_an_admin_route_wins_over_the_configuration_until_the_lookup_fails
         in caplog.messages
 
 
-async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+async def test_a_flow_shipped_as_a_file_beside_the_default_runs_until_published(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
     (tmp_path / "holiday.yaml").write_text(flood_flow("holiday"), encoding="utf-8")
     store = NamedVersions()
     router = _router(store, {"12388": "holiday"}, flow_dir=tmp_path)
     engine, cases = _engine(tmp_path, pipelines, router)
     call = DialedAgi(arg="12388", uniqueid="3.1")
     await engine.handle(call)  # type: ignore[arg-type]
-    assert _last_case(cases)["category"] == "holiday"
+    assert cases.last().category == "holiday"
     assert await router.check() == []
 
 
@@ -263,14 +241,16 @@ async def _run_agi_call(engine: HotlineCallFlow, variables: dict[str, str], repl
     return call
 
 
-async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    recognizer = QueuedRecognizer(["택시", "", "버스"])  # a word no option has, nothing recognized, a keyword
+async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_invalid_prompt(
+        tmp_path: Path, pipelines: DescriptionPipelines) -> None:
+    # a word no option has, nothing recognized, a keyword
+    recognizer = FakeRecognizer("택시", "", "버스", then="", check_files=True)
     store = NamedVersions()
     engine, cases = _engine(tmp_path, pipelines, _router(store, {}), speech=lambda lang, model: recognizer)
     call = await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT),
                                _agi_replies([True, True, True]))
-    case = _last_case(cases)
-    assert case["menu_path"] == ["no-match:택시", "no-input", "speech:버스:2"] and case["category"] == "inquiry"
+    case = cases.last()
+    assert case.menu_path == ["no-match:택시", "no-input", "speech:버스:2"] and case.category == "inquiry"
     played = [c for c in call.commands if c.startswith(("STREAM FILE", "RECORD FILE"))]
     kinds = ["record" if c.startswith("RECORD") else c.split('"')[1] for c in played]
     # The word nobody offered gets the wrong-choice prompt, like a wrong key; nothing recognized the no-input one.
@@ -279,11 +259,11 @@ async def test_speech_menu_records_an_unknown_word_as_no_match_and_plays_the_inv
 
 
 async def test_silence_in_a_speech_menu_stays_no_input(tmp_path: Path, pipelines: DescriptionPipelines) -> None:
-    recognizer = QueuedRecognizer([])
+    recognizer = FakeRecognizer(then="", check_files=True)
     store = NamedVersions()
     engine, cases = _engine(tmp_path, pipelines, _router(store, {}), speech=lambda lang, model: recognizer)
     await _run_agi_call(engine, agi_variables("ivr", "9.1", port=AGI_PORT), _agi_replies([False, False, False]))
-    assert _last_case(cases)["menu_path"] == ["no-input", "no-input", "no-input", "fallback:0"]
+    assert cases.last().menu_path == ["no-input", "no-input", "no-input", "fallback:0"]
     assert recognizer.grammars == []  # nothing was said: nothing to recognize
 
 
@@ -293,20 +273,12 @@ async def test_the_agi_argument_picks_the_flow_through_fastagi(tmp_path: Path, p
     engine, cases = _engine(tmp_path, pipelines, _router(store, {"12399": "flood-warning"}))
     variables = agi_variables("ivr", "9.1", port=AGI_PORT, agi_arg_1="12399")  # extension: the hotline number
     call = await _run_agi_call(engine, variables, _agi_replies([]))
-    assert _last_case(cases)["category"] == "flood_warning"
+    assert cases.last().category == "flood_warning"
     assert [c for c in call.commands if c.startswith("STREAM FILE")] == ['STREAM FILE "/ko/warning" ""',
                                                                          'STREAM FILE "/ko/bye" ""']
 
 
 # -- stored routes, their audit, the console -----------------------------------------------------------------
-
-@pytest.fixture
-async def db_engine(tmp_path: Path) -> AsyncIterator[Any]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'flows.db'}"
-    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
-    engine = create_engine_from_url(url)
-    yield engine
-    await engine.dispose()
 
 
 def _admin(engine: Any) -> tuple[FlowAdmin, FlowStore]:
@@ -316,8 +288,8 @@ def _admin(engine: Any) -> tuple[FlowAdmin, FlowStore]:
                      numbers={"12345": "default", "12399": "flood-warning"}), store
 
 
-async def test_admin_routes_a_number_to_a_published_flow_audited(db_engine: Any) -> None:
-    admin, store = _admin(db_engine)
+async def test_admin_routes_a_number_to_a_published_flow_audited(engine: Any) -> None:
+    admin, store = _admin(engine)
     assert [(r["number"], r["flow"], r["routed_by"]) for r in await admin.routes()] == [
         ("12345", "default", None), ("12399", "flood-warning", None)]
     with pytest.raises(FlowNotFound, match=r"^no flow named 'holiday': publish it first$"):
@@ -338,13 +310,13 @@ async def test_admin_routes_a_number_to_a_published_flow_audited(db_engine: Any)
         ("bob", "route", "flood-warning", 1, "number 12345: default → flood-warning")]
 
 
-async def test_console_routes_api_and_the_flows_link(db_engine: Any) -> None:
-    accounts = AccountStore(db_engine, hasher=CHEAP_HASHER)
+async def test_console_routes_api_and_the_flows_link(engine: Any) -> None:
+    accounts = AccountStore(engine, hasher=CHEAP_HASHER)
     await accounts.create("admin1", PASSWORD, Role.ADMIN, display_name="Admin")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR, display_name="Super")
-    app = create_console_app(cases=ConsoleCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
-    app[FLOW_ADMIN], _ = _admin(db_engine)
+    app[FLOW_ADMIN], _ = _admin(engine)
     client = TestClient(TestServer(app, port=HTTP_PORT))
     await client.start_server()
     supervisor = TestClient(TestServer(app, port=HTTP_PORT + 1))

@@ -1,56 +1,12 @@
 """FlowValidator: every reason a flow is refused, each naming its node; `hotline flows validate` exit codes."""
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import Path
 
 import yaml
 
-from ivr import FlowValidator
-from tests.support.hotline_process import PROJECT_ROOT, run_hotline_command
-
-DEFAULT_FLOW = PROJECT_ROOT / "config" / "ivr" / "default.yaml"
-EXAMPLE_FLOW = PROJECT_ROOT / "config" / "ivr" / "examples" / "seoul-120.yaml"
-QUEUES = ("complaints", "inquiries", "operator")
-
-
-class FakeVocabulary:
-    """A Korean model that knows a few words."""
-
-    words = {"버스", "하수도", "보도블록", "위생", "쓰레기", "상담원"}
-
-    def missing(self, words: Collection[str]) -> list[str]:
-        return [w for w in words if w not in self.words]
-
-
-def vocabulary_for(language: str, asr_model: str | None) -> FakeVocabulary | None:
-    return FakeVocabulary() if asr_model == "default" else None
-
-
-def validator(**kwargs: object) -> FlowValidator:
-    return FlowValidator(vocabulary_for=vocabulary_for, queues=QUEUES, base_dir=DEFAULT_FLOW.parent, **kwargs)
-
-
-def base_flow() -> dict:
-    """A small valid flow to break in one way per test."""
-    return {
-        "name": "t", "start": "welcome", "default_language": "ko",
-        "languages": {"ko": {"voice": "ko", "asr_model": "default",
-                             "prompts": {"hi": "안녕하세요", "menu": "메뉴", "bye": "안녕히"}}},
-        "nodes": {
-            "welcome": {"kind": "play", "prompt": "hi", "next": "menu"},
-            "menu": {"kind": "menu", "prompt": "menu", "fallback": "0", "speech": True, "options": [
-                {"key": "1", "keywords": {"ko": ["버스"]}, "next": "bus"},
-                {"key": "0", "next": "operator"}]},
-            "bus": {"kind": "set", "category": "inquiry", "next": "operator"},
-            "operator": {"kind": "queue", "queue": "operator"},
-        },
-    }
-
-
-def check(flow: dict, **kwargs: object) -> tuple[list[str], list[str]]:
-    report = validator(**kwargs).validate_text(yaml.safe_dump(flow, allow_unicode=True))
-    return [str(e) for e in report.errors], [str(w) for w in report.warnings]
+from tests.support.flows import DEFAULT_FLOW, EXAMPLE_FLOW, base_flow, check, validator
+from tests.support.hotline_process import run_hotline_command
 
 
 def test_shipped_flows_are_valid() -> None:

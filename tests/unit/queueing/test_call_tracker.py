@@ -8,64 +8,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from cases import CaseStatus
 from queueing import CallTracker, LiveCallState, connect_redis
-
-
-class FakeAmi:
-    """Just enough of AmiClient: handler registration and canned event lists."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, list[Any]] = {}
-        self.connected_handlers: list[Any] = []
-        self.lists: dict[str, list[dict[str, str]]] = {"CoreShowChannels": [], "QueueStatus": []}
-
-    def on_event(self, name: str, handler: Any) -> None:
-        self.handlers.setdefault(name, []).append(handler)
-
-    def on_connected(self, handler: Any) -> None:
-        self.connected_handlers.append(handler)
-
-    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, str]]:
-        return self.lists[fields["Action"]]
-
-    async def emit(self, **event: str) -> None:
-        for handler in self.handlers.get(event["Event"], []):
-            await handler(event)
-
-
-class FakeRecords:
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    async def upsert(self, linkedid: str, **fields: Any) -> Any:
-        self.rows.setdefault(linkedid, {}).update(fields)
-        return self.get_sync(linkedid)
-
-    def get_sync(self, linkedid: str) -> Any:
-        row = self.rows.get(linkedid)
-        return None if row is None else type("Rec", (), {"outcome": row.get("outcome"), **row})()
-
-    async def get(self, linkedid: str) -> Any:
-        return self.get_sync(linkedid)
-
-
-class FakeCaseProgress:
-    """Records the case operations the tracker calls (the case domain decides what they do)."""
-
-    def __init__(self, fail_end: bool = False) -> None:
-        self.calls: list[tuple[str, ...]] = []
-        self.fail_end = fail_end
-
-    async def mark_queued(self, case_number: str, queue: str) -> None:
-        self.calls.append(("mark_queued", case_number, queue))
-
-    async def assign_agent(self, case_number: str, agent: str) -> None:
-        self.calls.append(("assign_agent", case_number, agent))
-
-    async def end_call(self, case_number: str, outcome: str) -> None:
-        self.calls.append(("end_call", case_number, outcome))
-        if self.fail_end:
-            raise RuntimeError("database away")
+from tests.support.cases import FakeCases, sample_case
+from tests.support.fake_ami import FakeAmi
+from tests.support.records import FakeRecords
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -89,8 +36,13 @@ async def live() -> AsyncIterator[LiveCallState]:
 pytestmark = pytest.mark.redis
 
 
+def _cases(*numbers: str, fail_on: tuple[str, ...] | list[str] = ()) -> FakeCases:
+    """The case domain with these cases still being collected in the IVR."""
+    return FakeCases(*(sample_case(n, status=CaseStatus.NEW, agent=None) for n in numbers), fail_on=fail_on)
+
+
 async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
+    ami, records, observer = FakeAmi(), FakeRecords(), _cases("2611290001")
     CallTracker(ami, live, records, observer).subscribe(ami)
     await live.start_call("L1", caller_number="0101", channel_uniqueid="L1", case_number="2611290001")
     await records.upsert("L1", outcome="in_ivr")
@@ -111,10 +63,12 @@ async def test_answered_call_walks_every_state(live: LiveCallState) -> None:
     assert row["hangup_cause"] == "16 Normal Clearing" and row["outcome"] == "completed"
     assert observer.calls == [("mark_queued", "2611290001", "complaints"), ("assign_agent", "2611290001", "agent1"),
                               ("end_call", "2611290001", "completed")]
+    assert observer.kinds("2611290001") == ["queued", "agent_assigned", "call_ended"]
+    assert observer.cases["2611290001"].status is CaseStatus.OPEN and observer.cases["2611290001"].agent == "agent1"
 
 
 async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState) -> None:
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
+    ami, records, observer = FakeAmi(), FakeRecords(), _cases("2611290003")
     CallTracker(ami, live, records, observer).subscribe(ami)
     await ami.emit(Event="QueueCallerJoin", Linkedid="stranger", Queue="operator", Position="1")
     assert await live.get_call("stranger") is None and records.rows == {}
@@ -125,19 +79,20 @@ async def test_abandon_in_queue_and_untracked_calls_ignored(live: LiveCallState)
     assert records.rows["L3"]["outcome"] == "abandoned_in_queue"
     assert records.rows["L3"]["queue_wait_seconds"] == 12.0
     assert observer.calls[-1] == ("end_call", "2611290003", "abandoned_in_queue")
+    assert observer.cases["2611290003"].status is CaseStatus.ABANDONED_IN_QUEUE
 
 
 async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallState) -> None:
     """Calls that ended while AMI was down are closed; calls still waiting get their queue position back."""
-    ami, records, observer = FakeAmi(), FakeRecords(), FakeCaseProgress()
+    ami, records, observer = FakeAmi(), FakeRecords(), _cases("2611290010", "2611290011")
     tracker = CallTracker(ami, live, records, observer)
     tracker.subscribe(ami)
     await live.start_call("gone", channel_uniqueid="gone", case_number="2611290010")
     await live.start_call("waiting", channel_uniqueid="waiting", case_number="2611290011")
     await live.update("waiting", state="ivr")
-    ami.lists["CoreShowChannels"] = [{"Event": "CoreShowChannel", "Uniqueid": "waiting", "Linkedid": "waiting"}]
-    ami.lists["QueueStatus"] = [{"Event": "QueueParams", "Queue": "complaints"},
-                                {"Event": "QueueEntry", "Queue": "complaints", "Position": "2", "Uniqueid": "waiting"}]
+    ami.channels = [{"Event": "CoreShowChannel", "Uniqueid": "waiting", "Linkedid": "waiting"}]
+    ami.entries = [{"Event": "QueueParams", "Queue": "complaints"},
+                   {"Event": "QueueEntry", "Queue": "complaints", "Position": "2", "Uniqueid": "waiting"}]
     assert tracker.rebuild in ami.connected_handlers
     await tracker.rebuild()
     assert await live.live_ids() == {"waiting"}
@@ -152,7 +107,7 @@ async def test_rebuild_after_reconnect_trusts_asterisk_not_redis(live: LiveCallS
 async def test_call_end_hooks_run_after_the_case_heard_of_the_end(live: LiveCallState) -> None:
     """Hooks added to the list after the tracker was built run too, each even when another (or the case) fails."""
     ami, records = FakeAmi(), FakeRecords()
-    cases = FakeCaseProgress(fail_end=True)
+    cases = _cases("2611290005", fail_on=["end_call"])
     hooks: list[Any] = []
     CallTracker(ami, live, records, cases, call_end_hooks=hooks).subscribe(ami)
     ran: list[tuple[str, str, int]] = []  # (hook, case, case operations seen by then)

@@ -4,20 +4,21 @@ never rung twice for one attempt. Plus the queue key pressed too early: back in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import create_engine_from_url, migrate_database
+from cases import CaseStatus
 from queueing import CallbackDispatcher, CallbackRoute, CallbackStore, CallTracker, QueueEventTracker
 from queueing.callbacks import channel_id
 from telephony import AmiError
+from tests.support.cases import FakeCases, sample_case
 from tests.support.fake_agi import ChannelAgi
+from tests.support.fake_ami import FakeAmi
+from tests.support.live import FakeLive, FakeQueueLive
+from tests.support.records import FakeRecords
 
 JOINED = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -26,105 +27,20 @@ class AmiDown(AmiError):
     """AMI away, as the fake Asterisk says it."""
 
 
-class FakeAsterisk:
-    """AMI as the dispatcher sees it: channels (CoreShowChannels), AstDB (DBGet/DBDel), Originate outcomes."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, list[Any]] = {}
-        self.connected_handlers: list[Any] = []
-        self.connected = True
-        self.channels: list[dict[str, str]] = []
-        self.astdb: dict[str, str] = {}
-        self.originates: list[dict[str, Any]] = []
-        self.originate_result: str | Exception | asyncio.Future[Any] = "Success"
-        self.dbgets = 0
-
-    def on_event(self, name: str, handler: Any) -> None:
-        self.handlers.setdefault(name, []).append(handler)
-
-    def on_connected(self, handler: Any) -> None:
-        self.connected_handlers.append(handler)
-
-    async def emit(self, **event: str) -> None:
-        for handler in self.handlers.get(event["Event"], []):
-            await handler(event)
-
-    async def action(self, fields: dict[str, Any], **kw: Any) -> Any:
-        name = fields["Action"]
-        if name == "Originate":
-            self.originates.append(dict(fields))
-            outcome = self.originate_result
-            if isinstance(outcome, Exception):
-                raise outcome
-            if isinstance(outcome, asyncio.Future):
-                outcome = await outcome
-            return [{"Response": "Success"}, {"Event": "OriginateResponse", "Response": outcome}]
-        if name == "DBGet":
-            self.dbgets += 1
-            key = f"{fields['Family']}/{fields['Key']}"
-            if key not in self.astdb:
-                return {"Response": "Error", "Message": "Database entry not found"}
-            return [{"Response": "Success", "EventList": "start", "Message": "Result will follow"},
-                    {"Event": "DBGetResponse", "Family": fields["Family"], "Key": fields["Key"],
-                     "Val": self.astdb[key]}, {"Event": "DBGetComplete", "EventList": "Complete"}]
-        if name == "DBDel":
-            self.astdb.pop(f"{fields['Family']}/{fields['Key']}", None)
-            return {"Response": "Success"}
-        return {"Response": "Success"}
-
-    async def event_list(self, fields: dict[str, Any], **kw: Any) -> list[dict[str, str]]:
-        assert fields["Action"] == "CoreShowChannels"
-        return list(self.channels)
-
-    def record(self, cb_id: int, attempt: int, value: str) -> None:
-        self.astdb[f"hotline_callback/{channel_id(cb_id, attempt)}"] = value
-
-
-class QueueLive:
-    def __init__(self) -> None:
-        self.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
-        self.published: list[tuple[str, dict[str, Any]]] = []
-
-    async def agents(self) -> list[dict[str, Any]]:
-        return self.agent_list
-
-    async def waiting(self, queue: str) -> list[dict[str, Any]]:
-        return []
-
-    async def publish(self, kind: str, **data: Any) -> None:
-        self.published.append((kind, data))
-
-
-class Calls:
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.ended: list[tuple[str, str]] = []
-
-    async def start_call(self, linkedid: str, **fields: Any) -> None:
-        self.started.append(linkedid)
-
-    async def end_call(self, linkedid: str, **fields: Any) -> None:
-        self.ended.append((linkedid, fields.get("outcome", "")))
-
-
-@pytest_asyncio.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cb.db'}"
-    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
-    eng = create_engine_from_url(url)
-    yield eng
-    await eng.dispose()
-
-
 class World:
     """One database, one Asterisk; dispatchers come and go like bridge processes."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.now = datetime.now(UTC)
         self.store = CallbackStore(engine, clock=lambda: self.now)
-        self.ami = FakeAsterisk()
-        self.qlive = QueueLive()
-        self.calls = Calls()
+        self.ami = FakeAmi()
+        self.qlive = FakeQueueLive()
+        self.qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
+        self.calls = FakeLive()
+
+    def record(self, cb_id: int, attempt: int, value: str) -> None:
+        """What the dialplan keeps in AstDB about an attempt."""
+        self.ami.astdb[f"hotline_callback/{channel_id(cb_id, attempt)}"] = value
 
     def bridge(self, max_attempts: int = 3) -> CallbackDispatcher:
         dispatcher = CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
@@ -144,7 +60,7 @@ class World:
         cb_id = await self.request()
         assert await first.dispatch_once() == [cb_id]
         await first.settle(timeout=5)
-        self.ami.record(cb_id, 1, "citizen_dialing")
+        self.record(cb_id, 1, "citizen_dialing")
         await self.ami.emit(Event="UserEvent", UserEvent="HotlineCallback", CallbackId=str(cb_id),
                             Status="agent_answered")
         return cb_id
@@ -196,7 +112,7 @@ async def test_agent_answered_while_the_bridge_was_away_is_picked_up_from_asteri
     await first.aclose()
     w.ami.handlers.clear()
     # Missed: the agent_answered UserEvent. Asterisk is ringing the citizen (their leg has the attempt's linkedid).
-    w.ami.record(cb_id, 1, "citizen_dialing")
+    w.record(cb_id, 1, "citizen_dialing")
     w.ami.channels = [{"Channel": "PJSIP/trunk-00000002", "Uniqueid": "1795.7", "Linkedid": channel_id(cb_id, 1)}]
     second = w.bridge()
     w.now += timedelta(minutes=1)
@@ -218,7 +134,7 @@ async def test_attempt_that_ended_while_the_bridge_was_away(engine: AsyncEngine,
     cb_id = await w.dialed_and_answered_by_agent(first)
     await first.aclose()
     w.ami.handlers.clear()
-    w.ami.record(cb_id, 1, record)
+    w.record(cb_id, 1, record)
     w.ami.channels = []
     second = w.bridge()
     await second.recover()
@@ -308,7 +224,7 @@ async def test_originate_lost_with_the_ami_connection_is_not_redialed_blindly(en
     w.now += timedelta(minutes=5)
     assert await bridge.dispatch_once() == []  # not dialed again on its own
     # Asterisk did get it: the agent answered and the citizen is being rung.
-    w.ami.record(cb_id, 1, "citizen_dialing")
+    w.record(cb_id, 1, "citizen_dialing")
     w.citizen_leg_up(cb_id)
     await bridge.recover()
     assert (await w.status(cb_id)).status == "connected" and len(w.ami.originates) == 1
@@ -334,7 +250,7 @@ async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) 
     w = World(engine)
     first = w.bridge(max_attempts=1)
     cb_id = await w.dialed_and_answered_by_agent(first)
-    w.ami.record(cb_id, 1, "BUSY")
+    w.record(cb_id, 1, "BUSY")
     w.ami.channels = []
     await asyncio.gather(
         first.recover(),
@@ -349,23 +265,10 @@ async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) 
 # --- the queue key pressed too early -------------------------------------------------------------
 
 
-class LiveCalls:
-    def __init__(self, call: dict[str, Any]) -> None:
-        self.call = dict(call)
-
-    async def get_call(self, linkedid: str) -> dict[str, Any]:
-        return self.call
-
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        self.call.update(fields)
-
-    async def start_call(self, linkedid: str, **fields: Any) -> None:
-        self.call.update(fields)
-
-
 async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngine) -> None:
     queued_at = datetime.now(UTC) - timedelta(seconds=10)
-    live = LiveCalls({"queued_at": queued_at.isoformat(), "queue": "inquiries", "case_number": "2611290007"})
+    live = FakeLive({"linkedid": "300.1", "queued_at": queued_at.isoformat(), "queue": "inquiries",
+                     "case_number": "2611290007"})
 
     async def too_early() -> str:
         return "/prompts/queue-say-too-early"
@@ -381,26 +284,6 @@ async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngin
     assert await CallbackStore(engine).in_status("pending") == []
 
 
-class WaitingState:
-    """QueueLiveState's waiting hash, in memory."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, dict[str, Any]]] = {}
-        self.counters: list[str] = []
-
-    async def waiting(self, queue: str) -> list[dict[str, Any]]:
-        return sorted(self.entries.get(queue, {}).values(), key=lambda e: e["position"])
-
-    async def set_waiting(self, queue: str, entries: dict[str, dict[str, Any]], *, replace: bool = False,
-                          remove: str | None = None, counter: str | None = None) -> None:
-        found = self.entries.setdefault(queue, {})
-        if remove:
-            found.pop(remove, None)
-        found.update(entries)
-        if counter:
-            self.counters.append(counter)
-
-
 class Metrics:
     def __init__(self) -> None:
         self.offers = 0
@@ -409,23 +292,14 @@ class Metrics:
         self.offers += 1
 
 
-class Records:
-    async def upsert(self, linkedid: str, **fields: Any) -> None:
-        pass
-
-
-class CaseProgress:
-    async def mark_queued(self, case_number: str, queue: str) -> None:
-        pass
-
-
 async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
     first_join = "2026-11-29T09:00:00+00:00"
-    ami = FakeAsterisk()
-    calls = LiveCalls({"case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
+    ami = FakeAmi()
+    calls = FakeLive({"linkedid": "300.1", "case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
                        "requeue_queue": "inquiries", "requeue_queued_at": first_join})
-    waiting, metrics = WaitingState(), Metrics()
-    CallTracker(ami, calls, Records(), CaseProgress()).subscribe(ami)  # type: ignore[arg-type]
+    waiting, metrics = FakeQueueLive(), Metrics()
+    cases = FakeCases(sample_case("2611290007", status=CaseStatus.QUEUED))
+    CallTracker(ami, calls, FakeRecords(), cases).subscribe(ami)  # type: ignore[arg-type]
     QueueEventTracker(ami, waiting, metrics, calls, queues=["inquiries"],  # type: ignore[arg-type]
                       wrapup_seconds={}).subscribe(ami)
     waiting.entries["inquiries"] = {"400.1": {"uniqueid": "400.1", "position": 1, "joined_at": "x"},

@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from asr import Transcript
 from cases import (
     CaseEventKind,
     CaseStore,
     NewCase,
     TranscriptStatus,
 )
-from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
-from telephony import AgiHangup
+from storage import create_engine_from_url, migrate_database
 from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines
 from tests.support.fake_agi import ChannelAgi
+from tests.support.live import FakeLive
+from tests.support.recognizer import FakeRecognizer
 from transcripts import JobStatus
 
 
@@ -47,43 +47,9 @@ async def pipelines(db_url: str) -> AsyncIterator[DescriptionPipelines]:
         yield running
 
 
-class SaysSewer:
-    """The recognizer: every recording says 하수도."""
-
-    def __init__(self) -> None:
-        self.calls: list[Path] = []
-
-    async def transcribe_file(self, path: Path, grammar: Any = None, timeout: float | None = None) -> Transcript:
-        self.calls.append(Path(path))
-        return Transcript(text="하수도", duration=1.0)
-
-
-class FakeAgi(ChannelAgi):
-    """Plays nothing; RECORD FILE writes `spoken` bytes of audio (or hangs up first when told to)."""
-
-    def __init__(self, variables: dict[str, str], spoken: int = 16000, hang_up_while_recording: bool = False) -> None:
-        super().__init__(variables, caller="01055504201", uniqueid="500.1")
-        self.recorded: list[str] = []
-        self._spoken = spoken
-        self._hang_up = hang_up_while_recording
-
-    async def record_file(self, path: str, fmt: str, escape: str, max_ms: int, silence_s: int,
-                          beep: bool = True) -> None:
-        self.recorded.append(path)
-        Path(f"{path}.{fmt}").write_bytes(b"\0" * (44 + self._spoken))
-        if self._hang_up:
-            raise AgiHangup("caller hung up")
-
-
-class FakeLive:
-    def __init__(self) -> None:
-        self.updates: list[dict[str, Any]] = []
-
-    async def get_call(self, linkedid: str) -> dict[str, Any]:
-        return {}
-
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        self.updates.append(fields)
+def _caller(variables: dict[str, str], **kwargs: Any) -> ChannelAgi:
+    """The waiting caller's channel (plays nothing; RECORD FILE leaves audio unless told otherwise)."""
+    return ChannelAgi(variables, caller="01055504201", uniqueid="500.1", **kwargs)
 
 
 def _synth(text: str, voice: str, target: Path) -> Path:
@@ -99,7 +65,7 @@ def _route(cases: CaseStore, tmp_path: Path, pipeline: RunningPipeline,
 
 
 async def test_timeout_route_asks_the_dialplan_to_record() -> None:
-    agi = FakeAgi({"HOTLINE_QUEUE": "inquiries", "CHANNEL(linkedid)": "500.1"})
+    agi = _caller({"HOTLINE_QUEUE": "inquiries", "CHANNEL(linkedid)": "500.1"})
     await QueueTimeoutRoute({"inquiries": "record"}, None, FakeLive()).handle(agi)  # type: ignore[arg-type]
     assert agi.variables["HOTLINE_MAXWAIT_RECORD"] == "1" and agi.variables["HOTLINE_OVERFLOW"] == ""
     assert "HOTLINE_CALLBACK" not in agi.variables
@@ -114,10 +80,10 @@ def test_settings_accept_record_as_on_max_wait() -> None:
 async def test_case_without_recording_keeps_the_max_wait_description_and_transcribes_it(
         cases: CaseStore, pipelines: DescriptionPipelines, tmp_path: Path) -> None:
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]), actor="ivr")
-    recognizer, live = SaysSewer(), FakeLive()
+    recognizer, live = FakeRecognizer("하수도"), FakeLive()
     pipeline = pipelines.start(cases, recognizer)
     route = _route(cases, tmp_path, pipeline, live)
-    agi = FakeAgi({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
+    agi = _caller({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
     await route.handle(agi)
     wav = tmp_path / "rec" / f"{case.case_number}-maxwait.wav"
     stored = await cases.get(case.case_number)
@@ -135,8 +101,8 @@ async def test_case_without_recording_keeps_the_max_wait_description_and_transcr
 async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, pipelines: DescriptionPipelines,
                                                              tmp_path: Path) -> None:
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
-    recognizer = SaysSewer()
-    agi = FakeAgi({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
+    recognizer = FakeRecognizer("하수도")
+    agi = _caller({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
     await _route(cases, tmp_path, pipelines.start(cases, recognizer)).handle(agi)
     stored = await cases.get(case.case_number)
     assert stored.recording_path.endswith("-maxwait.wav") and stored.transcript == "하수도"
@@ -148,9 +114,9 @@ async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseSto
     case = await cases.open(NewCase(caller_number="01055504201", category="complaint", menu_path=["1"]), actor="ivr")
     await cases.attach_recording(case.case_number, "/rec/ivr.wav", actor="ivr")
     await cases.record_transcript(case.case_number, "버스")
-    recognizer = SaysSewer()
+    recognizer = FakeRecognizer("하수도")
     pipeline = pipelines.start(cases, recognizer)
-    await _route(cases, tmp_path, pipeline).handle(FakeAgi({"HOTLINE_CASE": case.case_number}))
+    await _route(cases, tmp_path, pipeline).handle(_caller({"HOTLINE_CASE": case.case_number}))
     stored = await cases.get(case.case_number)
     assert stored.recording_path == "/rec/ivr.wav" and stored.transcript == "버스"
     assert f"{case.case_number}-maxwait.wav" in (stored.notes or "")
@@ -160,14 +126,14 @@ async def test_ivr_recording_is_not_replaced_the_new_one_is_noted(cases: CaseSto
 
 async def test_silence_or_no_case_records_nothing(cases: CaseStore, pipelines: DescriptionPipelines,
                                                   tmp_path: Path) -> None:
-    recognizer = SaysSewer()
+    recognizer = FakeRecognizer("하수도")
     pipeline = pipelines.start(cases, recognizer)
     route = _route(cases, tmp_path, pipeline)
-    no_case = FakeAgi({})
+    no_case = _caller({})
     await route.handle(no_case)
     assert no_case.variables["HOTLINE_MAXWAIT_RECORDED"] == "none" and no_case.recorded == []
     case = await cases.open(NewCase(caller_number="01055504201", category="inquiry"), actor="ivr")
-    await route.handle(FakeAgi({"HOTLINE_CASE": case.case_number}, spoken=0))
+    await route.handle(_caller({"HOTLINE_CASE": case.case_number}, spoken=0))
     assert (await cases.get(case.case_number)).recording_path is None and recognizer.calls == []
     assert await pipeline.store.get(f"description:{case.case_number}") is None
 

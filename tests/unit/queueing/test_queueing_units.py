@@ -15,78 +15,33 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_console import create_console_app
-from identity import AccountStore, Role
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
-from storage import create_engine_from_url, migrate_database
-from queueing import (AgentError, AgentNotFound, AgentService, AgentStore, LiveCallState, PjsipAgentProvisioner,
-                      PriorityPolicy, QueueEntryRoute, QueueEventTracker, QueueLiveState,
-                      QueueMetricsStore, connect_redis, parse_skills)
-from telephony import AmiActionFailed
+from identity import AccountStore, Role
+from queueing import (
+    AgentError,
+    AgentNotFound,
+    AgentService,
+    AgentStore,
+    LiveCallState,
+    PjsipAgentProvisioner,
+    PriorityPolicy,
+    QueueEntryRoute,
+    QueueEventTracker,
+    QueueLiveState,
+    QueueMetricsStore,
+    connect_redis,
+    parse_skills,
+)
 from telephony.asterisk_process import TEMPLATES_DIR
+from tests.support.callbacks import FakeCallbacks
+from tests.support.cases import FakeCases
+from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login
 from tests.support.fake_agi import ChannelAgi
-from tests.unit.agent_console.test_console import CHEAP_HASHER, PASSWORD, FakeCases, FakeHealth, FakeLiveCalls, FakeRecords, login
+from tests.support.fake_ami import FakeAmi
+from tests.support.live import FakeLive, FakeQueueLive
+from tests.support.records import FakeRecords
 
 QUEUES = ["complaints", "inquiries", "operator"]
-
-
-class AmiRefused(AmiActionFailed):
-    """Asterisk refusing an action, as the fake Asterisk says it."""
-
-
-class FakeAmi:
-    """Records actions; answers QueueStatus from `members`; refuses like Asterisk does for duplicates."""
-
-    def __init__(self) -> None:
-        self.actions: list[dict[str, Any]] = []
-        self.members: dict[tuple[str, str], dict[str, str]] = {}
-        self.handlers: dict[str, list[Any]] = {}
-        self.connected_handlers: list[Any] = []
-        self.channels: list[dict[str, str]] = []
-        self.entries: list[dict[str, str]] = []
-        self.connected = True
-
-    def on_event(self, name: str, handler: Any) -> None:
-        self.handlers.setdefault(name, []).append(handler)
-
-    def on_connected(self, handler: Any) -> None:
-        self.connected_handlers.append(handler)
-
-    async def emit(self, **event: str) -> None:
-        for handler in self.handlers.get(event["Event"], []):
-            await handler(event)
-
-    async def action(self, fields: dict[str, Any], *, timeout: float | None = None, as_list: bool | None = None,
-                     check: bool = True) -> Any:
-        self.actions.append(dict(fields))
-        name = fields["Action"]
-        if name == "QueueAdd":
-            key = (fields["Queue"], fields["Interface"])
-            if key in self.members:
-                raise AmiRefused("AMI action QueueAdd failed: Unable to add interface: Already there")
-            self.members[key] = {"Event": "QueueMember", "Queue": fields["Queue"], "Location": fields["Interface"],
-                                 "StateInterface": fields["Interface"], "Name": fields["MemberName"],
-                                 "Membership": "dynamic", "Paused": "1" if fields["Paused"] == "true" else "0"}
-        elif name == "QueueRemove":
-            if self.members.pop((fields["Queue"], fields["Interface"]), None) is None:
-                raise AmiRefused("AMI action QueueRemove failed: Unable to remove interface: Not there")
-        return {"Response": "Success"}
-
-    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, str]]:
-        if fields["Action"] == "QueueStatus":
-            return [*self.members.values(), *self.entries]
-        return self.channels
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [a for a in self.actions if a["Action"] == name]
-
-
-@pytest_asyncio.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
-    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
-    eng = create_engine_from_url(url)
-    yield eng
-    await eng.dispose()
 
 
 @pytest_asyncio.fixture
@@ -279,17 +234,6 @@ async def test_events_become_agent_states_and_waiting_positions(redis_prefix: st
 # --- priority ------------------------------------------------------------------------------------
 
 
-class FakeLive:
-    def __init__(self, category: str) -> None:
-        self.call = {"category": category}
-
-    async def get_call(self, linkedid: str) -> dict[str, Any]:
-        return self.call
-
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        self.call.update(fields)
-
-
 @pytest.mark.parametrize("category,ivr,open_case,expected", [
     ("inquiry", "0", False, 0),
     ("complaint", "1", False, 1),
@@ -304,7 +248,7 @@ async def test_priority_route_sets_queue_prio(category: str, ivr: str, open_case
         asked.append((caller, exclude))
         return open_case
 
-    live = FakeLive(category)
+    live = FakeLive({"linkedid": "200.1", "category": category})
     agi = ChannelAgi({"HOTLINE_PRIORITY": ivr, "HOTLINE_CASE": "2611290005", "CHANNEL(linkedid)": "200.1"}, "0105",
                      uniqueid="200.1")
     await QueueEntryRoute(PriorityPolicy(), has_open_case, live).handle(agi)
@@ -326,20 +270,11 @@ async def test_priority_route_takes_the_dialplans_url_values_without_asking() ->
         async def get_variable(self, name: str) -> str | None:
             raise AssertionError(f"asked Asterisk for {name}: the URL had it")
 
-    live = FakeLive("complaint")
+    live = FakeLive({"linkedid": "300.1", "category": "complaint"})
     agi = UrlAgi({}, "0106", uniqueid="200.1")
     await QueueEntryRoute(PriorityPolicy(), has_open_case, live, max_wait={"traffic": 240}).handle(agi)
     assert agi.variables == {"QUEUE_PRIO": "1", "HOTLINE_QUEUE_MAXWAIT": "240"}
     assert asked == [("0106", "2611290009")] and live.call["priority"] == 1
-
-
-class FakeCallbacks:
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-    async def request(self, **fields: Any) -> Any:
-        self.requests.append(fields)
-        return type("Req", (), {"id": len(self.requests)})()
 
 
 @pytest.mark.parametrize("action,expect_vars", [
@@ -351,7 +286,7 @@ class FakeCallbacks:
 async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None:
     from queueing import QueueTimeoutRoute
 
-    live = FakeLive("inquiry")
+    live = FakeLive({"linkedid": "300.1", "category": "inquiry"})
     live.call["queued_at"] = "2026-11-29T09:00:00+00:00"
     callbacks = FakeCallbacks()
     agi = ChannelAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_CASE": "2611290007", "QUEUE_PRIO": "5",
@@ -367,8 +302,9 @@ async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None
 
 
 def test_settings_refuse_an_overflow_to_nowhere() -> None:
-    from config import Settings
     from pydantic import ValidationError
+
+    from config import Settings
 
     queues = [{"name": n} for n in QUEUES]
     queues[0]["on_max_wait"] = "overflow:complaints"
@@ -381,55 +317,11 @@ def test_settings_refuse_an_overflow_to_nowhere() -> None:
 # --- callbacks -----------------------------------------------------------------------------------
 
 
-class FakeQueueLive:
-    def __init__(self) -> None:
-        self.agents_list: list[dict[str, Any]] = []
-        self.waiting_list: list[dict[str, Any]] = []
-        self.published: list[tuple[str, dict[str, Any]]] = []
-
-    async def agents(self) -> list[dict[str, Any]]:
-        return self.agents_list
-
-    async def waiting(self, queue: str) -> list[dict[str, Any]]:
-        return self.waiting_list
-
-    async def publish(self, kind: str, **data: Any) -> None:
-        self.published.append((kind, data))
-
-
-class FakeCalls:
-    def __init__(self) -> None:
-        self.calls: dict[str, dict[str, Any]] = {}
-
-    async def start_call(self, linkedid: str, **fields: Any) -> None:
-        self.calls[linkedid] = dict(fields)
-
-    async def end_call(self, linkedid: str, **fields: Any) -> None:
-        self.calls.setdefault(linkedid, {}).update(state="ended", **fields)
-
-
-class OriginateAmi(FakeAmi):
-    """Answers Originate with an OriginateResponse (Success when the agent answers)."""
-
-    def __init__(self, agent_answers: bool = True) -> None:
-        super().__init__()
-        self.agent_answers = agent_answers
-
-    async def action(self, fields: dict[str, Any], **kw: Any) -> Any:
-        if fields["Action"] == "Originate":
-            self.actions.append(dict(fields))
-            return [{"Response": "Success"}, {"Event": "OriginateResponse",
-                                              "Response": "Success" if self.agent_answers else "Failure"}]
-        if fields["Action"] == "DBGet":  # the dialplan kept no record of an attempt (its agent never answered)
-            return {"Response": "Error", "Message": "Database entry not found"}
-        return await super().action(fields, **kw)
-
-
 async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine: AsyncEngine) -> None:
     from queueing import CallbackDispatcher, CallbackStore
 
     store = CallbackStore(engine)
-    ami, qlive, calls = OriginateAmi(), FakeQueueLive(), FakeCalls()
+    ami, qlive, calls = FakeAmi(), FakeQueueLive(), FakeLive()
     dispatcher = CallbackDispatcher(store, ami, qlive, calls, dial_template="PJSIP/trunk/sip:{number}@10.0.0.1",
                                     max_attempts=2, retry_seconds=0.01)
     dispatcher.subscribe(ami)
@@ -443,10 +335,10 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
         await store.request(queue="inquiries", caller_number="anonymous", case_number=None, linkedid=None,
                             priority=0, queued_at=joined)
     assert await dispatcher.dispatch_once() == []  # no agent available
-    qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
-    qlive.waiting_list = [{"joined_at": (joined - timedelta(seconds=1)).isoformat(), "priority": "0"}]
+    qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
+    qlive.put_waiting("inquiries", {"joined_at": (joined - timedelta(seconds=1)).isoformat(), "priority": "0"})
     assert await dispatcher.dispatch_once() == []  # a caller who joined earlier is still waiting: they go first
-    qlive.waiting_list = [{"joined_at": (joined + timedelta(seconds=30)).isoformat(), "priority": "0"}]
+    qlive.put_waiting("inquiries", {"joined_at": (joined + timedelta(seconds=30)).isoformat(), "priority": "0"})
     assert await dispatcher.dispatch_once() == [cb.id]
     assert await dispatcher.dispatch_once() == []  # claimed: never dialed twice
     await dispatcher.settle(timeout=5)
@@ -470,9 +362,10 @@ async def test_agent_not_answering_does_not_use_up_an_attempt(engine: AsyncEngin
     from queueing import CallbackDispatcher, CallbackStore
 
     store = CallbackStore(engine)
-    ami, qlive = OriginateAmi(agent_answers=False), FakeQueueLive()
-    qlive.agents_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
-    dispatcher = CallbackDispatcher(store, ami, qlive, FakeCalls(), dial_template="PJSIP/trunk/sip:{number}@x",
+    ami, qlive = FakeAmi(), FakeQueueLive()
+    ami.originate_result = "Failure"  # the agent does not answer
+    qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
+    dispatcher = CallbackDispatcher(store, ami, qlive, FakeLive(), dial_template="PJSIP/trunk/sip:{number}@x",
                                     originate_grace_seconds=0)
     dispatcher.subscribe(ami)
     cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
@@ -516,7 +409,7 @@ async def queue_client(engine: AsyncEngine) -> AsyncIterator[tuple[TestClient, A
     store = AgentStore(engine, QUEUES)
     await store.add("agent1", "long-enough-pw", {"inquiries": 0})
     await store.add("agent2", "long-enough-pw", {"inquiries": 0})
-    app = create_console_app(cases=FakeCases(), live_calls=FakeLiveCalls([]), call_records=FakeRecords(),
+    app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     ami = FakeAmi()
     app[QUEUE_CONSOLE] = FakeQueueConsole(AgentService(store, ami, None))

@@ -2,33 +2,22 @@
 fake clock, AMI and synthesizer, and the rendered queues.conf (app_queue's own announcements off)."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage import create_engine_from_url, migrate_database
 from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import QueueMetricsStore, QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 from queueing.wait_announcements import ANNOUNCE_TEXTS, TOO_EARLY_PROMPT, whole_minutes
 from telephony.asterisk_process import AsteriskConfig, QueueConf, render_asterisk_config
+from tests.support.fake_ami import FakeAmi
+from tests.support.live import FakeQueueLive
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    await asyncio.get_running_loop().run_in_executor(None, migrate_database, url)
-    eng = create_engine_from_url(url)
-    yield eng
-    await eng.dispose()
 
 
 class FakeSynth:
@@ -41,32 +30,6 @@ class FakeSynth:
         self.calls.append((text, voice, target))
         target.write_text(text, encoding="utf-8")
         return target
-
-
-class FakeQueueLive:
-    """Waiting callers per queue and agents, as QueueLiveState gives them."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, list[dict[str, Any]]] = {}
-        self.agent_list: list[dict[str, Any]] = []
-
-    async def waiting(self, queue: str) -> list[dict[str, Any]]:
-        return self.entries.get(queue, [])
-
-    async def agents(self) -> list[dict[str, Any]]:
-        return self.agent_list
-
-
-class WhisperAmi:
-    """Records Originates; answers like Asterisk does for an Async one."""
-
-    def __init__(self) -> None:
-        self.originates: list[dict[str, Any]] = []
-        self.connected = True
-
-    async def action(self, fields: dict[str, Any], **kw: Any) -> Any:
-        self.originates.append(dict(fields))
-        return [{"Response": "Success"}, {"Event": "OriginateResponse", "Response": "Success"}]
 
 
 def _korean() -> tuple[str, dict[str, str]]:
@@ -127,7 +90,7 @@ async def test_without_staffed_agents_the_observed_answer_rate_is_used(engine: A
     assert model.seconds_for(3) == pytest.approx(2250.0)
 
 
-def _announcer(live: FakeQueueLive, ami: WhisperAmi, tmp_path: Path, clock: list[datetime],
+def _announcer(live: FakeQueueLive, ami: FakeAmi, tmp_path: Path, clock: list[datetime],
                model: QueueWaitModel | None = None, language: str = "ko",
                callback_after: float = 20.0) -> tuple[QueueWaitAnnouncer, FakeSynth]:
     class Estimator:
@@ -149,9 +112,9 @@ def _entry(uid: str, position: int, joined: datetime, channel: str | None = None
 
 
 async def test_first_announcement_comes_at_the_configured_interval_then_every_interval(tmp_path: Path) -> None:
-    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    live, ami, clock = FakeQueueLive(), FakeAmi(), [NOW]
     announcer, _ = _announcer(live, ami, tmp_path, clock)
-    live.entries["inquiries"] = [_entry("1", 1, NOW)]
+    live.put_waiting("inquiries", _entry("1", 1, NOW))
     heard_at = []
     for half_seconds in range(0, 2 * 25):  # ticks every 0.5 s for 25 s
         clock[0] = NOW + timedelta(seconds=half_seconds / 2)
@@ -170,10 +133,10 @@ async def test_first_announcement_comes_at_the_configured_interval_then_every_in
 
 
 async def test_each_caller_hears_their_own_position_and_estimate(tmp_path: Path) -> None:
-    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    live, ami, clock = FakeQueueLive(), FakeAmi(), [NOW]
     announcer, synth = _announcer(live, ami, tmp_path, clock, language="en", callback_after=600)
-    live.entries["inquiries"] = [_entry("1", 1, NOW - timedelta(seconds=8)),
-                                 _entry("5", 5, NOW - timedelta(seconds=8))]
+    live.put_waiting("inquiries", _entry("1", 1, NOW - timedelta(seconds=8)),
+                                  _entry("5", 5, NOW - timedelta(seconds=8)))
     assert sorted(await announcer.tick()) == ["PJSIP/trunk-00000001", "PJSIP/trunk-00000005"]
     await announcer.settle(timeout=5)
     said = {o["Data"].split(",")[0]: Path(o["Variable"][0].split("=", 1)[1] + ".wav").read_text(encoding="utf-8")
@@ -191,26 +154,26 @@ async def test_each_caller_hears_their_own_position_and_estimate(tmp_path: Path)
 
 async def test_a_caller_seen_late_is_not_told_a_stale_announcement_and_unsafe_channels_are_skipped(
         tmp_path: Path) -> None:
-    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW]
+    live, ami, clock = FakeQueueLive(), FakeAmi(), [NOW]
     announcer, _ = _announcer(live, ami, tmp_path, clock)
     # First seen 19 s after joining (bridge restart): the 16 s one is past; the next comes at 24 s.
-    live.entries["inquiries"] = [_entry("1", 2, NOW - timedelta(seconds=19)),
-                                 _entry("2", 3, NOW - timedelta(seconds=30), channel="PJSIP/x,evil")]
+    live.put_waiting("inquiries", _entry("1", 2, NOW - timedelta(seconds=19)),
+                                  _entry("2", 3, NOW - timedelta(seconds=30), channel="PJSIP/x,evil"))
     assert await announcer.tick() == []
     clock[0] = NOW + timedelta(seconds=5)
     assert await announcer.tick() == ["PJSIP/trunk-00000001"]
     await announcer.settle(timeout=5)
     assert all("evil" not in o["Data"] for o in ami.originates)
     # A caller who left is forgotten.
-    live.entries["inquiries"] = []
+    live.put_waiting("inquiries")
     await announcer.tick()
     assert announcer._said == {}
 
 
 async def test_no_announcement_while_ami_is_away(tmp_path: Path) -> None:
-    live, ami, clock = FakeQueueLive(), WhisperAmi(), [NOW + timedelta(seconds=8)]
+    live, ami, clock = FakeQueueLive(), FakeAmi(), [NOW + timedelta(seconds=8)]
     announcer, _ = _announcer(live, ami, tmp_path, clock)
-    live.entries["inquiries"] = [_entry("1", 1, NOW)]
+    live.put_waiting("inquiries", _entry("1", 1, NOW))
     ami.connected = False
     assert await announcer.tick() == []
     ami.connected = True
@@ -220,7 +183,7 @@ async def test_no_announcement_while_ami_is_away(tmp_path: Path) -> None:
 
 def test_announcer_refuses_a_language_without_the_texts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="queue_position"):
-        QueueWaitAnnouncer(WaitEstimator(None), FakeQueueLive(), WhisperAmi(),
+        QueueWaitAnnouncer(WaitEstimator(None), FakeQueueLive(), FakeAmi(),
                            SpokenPrompts(tmp_path, "ko", FakeSynth()),
                            frequency={"q": 8}, callback_after=30,
                            texts={"queue_wait_estimate": "{minutes}", "queue_wait_unknown": "x",

@@ -18,37 +18,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript, WordTiming
+from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript
 from cases import CaseStore, NewCase, TranscriptStatus
 from hotline.transcription_wiring import queue_pending_descriptions
 from storage import create_engine_from_url, migrate_database
 from tests.support.descriptions import description_pipelines
 from tests.support.hotline_process import PROJECT_ROOT
+from tests.support.recognizer import FakeRecognizer
 from tests.support.speech import concatenate, merge_channels, silence, synthesize
-from transcripts import (JobKind, JobStatus, Recording, TranscriptionJobError,
-                         TranscriptionJobStore, TranscriptionWorker)
+from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
 
 PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
-class FakeRecognizer:
-    """Answers from a script: a Transcript, or an exception to raise, per call."""
-
-    def __init__(self, *answers: object) -> None:
-        self.answers = list(answers)
-        self.calls: list[Path] = []
-
-    async def transcribe_file(self, path, grammar=None, timeout=None):
-        self.calls.append(Path(path))
-        answer = self.answers.pop(0) if self.answers else Transcript(text="안녕", duration=1.0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    async def transcribe_stereo(self, path, labels=("citizen", "agent"), grammar=None, timeout=None):
-        self.calls.append(Path(path))
-        return [Transcript(text=f"{label} words", channel=label,
-                           words=(WordTiming("words", 0.1, 0.5, 0.9),)) for label in labels]
+def _recognizer(*answers: object) -> FakeRecognizer:
+    """Answers from the script, then "안녕" to every further recording."""
+    return FakeRecognizer(*answers, then=Transcript(text="안녕", duration=1.0))
 
 
 class Observer:
@@ -83,7 +68,7 @@ def wav(tmp_path) -> Path:
 
 async def test_job_runs_and_stores_labelled_transcript(store, wav):
     observer = Observer()
-    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    worker = TranscriptionWorker(store, _recognizer(), observer)
     job = await store.enqueue("description:2601010001", JobKind.DESCRIPTION, [Recording(str(wav), ("citizen",))],
                               case_number="2601010001")
     assert job.status == JobStatus.PENDING
@@ -107,7 +92,7 @@ async def test_enqueue_is_idempotent_and_checks_input(store, wav):
 
 
 async def test_stereo_call_recording_is_split_per_party(store, wav):
-    worker = TranscriptionWorker(store, FakeRecognizer(), Observer())
+    worker = TranscriptionWorker(store, _recognizer(), Observer())
     await store.enqueue("call:1", JobKind.CALL, [Recording(str(wav), ("citizen", "agent"))], case_number="c1")
     await worker.run_once()
     job = await store.get("call:1")
@@ -117,7 +102,7 @@ async def test_stereo_call_recording_is_split_per_party(store, wav):
 
 async def test_bad_audio_fails_at_once_and_is_reported_with_the_recording_kept(store, wav):
     observer = Observer()
-    worker = TranscriptionWorker(store, FakeRecognizer(AudioFormatError(f"recording {wav}: empty (0 s of audio)")),
+    worker = TranscriptionWorker(store, _recognizer(AudioFormatError(f"recording {wav}: empty (0 s of audio)")),
                                  observer)
     await store.enqueue("d:1", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c1")
     await worker.run_once()
@@ -129,7 +114,7 @@ async def test_bad_audio_fails_at_once_and_is_reported_with_the_recording_kept(s
 
 async def test_missing_recording_is_a_reported_failure(store, tmp_path):
     observer = Observer()
-    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    worker = TranscriptionWorker(store, _recognizer(), observer)
     await store.enqueue("d:2", JobKind.DESCRIPTION, [Recording(str(tmp_path / "gone.wav"))], case_number="c1")
     await worker.run_once()
     assert observer.failed and "does not exist" in observer.failed[0][1]
@@ -137,7 +122,7 @@ async def test_missing_recording_is_a_reported_failure(store, tmp_path):
 
 async def test_transient_errors_are_retried_then_reported(store, wav):
     observer = Observer()
-    worker = TranscriptionWorker(store, FakeRecognizer(AsrError("pool busy"), AsrError("pool busy"),
+    worker = TranscriptionWorker(store, _recognizer(AsrError("pool busy"), AsrError("pool busy"),
                                                        AsrError("pool busy")), observer, retry_delay=0.0)
     await store.enqueue("d:3", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c1", max_attempts=3)
     await worker.run_once()
@@ -151,7 +136,7 @@ async def test_transient_errors_are_retried_then_reported(store, wav):
 
 
 async def test_retry_succeeds_after_a_transient_error(store, wav):
-    worker = TranscriptionWorker(store, FakeRecognizer(AsrError("timed out")), Observer(), retry_delay=0.0)
+    worker = TranscriptionWorker(store, _recognizer(AsrError("timed out")), Observer(), retry_delay=0.0)
     await store.enqueue("d:4", JobKind.DESCRIPTION, [Recording(str(wav))])
     await worker.run_once()
     await worker.run_once()
@@ -174,12 +159,12 @@ async def test_expired_lease_is_taken_over_and_live_lease_is_not(store, wav):
 
 async def test_observer_failure_is_told_again_at_next_start(store, wav):
     observer = Observer(fail_times=1)
-    worker = TranscriptionWorker(store, FakeRecognizer(), observer)
+    worker = TranscriptionWorker(store, _recognizer(), observer)
     await store.enqueue("d:6", JobKind.DESCRIPTION, [Recording(str(wav))], case_number="c6")
     await worker.run_once()
     job = await store.get("d:6")
     assert job.status == JobStatus.DONE and not job.notified and observer.done == []
-    restarted = TranscriptionWorker(store, FakeRecognizer(), observer, poll_interval=0.1)
+    restarted = TranscriptionWorker(store, _recognizer(), observer, poll_interval=0.1)
     task = asyncio.create_task(restarted.run())
     try:
         for _ in range(50):
@@ -193,7 +178,7 @@ async def test_observer_failure_is_told_again_at_next_start(store, wav):
 
 
 async def test_wait_finished_returns_when_the_worker_is_done(store, wav):
-    worker = TranscriptionWorker(store, FakeRecognizer(), Observer(), poll_interval=5.0)
+    worker = TranscriptionWorker(store, _recognizer(), Observer(), poll_interval=5.0)
     task = asyncio.create_task(worker.run())
     try:
         await store.enqueue("d:7", JobKind.DESCRIPTION, [Recording(str(wav))])
@@ -278,7 +263,7 @@ async def _pending_case(cases: CaseStore, recording: Path) -> str:
 
 
 async def test_description_is_transcribed_by_a_job_onto_the_case(pipelines, cases, wav):
-    recognizer = FakeRecognizer(Transcript(text="하수도가 막혔어요", duration=2.0))
+    recognizer = _recognizer(Transcript(text="하수도가 막혔어요", duration=2.0))
     pipeline = pipelines.start(cases, recognizer, grammar=["하수도가 막혔어요"])
     number = await _pending_case(cases, wav)
     await pipeline.descriptions.submit(number, wav)
@@ -293,7 +278,7 @@ async def test_description_is_transcribed_by_a_job_onto_the_case(pipelines, case
 
 
 async def test_too_short_description_fails_at_once_with_the_reason_on_the_case(pipelines, cases, wav):
-    recognizer = FakeRecognizer(AudioFormatError(f"recording {wav}: too short (0.2 s)"))
+    recognizer = _recognizer(AudioFormatError(f"recording {wav}: too short (0.2 s)"))
     pipeline = pipelines.start(cases, recognizer, max_attempts=3)
     number = await _pending_case(cases, wav)
     await pipeline.descriptions.submit(number, wav)
@@ -306,7 +291,7 @@ async def test_too_short_description_fails_at_once_with_the_reason_on_the_case(p
 
 
 async def test_recognizer_failures_are_retried_then_fail_for_good_with_the_reason(pipelines, cases, wav):
-    recognizer = FakeRecognizer(*(AsrError("recognizer pool is down") for _ in range(3)))
+    recognizer = _recognizer(*(AsrError("recognizer pool is down") for _ in range(3)))
     pipeline = pipelines.start(cases, recognizer, max_attempts=3, retry_delay=0.05)
     number = await _pending_case(cases, wav)
     await pipeline.descriptions.submit(number, wav)
@@ -320,13 +305,13 @@ async def test_recognizer_failures_are_retried_then_fail_for_good_with_the_reaso
 
 
 async def test_a_description_claimed_by_a_dead_worker_is_transcribed_after_a_restart(pipelines, cases, wav):
-    dead = pipelines.start(cases, FakeRecognizer(), run=False, owner="dead-worker", lease_seconds=0.5)
+    dead = pipelines.start(cases, _recognizer(), run=False, owner="dead-worker", lease_seconds=0.5)
     number = await _pending_case(cases, wav)
     await dead.descriptions.submit(number, wav)
     claimed = await dead.store.claim("dead-worker", lease_seconds=0.5)  # ...and the process died mid-job
     assert claimed is not None and claimed.job_key == f"description:{number}"
     assert (await cases.get(number)).transcript_status == TranscriptStatus.PENDING
-    restarted = pipelines.start(cases, FakeRecognizer(Transcript(text="가로등이 꺼졌어요", duration=2.0)),
+    restarted = pipelines.start(cases, _recognizer(Transcript(text="가로등이 꺼졌어요", duration=2.0)),
                                 owner="restarted", poll_interval=0.1)
     result = await restarted.descriptions.wait(number, timeout=10)
     assert result is not None and result.done
@@ -343,7 +328,7 @@ async def test_a_pending_description_without_a_job_is_queued_at_start(pipelines,
     no_recording = (await cases.open(NewCase(caller_number="01055501235", category="complaint"),
                                      actor="ivr")).case_number
     await cases.transcript_pending(no_recording)
-    pipeline = pipelines.start(cases, FakeRecognizer(Transcript(text="버스가 안 와요", duration=2.0)))
+    pipeline = pipelines.start(cases, _recognizer(Transcript(text="버스가 안 와요", duration=2.0)))
     assert await queue_pending_descriptions(cases, pipeline.descriptions) == 1
     assert await queue_pending_descriptions(cases, pipeline.descriptions) <= 1
     result = await pipeline.descriptions.wait(number, timeout=10)
