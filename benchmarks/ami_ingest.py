@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))  # run as a plain script
 
 from panoramisk.ami_protocol import AMIProtocol  # noqa: E402
 
-from storage import create_engine_from_url, migrate_database  # noqa: E402
 from queueing import LiveCallState, QueueEventTracker, QueueLiveState, QueueMetricsStore, connect_redis  # noqa: E402
+from storage import create_engine_from_url, migrate_database  # noqa: E402
 from telephony import AmiClient  # noqa: E402
 from tests.support.fake_ami import FakeAmiServer, encode_message  # noqa: E402
 
@@ -119,12 +119,19 @@ class Bridge:
         self.tracker = QueueEventTracker(self.ami, self.live, QueueMetricsStore(self.engine), self.calls,
                                          queues=QUEUES, wrapup_seconds={q: wrapup for q in QUEUES})
         self.tracker.subscribe(self.ami)
+        # "*" handlers run after the named ones, one event at a time: once it runs, the tracker is done with it.
+        self._progress = asyncio.Condition()
+        self.ami.on_event("*", self._event_done)
         await self.ami.start()
 
+    async def _event_done(self, event: object) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
     async def applied(self, count: int, timeout: float = 600) -> None:
-        async with asyncio.timeout(timeout):
-            while self.tracker.events_applied < count:
-                await asyncio.sleep(0.001)
+        """Wait until the tracker has applied `count` events."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: self.tracker.events_applied >= count)
 
     async def close(self) -> None:
         await self.ami.close()

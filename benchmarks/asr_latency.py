@@ -100,7 +100,8 @@ async def main() -> None:
     print(f"\nend of speech → final transcript, {len(pcm) / (2 * rate):.1f} s descriptions at {rate} Hz")
     print(f"{'runner':<34} {'n':>3} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, lat in rows:
-        print(f"{name:<34} {len(lat):>3} {pct(lat, 0.5):>8.0f} {pct(lat, 0.99):>8.0f} {statistics.mean(lat) * 1000:>8.0f}")
+        mean_ms = statistics.mean(lat) * 1000
+        print(f"{name:<34} {len(lat):>3} {pct(lat, 0.5):>8.0f} {pct(lat, 0.99):>8.0f} {mean_ms:>8.0f}")
 
 
 if __name__ == "__main__":

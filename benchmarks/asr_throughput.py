@@ -16,8 +16,8 @@ import ctypes
 import gc
 import json
 import os
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -95,7 +95,7 @@ class RssSampler:
             self.peak = max(self.peak, rss_mb())
             await asyncio.sleep(0.02)
 
-    async def __aenter__(self) -> "RssSampler":
+    async def __aenter__(self) -> RssSampler:
         self._task = asyncio.create_task(self._sample())
         return self
 

@@ -293,7 +293,7 @@ def _median_round(runs: list[dict[str, Any]], native: list[dict[str, Any]]) -> d
     row["chose_1"] = sum(r["chose_1"] for r in runs)
     row["round_totals"] = [r["total_cpu_ms"] for r in runs]
     if len(runs) == len(native):
-        row["round_ratios"] = [r["total_cpu_ms"] / n["total_cpu_ms"] for r, n in zip(runs, native)]
+        row["round_ratios"] = [r["total_cpu_ms"] / n["total_cpu_ms"] for r, n in zip(runs, native, strict=True)]
     else:  # pyst2: one round, against the median native round
         row["round_ratios"] = [r["total_cpu_ms"] / statistics.median(n["total_cpu_ms"] for n in native)
                                for r in runs]
@@ -373,7 +373,7 @@ async def _main(calls: int, rate: int, rounds: int, variants: list[str], verbose
     for r in rows:
         print(f"{r['variant']:<8} {r['calls']:>5} {r['failed']:>6} {r['chose_1']:>9} {r['asterisk_cpu_ms']:>11.1f} "
               f"{r['bridge_cpu_ms']:>14.1f} {r['total_cpu_ms']:>13.1f} {r['vs_native']:>8.2f}x  "
-              + " ".join(f"{t:.1f} ({q:.2f})" for t, q in zip(r["round_totals"], r["round_ratios"])))
+              + " ".join(f"{t:.1f} ({q:.2f})" for t, q in zip(r["round_totals"], r["round_ratios"], strict=True)))
     if verbose:
         for name in variants:
             print(f"  {name:<8} rounds, Asterisk + bridge ms/call: "
