@@ -119,19 +119,23 @@ class Bridge:
         self.tracker = QueueEventTracker(self.ami, self.live, QueueMetricsStore(self.engine), self.calls,
                                          queues=QUEUES, wrapup_seconds={q: wrapup for q in QUEUES})
         self.tracker.subscribe(self.ami)
-        # "*" handlers run after the named ones, one event at a time: once it runs, the tracker is done with it.
-        self._progress = asyncio.Condition()
+        # "*" handlers run after the named ones, one event at a time: when one runs, the tracker's handler of that
+        # event has returned, so events_applied then counts events fully applied (Redis and SQLite written).
+        self._finished = 0
+        self._progress = asyncio.Event()
         self.ami.on_event("*", self._event_done)
         await self.ami.start()
 
-    async def _event_done(self, event: object) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+    def _event_done(self, event: object) -> None:
+        self._finished = self.tracker.events_applied
+        self._progress.set()
 
     async def applied(self, count: int, timeout: float = 600) -> None:
-        """Wait until the tracker has applied `count` events."""
-        async with asyncio.timeout(timeout), self._progress:
-            await self._progress.wait_for(lambda: self.tracker.events_applied >= count)
+        """Wait until the tracker has fully applied `count` events."""
+        async with asyncio.timeout(timeout):
+            while self._finished < count:
+                self._progress.clear()
+                await self._progress.wait()
 
     async def close(self) -> None:
         await self.ami.close()

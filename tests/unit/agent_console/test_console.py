@@ -23,7 +23,7 @@ from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login, log
 from tests.support.live import FakeLive, live_call
 from tests.support.records import FakeRecords, call_record
 
-# --- fixtures (the fakes of the other domains are in tests/support/) ---------------------------- -----------------------------------------------------------------------------------
+# --- fixtures (the fakes of the other domains are in tests/support/) --------------------------------
 
 
 @dataclass
