@@ -61,10 +61,10 @@ class PortBlock:
         return self[FREE_FROM + index]
 
 
-def ephemeral_start(path: Path = _EPHEMERAL_RANGE) -> int:
+def ephemeral_start(path: Path | None = None) -> int:
     """The first port of the kernel's ephemeral range (32768, Linux's default, where it cannot be read)."""
     try:
-        return int(path.read_text().split()[0])
+        return int((path or _EPHEMERAL_RANGE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
 
