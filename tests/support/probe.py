@@ -27,14 +27,15 @@ class Probe:
 
     async def live_call(self, linkedid: str) -> dict[str, Any]:
         """The call's live hash in Redis (the IVR path decoded)."""
-        raw = await self.redis.hgetall(f"{self.prefix}:call:{linkedid}")
+        stored = await self.redis.hgetall(f"{self.prefix}:call:{linkedid}")
+        raw: dict[str, Any] = {str(k): v for k, v in stored.items()}
         if raw.get("ivr_path"):
             raw["ivr_path"] = json.loads(raw["ivr_path"])
         return raw
 
     async def live_ids(self) -> set[str]:
         """Linkedids of calls Redis holds as in progress."""
-        return set(await self.redis.smembers(f"{self.prefix}:calls:live"))
+        return {str(m) for m in await self.redis.smembers(f"{self.prefix}:calls:live")}
 
     async def case_by_caller(self, caller: str, timeout: float = 30.0, until: Any = None) -> Any:
         """The newest case of this caller once `until(case)` holds (or the last seen at the timeout)."""
