@@ -1,11 +1,10 @@
 """Build the console's aiohttp application from the domain services it is given."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp_session import session_middleware
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from identity import AccountStore
 
@@ -28,15 +27,19 @@ from .security import (
     api_error_middleware,
     security_headers_middleware,
 )
+from .sessions import SESSION_STORAGE, MemorySessionBackend, ServerSideStorage, SessionBackend
+from .throttle import FailureCounters, LoginThrottle, MemoryFailureCounters, ThrottleLimits
 
 # The one place that says who may call what. A route registered any other way is refused.
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", views.healthz, PUBLIC),
+    Route("GET", "/healthz", views.healthz, PUBLIC),  # ok / not ok only
+    Route("GET", "/admin/health", views.health_detail, SUPERVISOR_ROLES),  # every component's report
     Route("GET", "/login", views.login_page, PUBLIC),
     Route("POST", "/login", views.login, PUBLIC),
     Route("POST", "/logout", views.logout, ALL_ROLES),
     Route("GET", "/", views.console_page, ALL_ROLES),  # department gets the read-only cases view
     Route("GET", "/api/me", views.api_me, ALL_ROLES),
+    Route("POST", "/api/me/password", views.api_change_password, ALL_ROLES),  # ends the account's sessions
     Route("GET", "/api/calls/live", views.api_live_calls, CONSOLE_ROLES),
     Route("GET", "/api/cases", views.api_cases, CASE_READER_ROLES),
     Route("GET", "/api/cases/{case_number}", views.api_case, CASE_READER_ROLES),
@@ -46,6 +49,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/call-records", views.api_call_records, CONSOLE_ROLES),
     Route("GET", "/api/accounts", views.api_accounts, ADMIN_ROLES),
     Route("POST", "/api/accounts", views.api_create_account, ADMIN_ROLES),
+    Route("POST", "/api/accounts/{name}/password", views.api_reset_password, ADMIN_ROLES),  # ends its sessions
     # IVR flows: admins edit, validate, publish and roll back the call flow
     Route("GET", "/flows", flow_views.flows_page, ADMIN_ROLES),
     Route("GET", "/api/flows", flow_views.api_flows, ADMIN_ROLES),
@@ -77,26 +81,34 @@ def create_console_app(
     accounts: AccountStore,
     health: HealthCheck,
     session_key: bytes,
+    sessions: SessionBackend | None = None,
+    login_failures: FailureCounters | None = None,
+    login_limits: ThrottleLimits | None = None,
     secure_cookies: bool = False,
+    cookie_samesite: Literal["Strict", "Lax"] = "Lax",
     session_max_age: int = 12 * 3600,
     health_timeout: float = 5.0,
     bad_input_errors: tuple[type[Exception], ...] = (),
 ) -> web.Application:
     """The console web app: pages, JSON API and /healthz; session_key is 32 random bytes (keep it secret).
 
+    sessions / login_failures: where sessions and failed-login counts live, shared by every process (Redis:
+    sessions.RedisSessionBackend, throttle.RedisFailureCounters); None keeps them in this process's memory.
     secure_cookies=True when served over HTTPS (behind a TLS proxy); sessions expire after session_max_age s.
     bad_input_errors: domain exceptions meaning "the caller's input was refused" (e.g. cases.CaseStoreError),
     answered as 400 with their first line instead of 500.
     """
     if not isinstance(session_key, (bytes, bytearray)) or len(session_key) != 32:
         raise ValueError("session_key: must be exactly 32 bytes (e.g. os.urandom(32))")
-    storage = EncryptedCookieStorage(
+    if cookie_samesite not in ("Strict", "Lax"):
+        raise ValueError("cookie_samesite: must be Strict or Lax")
+    storage = ServerSideStorage(
+        sessions if sessions is not None else MemorySessionBackend(),
         bytes(session_key),
         cookie_name=SESSION_COOKIE,
         max_age=session_max_age,
-        httponly=True,
-        samesite="Lax",
         secure=secure_cookies,
+        samesite=cookie_samesite,
     )
     app = web.Application(
         middlewares=[
@@ -108,6 +120,9 @@ def create_console_app(
         client_max_size=64 * 1024,  # notes and account forms are small; refuse big bodies early
     )
     app[POLICIES] = {}
+    app[SESSION_STORAGE] = storage
+    app[views.LOGIN_THROTTLE] = LoginThrottle(login_failures if login_failures is not None else MemoryFailureCounters(),
+                                              login_limits)
     app[ACCOUNTS] = accounts
     app[BAD_INPUT_ERRORS] = tuple(bad_input_errors)
     app[views.CASES] = cases

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .flow_diagram import render_flow_svg
 from .pages import render_page
-from .security import current_account, json_error
+from .security import BadRequestBody, current_account, json_error, read_json
 
 if TYPE_CHECKING:
     from ivr.flow_admin import FlowAdmin
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FLOW_ADMIN: Final[web.AppKey[FlowAdmin]] = web.AppKey("console_flow_admin")
 MAX_FLOW_BYTES = 60_000
+MAX_VERSION = 2**31 - 1  # versions count publishes; a bigger number is no version (and overflows the column)
 
 
 def _admin(request: web.Request) -> FlowAdmin:
@@ -38,12 +39,21 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="the body must be JSON") from None
+        data = await read_json(request)
+    except BadRequestBody as exc:
+        raise web.HTTPBadRequest(reason=f"the body must be JSON: {exc}") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(reason="the body must be a JSON object")
     return data
+
+
+def _flow_name(request: web.Request) -> str:
+    from ivr.flow_routes import FLOW_NAME
+
+    name = request.match_info["name"]
+    if not FLOW_NAME.match(name):
+        raise web.HTTPBadRequest(reason="flow name: lower-case letters, digits, - and _ (at most 64)")
+    return name
 
 
 def _yaml_of(data: dict[str, Any]) -> str:
@@ -83,20 +93,27 @@ async def api_flows(request: web.Request) -> web.Response:
 async def api_flow(request: web.Request) -> web.Response:
     """GET /api/flows/{name}[?version=N]: a version's YAML (the live one by default)."""
     admin = _admin(request)
+    name = _flow_name(request)
     raw = request.query.get("version")
     try:
         version = int(raw) if raw is not None else None
     except ValueError:
         return json_error(400, f"version {raw!r} is not a number")
+    if version is not None and not 0 <= version <= MAX_VERSION:
+        return json_error(400, "version: 0 (the shipped file) or a published version number")
     try:
-        return _json(await admin.get(request.match_info["name"], version))
+        return _json(await admin.get(name, version))
     except LookupError as exc:
         return json_error(404, str(exc))
 
 
 async def api_flow_versions(request: web.Request) -> web.Response:
     """GET /api/flows/{name}/versions: newest first, without texts."""
-    versions = await _admin(request).versions(request.match_info["name"])
+    admin = _admin(request)
+    name = _flow_name(request)
+    versions = await admin.versions(name)
+    if not versions and name != admin.live_name:
+        return json_error(404, f"no flow named {name!r}")
     return _json({"versions": [v.to_dict(with_text=False) for v in versions]})
 
 
@@ -137,13 +154,15 @@ async def api_flow_rollback(request: web.Request) -> web.Response:
     """POST /api/flows/{name}/rollback {"version": N}: re-publish version N as a new version."""
     from ivr import FlowRejected, PromptError
 
+    admin = _admin(request)
+    name = _flow_name(request)
     data = await _body(request)
     version = data.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
         return json_error(400, "'version' must be a published version number (1 or more)")
     actor = current_account(request).username
     try:
-        new = await _admin(request).rollback(request.match_info["name"], version, actor)
+        new = await admin.rollback(name, version, actor)
     except LookupError as exc:
         return json_error(404, str(exc))
     except FlowRejected as exc:

@@ -1,7 +1,7 @@
 """What the console needs from the other domains (duck-typed; the real services are passed in)."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -36,12 +36,13 @@ class CasesService(Protocol):
 
 @runtime_checkable
 class LiveCallsService(Protocol):
-    """Calls in progress as dicts: linkedid, caller_number, state ('ivr'|'queued'|'ringing'|'connected'),
-    ivr_path, category, case_number, transcript, queue, agent, started_at (ISO string)."""
+    """Calls in progress as mappings (queueing.LiveCall in the hotline): linkedid, caller_number, state
+    ('ivr'|'queued'|'ringing'|'connected'…), ivr_path, category, case_number, transcript, queue, agent,
+    started_at (a datetime; ISO string once through the console's JSON)."""
 
-    async def list_calls(self) -> list[dict[str, Any]]: ...
+    async def list_calls(self) -> Sequence[Mapping[str, Any]]: ...
 
-    async def get_call(self, linkedid: str) -> dict[str, Any] | None: ...
+    async def get_call(self, linkedid: str) -> Mapping[str, Any] | None: ...
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from aiohttp import web
@@ -19,7 +19,7 @@ from identity import Account, Role
 from queueing import PAUSE_REASONS, AgentError, AgentNotApplied, AgentNotFound, QueueConsole
 
 from .pages import render_page
-from .security import current_account, json_error
+from .security import BadRequestBody, current_account, json_error, read_form, read_json
 from .views import dumps, ok
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,14 @@ async def api_agent_action(request: web.Request) -> web.Response:
         return json_error(403, "agents may change only their own state")
     reason = None
     if action == "pause":
-        body: dict[str, Any] = {}
-        if request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                return json_error(400, "body: not valid JSON")
-        else:
-            body = dict(await request.post())
+        body: Any = {}
+        try:
+            if request.content_type == "application/json":
+                body = await read_json(request)
+            else:
+                body = await read_form(request)
+        except BadRequestBody as exc:
+            return json_error(400, f"body: {exc}")
         reason = body.get("reason") if isinstance(body, dict) else None
     agents = _console(request).agents
     try:
@@ -121,13 +121,20 @@ async def api_queues(request: web.Request) -> web.Response:
 async def api_queue_metrics(request: web.Request) -> web.Response:
     """Metrics per queue since ?since=ISO-8601 (default today, UTC)."""
     since = None
-    if request.query.get("since"):
+    raw = request.query.get("since")
+    if raw:
         try:
-            since = datetime.fromisoformat(request.query["since"])
+            if not raw.isprintable():  # fromisoformat stops at a NUL and takes "…+00:00\x00"
+                raise ValueError(raw)
+            since = datetime.fromisoformat(raw)
         except ValueError:
             return json_error(400, "since: not an ISO 8601 time")
         if since.tzinfo is None:
             return json_error(400, "since: must include a time zone (e.g. +00:00)")
+        try:
+            since = since.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable UTC instant
+            return json_error(400, "since: out of range")
     return ok({"queues": await _console(request).figures(since)})
 
 

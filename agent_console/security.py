@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from aiohttp_session import get_session
 
 from identity import Account, AccountStore, Role
+
+from .sessions import SESSION_CSRF, SESSION_STAMP, SESSION_USER
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,6 @@ Policy = frozenset[Role] | _Public
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf_token"
-SESSION_USER: Final = "username"
-SESSION_CSRF: Final = "csrf"
 
 POLICIES: Final = web.AppKey("console_route_policies", dict)
 ACCOUNTS: Final = web.AppKey("console_accounts", AccountStore)
@@ -114,9 +115,71 @@ def wants_json(request: web.Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+MAX_ERROR_LENGTH: Final = 300  # characters: a sentence naming the problem, never the caller's input in full
+
+
+def one_line(message: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    """The first line of message, control characters (and lone surrogates) escaped, cut to limit characters."""
+    first = (message.splitlines() or [""])[0].strip() or "error"
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in first)
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 def json_error(status: int, message: str) -> web.Response:
-    """The one error shape of the API: {"error": "one line"}."""
-    return web.json_response({"error": message}, status=status)
+    """The one error shape of the API: {"error": "one line"} (however long or odd the input it quotes)."""
+    return web.json_response({"error": one_line(message)}, status=status)
+
+
+class BadRequestBody(ValueError):
+    """The request body cannot be read as what the route takes; the message is one line."""
+
+
+def _check_text(value: Any) -> None:
+    """Refuse strings that cannot be stored or sent back as UTF-8 (lone surrogates from "\\udXXX" escapes)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequestBody("text must be valid Unicode (no lone surrogate escapes)") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON value; BadRequestBody for anything else: not JSON, an unknown charset, nesting too deep
+    for the parser, an integer beyond Python's digit limit, lone surrogates. (NaN and 1e999 parse: the route's
+    own checks refuse them where a number is expected.)"""
+    try:
+        data = await request.json(loads=json.loads)
+    except RecursionError:
+        raise BadRequestBody("nested too deeply") from None
+    except LookupError:
+        raise BadRequestBody(f"unknown charset {one_line(repr(request.charset), 40)}") from None
+    except UnicodeDecodeError:
+        raise BadRequestBody(f"not valid {request.charset or 'utf-8'} text") from None
+    except json.JSONDecodeError:
+        raise BadRequestBody("not valid JSON") from None
+    except ValueError:  # the only other one json.loads raises: an integer beyond the interpreter's digit limit
+        raise BadRequestBody("a number has too many digits") from None
+    _check_text(data)
+    return data
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The text fields of a form post; BadRequestBody when the form cannot be decoded."""
+    try:
+        form = await request.post()
+    except LookupError:
+        raise BadRequestBody(f"unknown charset {one_line(repr(request.charset), 40)}") from None
+    except ValueError:  # malformed multipart, undecodable text
+        raise BadRequestBody("not a readable form") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def _deny(request: web.Request, status: int, message: str) -> web.StreamResponse:
@@ -134,9 +197,11 @@ async def _submitted_csrf(request: web.Request) -> str | None:
     if token:
         return token
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()  # cached by aiohttp, so the handler can read it again
-        value = form.get(CSRF_FIELD)
-        return value if isinstance(value, str) else None
+        try:
+            form = await read_form(request)  # cached by aiohttp, so the handler can read it again
+        except BadRequestBody:
+            return None  # refused as a missing token; the handler is never reached
+        return form.get(CSRF_FIELD)
     return None
 
 
@@ -152,15 +217,21 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.error("route %s %s has no declared roles; refusing", request.method, match_info.route.resource)
         return _deny(request, 403, "route has no declared roles")
 
+    if isinstance(policy, _Public) and request.method in SAFE_METHODS:
+        # /healthz, /metrics, the login form's GET and static files need no session: do not touch the store.
+        request[ACCOUNT_KEY] = None
+        return await handler(request)
+
     session = await get_session(request)
     account: Account | None = None
     if not isinstance(policy, _Public):
         username = session.get(SESSION_USER)
         if isinstance(username, str):
             account = await request.app[ACCOUNTS].get(username)
-        if account is None or not account.active:
+        if account is None or not account.active or session.get(SESSION_STAMP) != account.credential_stamp:
             if username is not None:
-                session.invalidate()  # account gone or disabled: the cookie is worthless now
+                # Account gone or disabled, or its password changed since this login: the session is void.
+                session.invalidate()
             return _deny(request, 401, "login required")
         if account.role not in policy:
             return _deny(request, 403, f"role {account.role} may not use this")
@@ -173,6 +244,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             isinstance(expected, str)
             and expected
             and submitted
+            and submitted.isascii()  # tokens are ASCII; a header of undecodable bytes is simply wrong
             and hmac.compare_digest(expected.encode(), submitted.encode())
         ):
             return _deny(request, 403, "missing or wrong CSRF token")

@@ -11,23 +11,34 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import PurePath
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
-from aiohttp_session import get_session, new_session
+from aiohttp_session import get_session
 
-from identity import Account, AccountExists, AccountStore, Role
+from identity import Account, AccountExists, AccountNotFound, AccountStore, Role, check_password_policy
 
 from . import pages
 from .ports import CallRecordsService, CasesService, HealthCheck, LiveCallsService
 from .security import (
     ACCOUNTS,
-    SESSION_CSRF,
-    SESSION_USER,
+    BadRequestBody,
     csrf_token,
     current_account,
     json_error,
     new_csrf_token,
+    read_form,
+    read_json,
 )
+from .sessions import (
+    SESSION_CSRF,
+    SESSION_STAMP,
+    SESSION_USER,
+    ConsoleStoreUnavailable,
+    revoke_account_sessions,
+    start_fresh_session,
+)
+from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +48,7 @@ LIVE_CALLS: Final[web.AppKey[LiveCallsService]] = web.AppKey("console_live_calls
 CALL_RECORDS: Final[web.AppKey[CallRecordsService]] = web.AppKey("console_call_records")
 HEALTH: Final[web.AppKey[HealthCheck]] = web.AppKey("console_health")
 HEALTH_TIMEOUT: Final = web.AppKey("console_health_timeout", float)
+LOGIN_THROTTLE: Final = web.AppKey("console_login_throttle", LoginThrottle)
 
 MAX_LIMIT = 500
 _CASE_NUMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -114,13 +126,12 @@ def _case_number(request: web.Request) -> str:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """The request's fields from a JSON object or a form."""
-    if request.content_type in _FORM_TYPES:
-        form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
     try:
-        data = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="body: not valid JSON") from None
+        if request.content_type in _FORM_TYPES:
+            return await read_form(request)
+        data = await read_json(request)
+    except BadRequestBody as exc:
+        raise web.HTTPBadRequest(reason=f"body: {exc}") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(reason="body: expected a JSON object")
     return data
@@ -172,8 +183,8 @@ async def _screen_pop(request: web.Request, calls: list[dict[str, Any]], account
 # --- health -----------------------------------------------------------------------------------
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """200 with the health report when everything is ok, else 503."""
+async def _health_report(request: web.Request) -> dict[str, Any]:
+    """The full health report ({"ok": bool, "components": {...}}), never raising."""
     check = request.app[HEALTH]
     try:
         async with asyncio.timeout(request.app[HEALTH_TIMEOUT]):
@@ -181,12 +192,24 @@ async def healthz(request: web.Request) -> web.Response:
             if inspect.isawaitable(report):
                 report = await report
     except TimeoutError:
-        return ok({"ok": False, "error": "health check timed out", "components": {}}, status=503)
+        return {"ok": False, "error": "health check timed out", "components": {}}
     except Exception as exc:
         log.exception("health check failed")
-        return ok({"ok": False, "error": f"health check failed: {type(exc).__name__}", "components": {}}, status=503)
+        return {"ok": False, "error": f"health check failed: {type(exc).__name__}", "components": {}}
     if not isinstance(report, dict):
-        return ok({"ok": False, "error": "health check returned no report", "components": {}}, status=503)
+        return {"ok": False, "error": "health check returned no report", "components": {}}
+    return report
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Public: 200 {"status": "ok"} or 503 {"status": "unavailable"}, nothing more (details: /admin/health)."""
+    healthy = (await _health_report(request)).get("ok") is True
+    return ok({"status": "ok" if healthy else "unavailable"}, status=200 if healthy else 503)
+
+
+async def health_detail(request: web.Request) -> web.Response:
+    """Staff only: every component's report (addresses, PIDs, errors); 200 when all are ok, else 503."""
+    report = await _health_report(request)
     return ok(report, status=200 if report.get("ok") is True else 503)
 
 
@@ -194,10 +217,58 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _safe_next(value: Any) -> str:
-    # Only same-site paths: no scheme, no '//' host, no backslash tricks.
-    if isinstance(value, str) and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Where to go after login: a same-site path (and query/fragment) of what was asked, else "/".
+
+    Browsers drop tabs and newlines and read a backslash as a slash, so "/<TAB>/evil" or "/<BACKSLASH>evil" become
+    "//evil", another site: anything with whitespace, control characters or backslashes is refused outright."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//") or len(value) > 2048:
+        return "/"
+    if "\\" in value or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return "/"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    return urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+
+
+def _throttle(request: web.Request) -> LoginThrottle:
+    return request.app[LOGIN_THROTTLE]
+
+
+def _client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def _store_call(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except ConsoleStoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(reason=str(exc)) from None
+
+
+async def _checked_password(request: web.Request, username: str, password: str) -> tuple[Account | None, int]:
+    """(account, 0) for the right password; (None, 0) for a wrong one (counted); (None, seconds) while locked."""
+    throttle = _throttle(request)
+    address = _client_address(request)
+    wait = await _store_call(throttle.retry_after(username, address))
+    if wait:
+        return None, wait
+    account = await _accounts(request).verify(username, password)
+    if account is None:
+        await _store_call(throttle.failed(username, address))
+    else:
+        await _store_call(throttle.succeeded(account.username))
+    return account, 0
+
+
+async def _describe_login_name(request: web.Request, username: object) -> str:
+    # Only an existing account's name goes to the log: a password typed into the username field must not.
+    if isinstance(username, str) and username and await _accounts(request).get(username) is not None:
+        return repr(username.strip().lower())
+    return "an unknown account"
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
@@ -205,7 +276,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     if isinstance(session.get(SESSION_USER), str):
         account = await _accounts(request).get(session[SESSION_USER])
-        if account is not None and account.active:
+        if account is not None and account.active and session.get(SESSION_STAMP) == account.credential_stamp:
             raise web.HTTPFound(_safe_next(request.query.get("next")))
     return await pages.render_page(request, "login.html", {
         "error": "", "username": "", "next_url": _safe_next(request.query.get("next")),
@@ -213,41 +284,114 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check username/password; on success start a fresh session (new CSRF token) and go to the console."""
+    """Check username/password; on success start a fresh session (new CSRF token) and go to the console.
+
+    Too many failures for the account or from the address: 429 with Retry-After, the password not even checked."""
     json_client = request.content_type == "application/json"
     body = await _body(request)
     username = body.get("username")
     password = body.get("password")
     next_url = _safe_next(body.get("next"))
     account = None
+    wait = 0
     if isinstance(username, str) and isinstance(password, str) and username and password:
-        account = await _accounts(request).verify(username, password)
+        account, wait = await _checked_password(request, username, password)
+    shown_name = username if isinstance(username, str) else ""
+    if wait:
+        log.warning("console login for %s from %s refused: too many failed attempts (retry in %d s)",
+                    await _describe_login_name(request, username), _client_address(request), wait)
+        message = f"too many failed logins; try again in {wait} s"
+        headers = {"Retry-After": str(wait)}
+        if json_client:
+            response = json_error(429, message)
+            response.headers.update(headers)
+            return response
+        page = await pages.render_page(request, "login.html", {
+            "error": f"Too many failed logins. Try again in {wait} seconds.", "username": shown_name,
+            "next_url": next_url,
+        }, status=429)
+        page.headers.update(headers)
+        return page
     if account is None:
-        log.info("console login failed for %r from %s", str(username)[:64], request.remote)
+        log.info("console login failed for %s from %s", await _describe_login_name(request, username),
+                 _client_address(request))
         if json_client:
             return json_error(401, "wrong username or password")
         return await pages.render_page(request, "login.html", {
             "error": "Wrong username or password.",
-            "username": username if isinstance(username, str) else "",
+            "username": shown_name,
             "next_url": next_url,
         }, status=401)
-    # A new session on login: nothing set before authentication (fixation) survives.
-    session = await new_session(request)
-    session[SESSION_USER] = account.username
-    session[SESSION_CSRF] = new_csrf_token()
-    log.info("console login: %s (%s)", account.username, account.role)
+    session = await _sign_in(request, account)
+    log.info("console login: %s (%s) from %s", account.username, account.role, _client_address(request))
     if json_client:
         return ok({"account": account.to_dict(), "csrf_token": session[SESSION_CSRF]})
     raise web.HTTPSeeOther(next_url)
 
 
+async def _sign_in(request: web.Request, account: Account) -> Any:
+    # A new session on login: nothing set before authentication (fixation) survives, the old one is deleted.
+    session = await start_fresh_session(request)
+    session[SESSION_USER] = account.username
+    session[SESSION_STAMP] = account.credential_stamp
+    session[SESSION_CSRF] = new_csrf_token()
+    return session
+
+
 async def logout(request: web.Request) -> web.StreamResponse:
-    """End the session."""
+    """End the session: it is deleted from the store, so a copy of the cookie is worthless too."""
     session = await get_session(request)
     session.invalidate()
+    log.info("console logout: %s", current_account(request).username)
     if request.content_type == "application/json":
         return ok({"ok": True})
     raise web.HTTPSeeOther("/login")
+
+
+async def api_change_password(request: web.Request) -> web.Response:
+    """Change one's own password: {"current_password", "new_password"}; every session of the account ends, this
+    client gets a fresh one (new CSRF token in the answer)."""
+    account = current_account(request)
+    body = await _body(request)
+    current, new = body.get("current_password"), body.get("new_password")
+    if not isinstance(current, str) or not current:
+        raise web.HTTPBadRequest(reason="current_password: required")
+    try:
+        check_password_policy(new)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=f"new_{exc}") from None
+    checked, wait = await _checked_password(request, account.username, current)
+    if wait:
+        response = json_error(429, f"too many failed attempts; try again in {wait} s")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if checked is None:
+        return json_error(403, "current_password: wrong password")
+    await _accounts(request).set_password(account.username, str(new))
+    ended = await _store_call(revoke_account_sessions(request.app, account.username))
+    refreshed = await _accounts(request).get(account.username)
+    assert refreshed is not None
+    session = await _sign_in(request, refreshed)
+    log.info("console password changed by %s; %d session(s) ended", account.username, ended)
+    return ok({"account": refreshed.to_dict(), "csrf_token": session[SESSION_CSRF]})
+
+
+async def api_reset_password(request: web.Request) -> web.Response:
+    """Admin: set another account's password, {"password"}; every session of that account ends."""
+    name = request.match_info["name"]
+    body = await _body(request)
+    try:
+        await _accounts(request).set_password(name, body.get("password"))  # type: ignore[arg-type]
+    except AccountNotFound as exc:
+        return json_error(404, str(exc))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    target = await _accounts(request).get(name)
+    assert target is not None
+    ended = await _store_call(revoke_account_sessions(request.app, target.username))
+    log.info("console password of %s reset by %s; %d session(s) ended", target.username,
+             current_account(request).username, ended)
+    return ok({"account": target.to_dict(), "sessions_ended": ended})
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -262,9 +406,9 @@ async def console_page(request: web.Request) -> web.Response:
     records = None
     accounts = None
     if console_role:
-        live = await _quietly("live calls", _live(request).list_calls())
-        if live is not None:
-            live = _plain(live)
+        found_live = await _quietly("live calls", _live(request).list_calls())
+        if found_live is not None:
+            live = _plain(found_live)
             pop = await _quietly("screen pop", _screen_pop(request, live, account))
         found = await _quietly("call records", _records(request).list_recent(limit=20))
         records = _plain(found) if found is not None else None

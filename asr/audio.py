@@ -8,7 +8,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AudioFormatError
+from .errors import AudioFormatError, EmptyAudioError
 
 with warnings.catch_warnings():
     # audioop is deprecated (gone in Python 3.13, where the audioop-lts package provides the same
@@ -87,7 +87,7 @@ def decode_wav_bytes(blob: bytes, label: str) -> DecodedAudio:
     """Decode the bytes of a WAV file; label names the source in error messages."""
     if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
         if not blob:
-            raise AudioFormatError(f"{label}: not a WAV file (the file is empty)")
+            raise EmptyAudioError(f"{label}: not a WAV file (the file is empty)")
         raise AudioFormatError(f"{label}: not a WAV file (no RIFF/WAVE header)")
     fmt, data = _find_chunks(blob)
     if fmt is None:
@@ -112,10 +112,10 @@ def decode_wav_bytes(blob: bytes, label: str) -> DecodedAudio:
 def check_duration(label: str, frames: int, sample_rate: int) -> None:
     """Reject audio with no frames or less than MIN_SECONDS of them."""
     if frames == 0:
-        raise AudioFormatError(f"{label}: empty (0 s of audio)")
+        raise EmptyAudioError(f"{label}: empty (0 s of audio)")
     seconds = frames / sample_rate
     if seconds < MIN_SECONDS:
-        raise AudioFormatError(f"{label}: too short ({seconds:.2g} s; at least {MIN_SECONDS:g} s needed)")
+        raise EmptyAudioError(f"{label}: too short ({seconds:.2g} s; at least {MIN_SECONDS:g} s needed)")
 
 
 def resample_for_recognizer(pcm: bytes, sample_rate: int) -> tuple[bytes, int]:

@@ -14,5 +14,9 @@ class AudioFormatError(AsrError):
     """Audio that cannot be transcribed: missing, not WAV, unsupported encoding, empty or too short."""
 
 
+class EmptyAudioError(AudioFormatError):
+    """Audio that holds no speech to hear: an empty file, no frames, or too short to recognize anything."""
+
+
 class AsrTimeoutError(AsrError, TimeoutError):
     """A transcription did not finish within its time limit."""

@@ -17,12 +17,14 @@ import vosk
 from .audio import SAMPLE_WIDTH, DecodedAudio, check_duration, decode_wav, read_audio, resample_for_recognizer
 from .errors import AsrError, AsrTimeoutError, AudioFormatError
 from .model import default_model_path, load_vosk_model
+from .scheduling import RecognitionPriority, RecognitionSlots
 from .streaming import RecognitionStream, check_stream_rate
 from .transcript import Transcript, WordTiming
 
 CHUNK_FRAMES = 4000  # ~0.25-0.5 s per AcceptWaveform call: keeps the stop flag responsive
 DEFAULT_TIMEOUT = 120.0
 _MIN_PCM_RATE, _MAX_PCM_RATE = 8000, 48000
+LIVE_RESERVED_SLOTS = 1  # threads beyond `workers` that only live (caller-waiting) recognitions may use
 
 _T = TypeVar("_T")
 
@@ -127,14 +129,35 @@ def _worker_count(workers: int | None) -> int:
     return workers
 
 
-class SpeechRecognizer:
-    """Owns one loaded Vosk model and a thread pool; many recognitions in parallel."""
+def _pool(workers: int | None, batch_limit: int | None) -> tuple[ThreadPoolExecutor, RecognitionSlots]:
+    """Threads for `workers` batch recognitions plus the live reserve, and the slots admitting them."""
+    batch = _worker_count(workers)
+    if batch_limit is not None:
+        batch = min(batch, _worker_count(batch_limit))
+    threads = _worker_count(workers) + LIVE_RESERVED_SLOTS
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr")
+    return executor, RecognitionSlots(threads, batch)
 
-    def __init__(self, model: vosk.Model, model_path: Path, executor: ThreadPoolExecutor) -> None:
-        """Wrap an already loaded model; load()/load_sync() are the usual way (this stats model files)."""
+
+class SpeechRecognizer:
+    """Owns one loaded Vosk model and a thread pool; many recognitions in parallel.
+
+    Recognitions of files and PCM are admitted by priority (RecognitionSlots): a LIVE one (a caller waits on a
+    speech menu) goes ahead of every queued BATCH one (descriptions, whole calls), and BATCH ones never take the
+    threads kept for LIVE. Streams (open_stream) have their own threads."""
+
+    def __init__(self, model: vosk.Model, model_path: Path, executor: ThreadPoolExecutor, *,
+                 slots: RecognitionSlots | None = None) -> None:
+        """Wrap an already loaded model; load()/load_sync() are the usual way (this stats model files).
+
+        slots: admission to executor's threads (default: as many as it has, with no reserve for LIVE)."""
         self._model = model
         self._model_path = model_path
         self._executor = executor
+        if slots is None:
+            size = max(1, int(getattr(executor, "_max_workers", 1)))  # ThreadPoolExecutor keeps no public size
+            slots = RecognitionSlots(size, size)
+        self._slots = slots
         # Live streams get their own threads: a chunk of a caller speaking must never queue behind a
         # whole-call transcription holding every batch worker; the OS shares the cores between them.
         self._live_executor = ThreadPoolExecutor(max_workers=_worker_count(None), thread_name_prefix="asr-live")
@@ -146,15 +169,19 @@ class SpeechRecognizer:
         self._supports_grammar = not (graph / "HCLG.fst").exists() and (graph / "HCLr.fst").exists()
 
     @classmethod
-    async def load(cls, model_path: Path | None = None, workers: int | None = None) -> SpeechRecognizer:
-        """Check and load the model (default: the packaged Korean one) in a worker thread."""
+    async def load(cls, model_path: Path | None = None, workers: int | None = None,
+                   batch_limit: int | None = None) -> SpeechRecognizer:
+        """Check and load the model (default: the packaged Korean one) in a worker thread.
+
+        workers: recognitions of recordings at once (default: the CPU count), at most batch_limit of them BATCH;
+        one more thread is kept for LIVE recognitions."""
         path = Path(model_path) if model_path is not None else default_model_path()
-        executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
+        executor, slots = _pool(workers, batch_limit)
         loaded = False
         try:
             # The constructor stats model files, so it runs in the pool too, next to the model load.
             recognizer = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: cls(load_vosk_model(path), path, executor)
+                executor, lambda: cls(load_vosk_model(path), path, executor, slots=slots)
             )
             loaded = True
         finally:
@@ -166,10 +193,10 @@ class SpeechRecognizer:
     def load_sync(cls, model_path: Path | None = None, workers: int = 1) -> SpeechRecognizer:
         """Check and load the model in the calling thread (for the CLI and scripts)."""
         path = Path(model_path) if model_path is not None else default_model_path()
-        executor = ThreadPoolExecutor(max_workers=_worker_count(workers), thread_name_prefix="asr")
+        executor, slots = _pool(workers, None)
         loaded = False
         try:
-            recognizer = cls(load_vosk_model(path), path, executor)
+            recognizer = cls(load_vosk_model(path), path, executor, slots=slots)
             loaded = True
         finally:
             if not loaded:
@@ -186,13 +213,16 @@ class SpeechRecognizer:
         self._compile_grammar(grammar)
 
     async def transcribe_file(
-        self, path: Path, grammar: list[str] | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        self, path: Path, grammar: list[str] | None = None, timeout: float | None = DEFAULT_TIMEOUT, *,
+        priority: RecognitionPriority = RecognitionPriority.BATCH,
     ) -> Transcript:
-        """Transcribe a WAV file; with a grammar the text is one of its phrases or ""."""
+        """Transcribe a WAV file; with a grammar the text is one of its phrases or "".
+
+        priority LIVE: a caller waits on it, so it goes ahead of queued BATCH work (timeout includes the wait)."""
         path = Path(path)
         compiled = self._compile_grammar(grammar)
         return await self._run(
-            f"transcription of {path}", timeout, self._transcribe_file_blocking, path, compiled
+            f"transcription of {path}", timeout, priority, self._transcribe_file_blocking, path, compiled
         )
 
     def transcribe_file_sync(self, path: Path, grammar: list[str] | None = None) -> Transcript:
@@ -207,6 +237,8 @@ class SpeechRecognizer:
         sample_rate: int,
         grammar: list[str] | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        priority: RecognitionPriority = RecognitionPriority.BATCH,
     ) -> Transcript:
         """Transcribe raw mono signed 16-bit little-endian PCM (e.g. audio captured from a call)."""
         label = "PCM audio"
@@ -225,7 +257,8 @@ class SpeechRecognizer:
         check_duration(label, len(pcm) // SAMPLE_WIDTH, sample_rate)
         compiled = self._compile_grammar(grammar)
         return await self._run(
-            "transcription of PCM audio", timeout, self._transcribe_pcm_blocking, pcm, sample_rate, compiled
+            "transcription of PCM audio", timeout, priority, self._transcribe_pcm_blocking, pcm, sample_rate,
+            compiled
         )
 
     async def transcribe_stereo(
@@ -241,7 +274,7 @@ class SpeechRecognizer:
         if not labels:
             raise ValueError("labels must name at least one channel")
         compiled = self._compile_grammar(grammar)
-        audio = await self._run(f"reading {path}", timeout, _decode_blocking, path)
+        audio = await self._run(f"reading {path}", timeout, RecognitionPriority.BATCH, _decode_blocking, path)
         if audio.channels != len(labels):
             plural = "channel" if audio.channels == 1 else "channels"
             raise AudioFormatError(
@@ -254,6 +287,7 @@ class SpeechRecognizer:
                     self._run(
                         f"transcription of {path} channel {index} ({label})",
                         timeout,
+                        RecognitionPriority.BATCH,
                         self._transcribe_channel_blocking,
                         audio,
                         index,
@@ -273,14 +307,15 @@ class SpeechRecognizer:
         if self._closed:
             raise AsrError("streaming recognition: the speech recognizer is closed")
         rate = check_stream_rate(sample_rate)
-        compiled = self._compile_grammar(list(grammar) if grammar is not None else None)
+        phrases = list(grammar) if grammar is not None else None
         if isinstance(max_alternatives, bool) or not isinstance(max_alternatives, int) or not (
             0 <= max_alternatives <= 10
         ):
             raise AsrError(f"max_alternatives {max_alternatives!r} is not an integer from 0 to 10")
 
         def create() -> vosk.KaldiRecognizer:
-            # Compiling a grammar takes a few milliseconds of CPU: off the event loop too.
+            # Checking and compiling a grammar is the model's CPU work: off the event loop too.
+            compiled = self._compile_grammar(phrases)
             if compiled is None:
                 kaldi = vosk.KaldiRecognizer(self._model, rate)
             else:
@@ -320,15 +355,15 @@ class SpeechRecognizer:
             return None
         if isinstance(grammar, str):
             raise AsrError(f"grammar must be a list of words or phrases, not the single string {grammar!r}")
-        phrases: list[str] = []
+        unique: dict[str, None] = {}  # first-seen order, one look-up per phrase (a list here was quadratic)
         for entry in grammar:
             if not isinstance(entry, str):
                 raise AsrError(f"grammar entries must be strings, got {entry!r}")
             phrase = " ".join(entry.split())
             if not phrase:
                 raise AsrError("grammar contains an empty entry")
-            if phrase not in phrases:
-                phrases.append(phrase)
+            unique[phrase] = None
+        phrases = list(unique)
         if not phrases:
             return None
         if not self._supports_grammar:
@@ -345,14 +380,29 @@ class SpeechRecognizer:
             )
         return KeywordGrammar(phrases=tuple(phrases), with_unk=self._knows_unk)
 
-    async def _run(self, what: str, timeout: float | None, func: Callable[..., _T], *args: object) -> _T:
-        """Run func(*args, stop_event) on the pool, bounded by timeout (which includes queueing)."""
+    async def _run(self, what: str, timeout: float | None, priority: RecognitionPriority,
+                   func: Callable[..., _T], *args: object) -> _T:
+        """Run func(*args, stop_event) on the pool once a slot of this priority is free, bounded by timeout
+        (which includes the wait for the slot)."""
         if self._closed:
             raise AsrError(f"{what}: the speech recognizer is closed")
         stop = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args, stop))
+        loop = asyncio.get_running_loop()
+
+        async def admitted() -> _T:
+            await self._slots.acquire(priority)
+            try:
+                running = self._executor.submit(functools.partial(func, *args, stop))
+            except RuntimeError:  # the pool was shut down (aclose raced this call)
+                self._slots.release(priority)
+                raise AsrError(f"{what}: the speech recognizer is closed") from None
+            # The slot is free when the thread is, not when the caller stops waiting: a stopped recognition
+            # still runs to its next chunk, and the thread pool must not be overbooked meanwhile.
+            running.add_done_callback(lambda _done: _call_soon(loop, self._slots.release, priority))
+            return await asyncio.wrap_future(running)
+
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(admitted(), timeout)
         except TimeoutError:
             raise AsrTimeoutError(f"{what}: timed out after {timeout:g} s") from None
         finally:
@@ -382,6 +432,14 @@ class SpeechRecognizer:
     ) -> Transcript:
         pcm, rate = audio.mono(index)
         return replace(recognize_pcm(self._model, pcm, rate, grammar, stop), channel=label)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Callable[..., object], *args: object) -> None:
+    """Schedule func on loop from a worker thread (a loop already closed has nobody left to tell)."""
+    try:
+        loop.call_soon_threadsafe(func, *args)
+    except RuntimeError:
+        pass
 
 
 def _decode_blocking(path: Path, stop: threading.Event) -> DecodedAudio:

@@ -8,10 +8,15 @@ partial (``{"partial": ...}``). ``{"reset": 1}`` answers the final result and go
 answers the final result and closes. Differences, all on purpose: the model is the one this process
 loaded (a config naming a ``model`` is refused, so a client can never change it), a config after audio
 is refused, and anything malformed gets ``{"error": "<one line>"}`` and the connection is closed.
+
+Only clients that present the server's token get in: ``Authorization: Bearer <token>`` on the upgrade request
+(the hotline's own live transcriber reads it from the environment Asterisk gives it). The config message is
+checked (size, number and length of phrases) before any work, and the grammar is checked off the event loop.
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from typing import Any
@@ -27,6 +32,12 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLE_RATE = 8000
 _CONFIG_KEYS = {"sample_rate", "words", "phrase_list", "max_alternatives", "partial_words", "model", "grammar"}
 CLOSE_PROTOCOL_ERROR = 1008  # policy violation: the client broke the protocol
+# Where clients of the hotline (the live-transcription EAGI program) find the token: the environment, never argv.
+ASR_TOKEN_ENV = "HOTLINE_ASR_WS_TOKEN"
+# A phrase list is a menu's keywords or a complaint grammar: tens of entries, a few words each.
+MAX_TEXT_BYTES = 64 * 1024
+MAX_PHRASES = 1000
+MAX_PHRASE_CHARS = 100
 
 
 class _ProtocolError(Exception):
@@ -37,8 +48,11 @@ class VoskWebsocketServer:
     """Serves streaming recognitions of one shared SpeechRecognizer to vosk-server protocol clients."""
 
     def __init__(self, recognizer: SpeechRecognizer, *, max_streams: int = 32, idle_timeout: float = 30.0,
-                 send_timeout: float = 10.0, max_chunk_bytes: int = 256 * 1024) -> None:
+                 send_timeout: float = 10.0, max_chunk_bytes: int = 256 * 1024, token: str | None = None) -> None:
+        """token: what clients must present as ``Authorization: Bearer``; None only for tests with no other
+        local users (the hotline always sets one)."""
         self._recognizer = recognizer
+        self._token = token.encode() if token is not None else None
         self._max_streams = max_streams
         self._idle_timeout = idle_timeout
         self._send_timeout = send_timeout
@@ -47,6 +61,7 @@ class VoskWebsocketServer:
         self.active_streams = 0
         self.total_streams = 0
         self.audio_seconds = 0.0
+        self.refused_clients = 0
 
     def web_app(self) -> web.Application:
         """An aiohttp application answering the websocket at "/" (vosk-server clients connect there)."""
@@ -74,10 +89,21 @@ class VoskWebsocketServer:
     def health_report(self) -> dict[str, Any]:
         """Counters for /healthz."""
         return {"ok": True, "active_streams": self.active_streams, "streams": self.total_streams,
-                "audio_seconds": round(self.audio_seconds, 1)}
+                "audio_seconds": round(self.audio_seconds, 1), "refused_clients": self.refused_clients}
+
+    def _authentic(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """One websocket connection: config, audio chunks, results, eof."""
+        if not self._authentic(request):
+            self.refused_clients += 1
+            log.warning("asr websocket: refused %s: missing or wrong token", request.remote)
+            return web.Response(status=401, text="ASR websocket: missing or wrong token\n",
+                                headers={"WWW-Authenticate": "Bearer"})
         ws = web.WebSocketResponse(max_msg_size=self._max_chunk_bytes, heartbeat=self._idle_timeout / 2)
         await ws.prepare(request)
         if self.active_streams >= self._max_streams:
@@ -119,14 +145,18 @@ class VoskWebsocketServer:
                     continue
                 if msg.type != WSMsgType.TEXT:
                     raise _ProtocolError(f"unexpected websocket message type {msg.type.name}")
+                if len(msg.data) > MAX_TEXT_BYTES:  # before parsing: no work for a message no client needs
+                    raise _ProtocolError(f"text message of {len(msg.data)} characters is over {MAX_TEXT_BYTES}")
                 command = _parse_text(msg.data)
                 if "config" in command:
                     if stream is not None:
                         raise _ProtocolError("config after audio: send the config message first")
                     config = _check_config(command["config"])
                     if config.get("phrase_list"):
-                        # Refuse a bad grammar now, not silently at the first audio chunk.
-                        self._recognizer.check_grammar(config["phrase_list"])
+                        # Refuse a bad grammar now, not silently at the first audio chunk; the vocabulary
+                        # look-ups are the model's work, so off the loop.
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self._recognizer.check_grammar, config["phrase_list"])
                     continue
                 if stream is None:
                     stream = await self._open(config)
@@ -187,10 +217,14 @@ def _check_config(config: Any) -> dict[str, Any]:
     if "grammar" in checked:  # some clients name the phrase list "grammar"
         checked.setdefault("phrase_list", checked.pop("grammar"))
     phrases = checked.get("phrase_list")
-    if phrases is not None and (
-        not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases)
-    ):
-        raise _ProtocolError("config: phrase_list must be a list of strings")
+    if phrases is not None:
+        if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+            raise _ProtocolError("config: phrase_list must be a list of strings")
+        if len(phrases) > MAX_PHRASES:
+            raise _ProtocolError(f"config: phrase_list has {len(phrases)} phrases, at most {MAX_PHRASES} are allowed")
+        if longest := max((p for p in phrases if len(p) > MAX_PHRASE_CHARS), key=len, default=None):
+            raise _ProtocolError(f"config: phrase {longest[:40]!r}... is {len(longest)} characters, "
+                                 f"at most {MAX_PHRASE_CHARS} are allowed")
     if "sample_rate" in checked:
         try:
             checked["sample_rate"] = check_stream_rate(checked["sample_rate"])

@@ -1,5 +1,13 @@
 """The case domain: citizens' cases, their statuses and allowed moves, and each case's history of events (no
 knowledge of calls or telephony)."""
+from .durable import (
+    DurableCases,
+    OpenedCase,
+    is_provisional,
+    normalise_caller_number,
+    normalise_menu_path,
+    resolve_case_number,
+)
 from .errors import CaseNotFound, CaseStoreError, CaseTransitionError
 from .events import ACTOR_IVR, ACTOR_SYSTEM, CaseEvent, CaseEventKind
 from .model import Case, NewCase
@@ -24,8 +32,14 @@ __all__ = [
     "CaseStore",
     "CaseStoreError",
     "CaseTransitionError",
+    "DurableCases",
     "NewCase",
+    "OpenedCase",
     "TranscriptStatus",
     "can_move",
     "check_transition",
+    "is_provisional",
+    "normalise_caller_number",
+    "normalise_menu_path",
+    "resolve_case_number",
 ]

@@ -30,6 +30,7 @@ class CaseEventKind(StrEnum):
     AGENT_ASSIGNED = "agent_assigned"
     ABANDONED_IN_QUEUE = "abandoned_in_queue"
     ABANDONED_IN_IVR = "abandoned_in_ivr"
+    INTERRUPTED = "interrupted"
     CALL_ENDED = "call_ended"
     CLOSED = "closed"
 

@@ -13,6 +13,10 @@ _CATEGORY = re.compile(r"^[a-z][a-z_]{0,31}$")
 _MAX_SHORT = 64
 _MAX_SOURCE_REF = 255
 _MAX_MENU_STEPS = 32
+# What a case holds of a call: the caller ID and each menu step at most this long, at most this many steps.
+MAX_CALLER_NUMBER = _MAX_SHORT
+MAX_MENU_STEP = _MAX_SHORT
+MAX_MENU_STEPS = _MAX_MENU_STEPS
 MAX_NOTE_LENGTH = 4000
 
 

@@ -15,6 +15,9 @@ class CaseStatus(StrEnum):
     IN_PROGRESS = "in_progress"  # an agent has it
     ABANDONED_IN_IVR = "abandoned_in_ivr"
     ABANDONED_IN_QUEUE = "abandoned_in_queue"
+    # The hotline failed during the call (the bridge died, the IVR crashed): not the caller's doing, so it is not
+    # counted as the caller giving up; a supervisor follows it up.
+    INTERRUPTED = "interrupted"
     OPEN = "open"  # after the call, awaiting dispatch
     CLOSED = "closed"
 
@@ -39,6 +42,7 @@ ALLOWED_TRANSITIONS: Mapping[CaseStatus, frozenset[CaseStatus]] = {
         _S.IN_PROGRESS,
         _S.ABANDONED_IN_QUEUE,
         _S.ABANDONED_IN_IVR,
+        _S.INTERRUPTED,
         _S.OPEN,  # the call ended past the IVR without a queue (a transfer)
     }),
     _S.QUEUED: frozenset({
@@ -55,6 +59,7 @@ ALLOWED_TRANSITIONS: Mapping[CaseStatus, frozenset[CaseStatus]] = {
     _S.OPEN: frozenset({_S.CLOSED}),
     _S.ABANDONED_IN_IVR: frozenset(),
     _S.ABANDONED_IN_QUEUE: frozenset(),
+    _S.INTERRUPTED: frozenset({_S.CLOSED}),  # closed once a supervisor has followed it up
     _S.CLOSED: frozenset(),
 }
 

@@ -4,12 +4,13 @@ Every operation checks its move against the transition table, updates the case r
 appends its event(s) to case_events in one transaction: either both are stored or neither is."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Row, Table, insert, select, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,15 +33,17 @@ from .model import (
     clip_reason,
 )
 from .statuses import BEING_WORKED_ON, CaseStatus, TranscriptStatus, check_transition
-from .tables import CaseCounterRow, CaseEventRow, CaseRow
+from .tables import CaseAppliedOpRow, CaseCounterRow, CaseEventRow, CaseRow
 
-_cases = cast(Table, CaseRow.__table__)
-_counters = cast(Table, CaseCounterRow.__table__)
-_events = cast(Table, CaseEventRow.__table__)
+_cases = CaseRow.__table__
+_counters = CaseCounterRow.__table__
+_events = CaseEventRow.__table__
+_applied = CaseAppliedOpRow.__table__
 
 # How a call ended, as the call side reports it to end_call (anything else: the caller was heard).
 ABANDONED_IN_QUEUE = "abandoned_in_queue"
 ABANDONED_IN_IVR = "abandoned_in_ivr"
+INTERRUPTED = "interrupted"
 
 
 def _utcnow() -> datetime:
@@ -105,6 +108,16 @@ def _abandon_in_ivr(case: Case) -> _Change | None:
     return _move(case, CaseStatus.ABANDONED_IN_IVR, CaseEventKind.ABANDONED_IN_IVR)
 
 
+def _interrupt(case: Case, reason: str) -> _Change | None:
+    # Only a case still being collected was cut off in the IVR; one that got further (or was already settled,
+    # say by the IVR seeing the caller hang up) keeps its status.
+    if case.status is not CaseStatus.NEW:
+        return None
+    change = _move(case, CaseStatus.INTERRUPTED, CaseEventKind.INTERRUPTED, reason=reason)
+    change.events.append((CaseEventKind.NOTE, {"text": f"call interrupted by a system failure: {reason}"}))
+    return change
+
+
 def _await_dispatch(case: Case, outcome: str) -> _Change | None:
     # The caller was heard (answered, a callback booked, a description left): the case awaits dispatch. A case
     # already open, closed or abandoned is left as it is (its call's end arrives late or twice).
@@ -134,8 +147,29 @@ class CaseStore:
         self._engine = engine
         self._clock = clock
         self._day_zone = day_zone
+        self._op: tuple[str, datetime] | None = None  # set on the copies idempotent() hands out
+
+    def idempotent(self, op_id: str, at: datetime) -> CaseStore:
+        """This store for one journaled write: its change is stamped `at` and applied at most once per op_id
+        (a repeat finds the id recorded with the first and changes nothing)."""
+        check_text("op_id", op_id, max_len=64, optional=False)
+        if at.tzinfo is None:
+            raise CaseStoreError("idempotent() needs a timezone-aware time")
+        view = copy.copy(self)
+        view._op = (op_id, at)
+        return view
+
+    async def _first_time(self, conn: AsyncConnection) -> bool:
+        """Record this copy's op id in the open transaction; False if an earlier attempt already did."""
+        if self._op is None:
+            return True
+        stmt = (self._upsert(_applied).values(op_id=self._op[0], applied_at=self._op[1])
+                .on_conflict_do_nothing(index_elements=[_applied.c.op_id]).returning(_applied.c.op_id))
+        return (await conn.execute(stmt)).scalar_one_or_none() is not None
 
     def _now(self) -> datetime:
+        if self._op is not None:
+            return self._op[1].astimezone(UTC)
         now = self._clock()
         if now.tzinfo is None:
             raise CaseStoreError("the case store clock returned a naive datetime; it must be timezone-aware")
@@ -143,9 +177,24 @@ class CaseStore:
 
     # --- opening ---------------------------------------------------------------------------------
 
-    async def open(self, new: NewCase, *, actor: str) -> Case:
+    async def reserve_numbers(self, count: int) -> list[str]:
+        """Hand out `count` case numbers of today at once (for opening cases while the database is away)."""
+        check_limit(count)
+        day = self._now().astimezone(self._day_zone).strftime("%y%m%d")
+        bump = (
+            self._upsert(_counters)
+            .values(day=day, last_seq=count)
+            .on_conflict_do_update(index_elements=[_counters.c.day],
+                                   set_={"last_seq": _counters.c.last_seq + count})
+            .returning(_counters.c.last_seq)
+        )
+        async with self._engine.begin() as conn:
+            last = (await conn.execute(bump)).scalar_one()
+        return [f"{day}{seq:04d}" for seq in range(last - count + 1, last + 1)]
+
+    async def open(self, new: NewCase, *, actor: str, case_number: str | None = None) -> Case:
         """Store a new case (status NEW, event `opened`) and allocate its case number: YYMMDD + a daily sequence
-        of 4+ digits."""
+        of 4+ digits (or take `case_number`, one reserve_numbers() handed out)."""
         if not isinstance(new, NewCase):
             raise CaseStoreError(f"open() takes a NewCase, got {type(new).__name__}")
         actor = check_actor(actor)
@@ -170,10 +219,21 @@ class CaseStore:
             .returning(_counters.c.last_seq)
         )
         opened = {k: values[k] for k in ("caller_number", "category", "source_ref", "menu_path")}
+        if case_number is not None:
+            check_text("case_number", case_number, max_len=20, optional=False)
         try:
             async with self._engine.begin() as conn:
-                seq = (await conn.execute(bump)).scalar_one()
-                case_number = f"{day}{seq:04d}"
+                if not await self._first_time(conn):  # an earlier attempt of this write opened it
+                    if case_number is not None:
+                        where = _cases.c.case_number == case_number
+                    elif values["source_ref"] is not None:
+                        where = _cases.c.source_ref == values["source_ref"]
+                    else:
+                        raise CaseStoreError("a repeated open() needs a case_number or a source_ref")
+                    return _to_case((await conn.execute(select(_cases).where(where))).one(), [])
+                if case_number is None:
+                    seq = (await conn.execute(bump)).scalar_one()
+                    case_number = f"{day}{seq:04d}"
                 row = (
                     await conn.execute(
                         insert(_cases)
@@ -299,16 +359,27 @@ class CaseStore:
         other case is returned unchanged."""
         return await self._apply(case_number, actor, _abandon_in_ivr)
 
+    async def mark_interrupted(self, case_number: str, reason: str, *, actor: str = ACTOR_SYSTEM) -> Case:
+        """The hotline failed while the case was being collected (its IVR session was lost, not hung up by the
+        caller): a case still NEW is interrupted (events `interrupted` and a `note` with the reason); any other
+        case is returned unchanged."""
+        why = clip_reason(reason)
+        return await self._apply(case_number, actor, lambda case: _interrupt(case, why))
+
     async def end_call(self, case_number: str, outcome: str, *, actor: str = ACTOR_SYSTEM) -> Case:
         """The case's call ended with this outcome: 'abandoned_in_queue' and 'abandoned_in_ivr' say where the
-        caller gave up; any other outcome means they were heard and a case still new, queued or in progress is
-        now open (event `call_ended`). Late or repeated ends leave the case as it is."""
+        caller gave up, 'interrupted' that the hotline failed (see mark_interrupted); any other outcome means they
+        were heard and a case still new, queued or in progress is now open (event `call_ended`). Late or repeated
+        ends leave the case as it is."""
         how = check_text("outcome", outcome, max_len=32, optional=False)
         assert how is not None
         if how == ABANDONED_IN_QUEUE:
             return await self._apply(case_number, actor, _abandon_in_queue)
         if how == ABANDONED_IN_IVR:
             return await self._apply(case_number, actor, _abandon_in_ivr)
+        if how == INTERRUPTED:
+            return await self._apply(case_number, actor,
+                                     lambda case: _interrupt(case, "the call ended while the hotline had lost it"))
         return await self._apply(case_number, actor, lambda case: _await_dispatch(case, how))
 
     async def close(self, case_number: str, *, actor: str, resolution: str | None = None) -> Case:
@@ -401,7 +472,7 @@ class CaseStore:
             )).one_or_none()
             if locked is None:
                 raise CaseNotFound(f"no case with number {case_number!r}")
-            change = decide(_to_case(locked, []))
+            change = decide(_to_case(locked, [])) if await self._first_time(conn) else None
             row = locked
             if change is not None:
                 row = (await conn.execute(

@@ -62,3 +62,13 @@ class CaseCounterRow(Base):
 
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class CaseAppliedOpRow(Base):
+    """The id of each journaled write applied to a case, stored in the same transaction as the change itself, so
+    a write replayed from the outbox (after a timeout that committed late, or a restart) is applied once."""
+
+    __tablename__ = "case_applied_ops"
+
+    op_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

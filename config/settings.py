@@ -24,10 +24,14 @@ class SettingsError(Exception):
 
 
 class AgentAccount(BaseModel):
-    """A SIP account an agent's softphone registers with."""
+    """A configured agent: their console account and the SIP account their softphone registers with."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")
-    password: str | None = None  # None: generated once and kept in the secrets file
+    # The console password (stored hashed); None: generated once and kept in the secrets file.
+    password: str | None = Field(default=None, repr=False)
+    # The softphone's digest secret, never the console password; None: generated once into the secrets file.
+    # Used when the agent is first created; `hotline agents rotate-sip-secret` replaces it in the database.
+    sip_secret: str | None = Field(default=None, pattern=r"^[\x21-\x3a\x3c-\x7e]{16,128}$", repr=False)
     queues: list[str] = Field(default_factory=lambda: ["complaints", "inquiries", "operator"])
 
 
@@ -59,13 +63,25 @@ class Settings(BaseSettings):
     ami_host: str = "127.0.0.1"
     ami_port: int = Field(default=5038, ge=1, le=65535)
     ami_username: str = "hotline"
-    ami_secret: str | None = None  # None: generated once into the secrets file
-    session_secret: str | None = None  # console cookie encryption key; None: generated once
-    admin_password: str | None = None  # console 'admin' account; None: generated once
+    # Secrets: repr=False keeps them out of any printed or logged settings.
+    ami_secret: str | None = Field(default=None, repr=False)  # None: generated once into the secrets file
+    session_secret: str | None = Field(default=None, repr=False)  # console session-id key; None: generated once
+    admin_password: str | None = Field(default=None, repr=False)  # console 'admin' account; None: generated once
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(default=4573, ge=1, le=65535)
+    # FastAGI sessions prove they come from our Asterisk with a token made from this secret; None: generated once.
+    agi_secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,128}$")
+    agi_max_connections: int = Field(default=512, ge=1, le=65535)  # more open at once are refused
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
+
+    # Console sessions (kept in Redis) and logins.
+    console_secure_cookies: bool = False  # True when served over HTTPS (behind a TLS proxy): cookie sent on HTTPS only
+    console_cookie_samesite: Literal["Strict", "Lax"] = "Lax"
+    console_session_hours: float = Field(default=12.0, gt=0, le=720)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)  # per account within the window, then 429
+    login_address_max_failures: int = Field(default=20, ge=1, le=100000)  # per client address within the window
+    login_failure_window_seconds: int = Field(default=300, ge=1, le=86400)
 
     # Where citizens' calls come from: the carrier SBC addresses (source-IP identified trunk).
     trunk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
@@ -75,6 +91,9 @@ class Settings(BaseSettings):
     asterisk_binary: str = "asterisk"
     asterisk_modules_dir: Path = Path("/usr/lib/asterisk/modules")
     asterisk_sounds_dir: Path = Path("/usr/share/asterisk/sounds")
+    # A dead Asterisk is restarted with backoff, at most this many times within the window; then it stays down.
+    asterisk_max_restarts: int = Field(default=5, ge=0, le=100)
+    asterisk_restart_window_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     # Backends.
     database_url: str = Field(
@@ -93,6 +112,7 @@ class Settings(BaseSettings):
     # ASR: vosk-server protocol websocket on its own listener (port 0: off); durable job workers.
     asr_ws_host: str = "127.0.0.1"
     asr_ws_port: int = Field(default=2700, ge=0, le=65535)
+    asr_ws_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,128}$")  # clients' bearer token
     asr_job_workers: int = Field(default=1, ge=1, le=16)  # whole-call jobs; the rest of the pool stays for live calls
     redis_key_prefix: str = "hotline"
 
@@ -109,6 +129,11 @@ class Settings(BaseSettings):
     ami_ping_interval: float = Field(default=3.0, gt=0, le=60)
     agi_command_timeout: float = Field(default=120.0, gt=0, le=3600)
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    # A call waits this long for a case/record write; then the write is kept in the outbox and the call goes on.
+    db_write_timeout: float = Field(default=2.0, gt=0, le=60)
+    # The whole of one live-state Redis operation, retries included: Redis is a mirror, so a call never waits on it
+    # longer than this (writes from the call path do not wait at all; they are sent in the background).
+    redis_op_timeout: float = Field(default=0.5, gt=0, le=30)
 
     queues: list[QueueSpec] = Field(
         default_factory=lambda: [QueueSpec(name="complaints"), QueueSpec(name="inquiries"), QueueSpec(name="operator")]
@@ -120,7 +145,7 @@ class Settings(BaseSettings):
     # Queueing: metrics, priority. metrics_token None: /metrics answers loopback clients only.
     service_level_seconds: int = Field(default=20, ge=1, le=3600)
     metrics_interval_minutes: int = Field(default=15, ge=1, le=1440)
-    metrics_token: str | None = None
+    metrics_token: str | None = Field(default=None, repr=False)
     urgent_categories: list[str] = Field(default_factory=lambda: ["safety"])
     callback_after_seconds: int = Field(default=30, ge=0, le=3600)  # waited this long: key 5 asks for a callback
     callback_max_attempts: int = Field(default=3, ge=1, le=10)
@@ -207,6 +232,13 @@ class Settings(BaseSettings):
             seen[port] = name
         return self
 
+    def __repr_args__(self) -> Any:
+        # A password inside a database or Redis URL stays out of printed and logged settings too.
+        for name, value in super().__repr_args__():
+            if name in ("database_url", "redis_url") and isinstance(value, str):
+                value = hide_url_password(value)
+            yield name, value
+
     @property
     def flow_numbers(self) -> dict[str, str]:
         """Every number the IVR answers → the flow it runs (the hotline number runs "default" unless mapped)."""
@@ -228,6 +260,11 @@ class Settings(BaseSettings):
         return self.run_dir / "recordings"
 
     @property
+    def outbox_dir(self) -> Path:
+        """Where writes the database did not take in time wait (journal files, mode 0600)."""
+        return self.run_dir / "outbox"
+
+    @property
     def prompts_dir(self) -> Path:
         """Where synthesized prompt audio is cached."""
         return self.run_dir / "prompts"
@@ -243,6 +280,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init (CLI overrides) > environment > file (passed as the lowest init layer by load_settings).
         return (init_settings, env_settings, file_secret_settings)
+
+
+def hide_url_password(url: str) -> str:
+    """The URL with the password of its user-info part replaced by ***."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -306,6 +348,8 @@ def resolve_secrets(settings: Settings) -> Settings:
         "ami_secret": lambda: secrets.token_urlsafe(18),
         "session_secret": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: secrets.token_urlsafe(12),
+        "agi_secret": lambda: secrets.token_urlsafe(32),
+        "asr_ws_token": lambda: secrets.token_urlsafe(32),
     }
     for name, make in generators.items():
         if getattr(settings, name) is None:
@@ -314,6 +358,7 @@ def resolve_secrets(settings: Settings) -> Settings:
                 changed = True
             settings = settings.model_copy(update={name: stored[name]})
     agent_pw: dict[str, str] = stored.setdefault("agent_passwords", {})
+    agent_sip: dict[str, str] = stored.setdefault("agent_sip_secrets", {})
     agents = []
     for agent in settings.agents:
         if agent.password is None:
@@ -321,6 +366,14 @@ def resolve_secrets(settings: Settings) -> Settings:
                 agent_pw[agent.name] = secrets.token_urlsafe(12)
                 changed = True
             agent = agent.model_copy(update={"password": agent_pw[agent.name]})
+        if agent.sip_secret is None:
+            # Generated apart from the console password: knowing one tells nothing of the other.
+            if not agent_sip.get(agent.name) or agent_sip[agent.name] == agent.password:
+                agent_sip[agent.name] = secrets.token_urlsafe(24)
+                changed = True
+            agent = agent.model_copy(update={"sip_secret": agent_sip[agent.name]})
+        if agent.sip_secret == agent.password:
+            raise SettingsError(f"agents: {agent.name}: sip_secret must not be the console password")
         agents.append(agent)
     settings = settings.model_copy(update={"agents": agents})
     if changed:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,26 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agent_console import create_console_app
 from agent_console.flow_views import FLOW_ADMIN
 from agent_console.queue_views import METRICS_TOKEN, QUEUE_CONSOLE
+from agent_console.sessions import RedisSessionBackend
+from agent_console.throttle import RedisFailureCounters, ThrottleLimits
 from agent_console.transcript_views import TRANSCRIPT_JOBS
-from asr import AsrError, SpeechRecognizer, VoskWebsocketServer
-from cases import CaseStore, CaseStoreError
+from asr import ASR_TOKEN_ENV, AsrError, SpeechRecognizer, VoskWebsocketServer
+from cases import CaseStore, CaseStoreError, DurableCases
 from config import Settings
-from config.settings import PROJECT_ROOT
 from identity import AccountStore
-from ivr import FlowRejected, HotlineCallFlow, IvrOptions, PromptError, load_prompt_sets
+from ivr import FlowRejected, HotlineCallFlow, PromptError, load_prompt_sets
+from ivr.builder import build_call_flow, build_flows
 from ivr.flow_service import FlowServices
 from ivr.live_transcript import REDIS_URL_ENV as LIVE_TRANSCRIPT_REDIS_ENV
 from ivr.prompts import synthesize_speech
 from lifecycle import TaskOwner
 from queueing import (
-    CallbackRoute,
     CallEndHook,
     CallRecordStore,
+    DurableCallRecords,
     LiveCallState,
-    MaxWaitRecordingRoute,
-    PriorityPolicy,
-    QueueEntryRoute,
-    QueueTimeoutRoute,
+    connect_redis,
 )
 from queueing.builder import (
     QueueingServices,
@@ -48,21 +48,22 @@ from queueing.builder import (
     QueuePrompts,
     build_agent_provisioner,
     build_live_calls,
+    build_queue_routes,
     build_queueing,
     build_queueing_stores,
-    too_early_prompt,
 )
-from storage import create_engine_from_url, migrate_database
+from storage import Outbox, create_engine_from_url, migrate_database
 from telephony import (
+    AGI_SECRET_ENV,
     AgiError,
     AmiClient,
     AmiError,
-    AsteriskProcess,
     AsteriskStartError,
+    AsteriskSupervisor,
     FastAgiServer,
     render_asterisk_config,
 )
-from telephony.builder import build_ami, build_asterisk, build_asterisk_config, build_fastagi
+from telephony.builder import build_ami, build_asterisk_config, build_asterisk_supervisor, build_fastagi
 from transcripts import DescriptionTranscripts, TranscriptionJobStore, TranscriptionWorker
 
 from .transcription_wiring import CallTranscriptIntake, CaseTranscriptObserver, queue_pending_descriptions
@@ -80,7 +81,7 @@ CASES = web.AppKey("cases", CaseStore)
 CALL_RECORDS = web.AppKey("call_records", CallRecordStore)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 LIVE_STATE = web.AppKey("live_state", LiveCallState)
-ASTERISK = web.AppKey("asterisk", AsteriskProcess)
+ASTERISK = web.AppKey("asterisk", AsteriskSupervisor)
 AMI = web.AppKey("ami", AmiClient)
 ASR = web.AppKey("asr", SpeechRecognizer)
 FASTAGI = web.AppKey("fastagi", FastAgiServer)
@@ -91,8 +92,12 @@ TRANSCRIPT_JOB_STORE = web.AppKey("transcript_job_store", TranscriptionJobStore)
 TRANSCRIPTION_WORKER = web.AppKey("transcription_worker", TranscriptionWorker)
 CALL_END_HOOKS = web.AppKey("call_end_hooks", list[CallEndHook])
 FLOWS = web.AppKey("flows", FlowServices)
+OUTBOX = web.AppKey("outbox", Outbox)
+DURABLE_CASES = web.AppKey("durable_cases", DurableCases)
+DURABLE_RECORDS = web.AppKey("durable_records", DurableCallRecords)
 QUEUEING_STORES = web.AppKey("queueing_stores", QueueingStores)
 QUEUEING = web.AppKey("queueing", QueueingServices)
+CONSOLE_REDIS = web.AppKey("console_redis", Redis)
 
 
 def safe_url(url: str) -> str:
@@ -118,10 +123,16 @@ class HealthMonitor:
         components["redis"].update(app[LIVE_STATE].health_report())
         if AMI in app:
             components["ami"] = app[AMI].health_report()
+        if QUEUEING in app:
+            # AMI events whose handlers failed (retried, parked, resynced) and calls lost by a system failure.
+            components["ami_events"] = app[QUEUEING].events.health_report()
+            components["calls"] = {"ok": True, "interrupted": app[QUEUEING].call_tracker.interrupted}
         if FASTAGI in app:
             components["fastagi"] = app[FASTAGI].health_report()
+        if OUTBOX in app:
+            components["outbox"] = app[OUTBOX].health_report()
         if ASTERISK in app:
-            components["asterisk"] = {"ok": app[ASTERISK].running, "pid": app[ASTERISK].pid}
+            components["asterisk"] = app[ASTERISK].health_report()
         components["asr"] = {"ok": ASR in app, "model": str(app[ASR].model_path) if ASR in app else None}
         return {"ok": all(c.get("ok") for c in components.values()), "components": components}
 
@@ -141,7 +152,7 @@ class HealthMonitor:
 
 
 def _session_key(secret: str) -> bytes:
-    # The console's cookie encryption wants exactly 32 bytes; derive them from the configured secret.
+    # The console keys its session ids with exactly 32 bytes; derive them from the configured secret.
     return hashlib.sha256(secret.encode()).digest()
 
 
@@ -161,12 +172,19 @@ def build_app(settings: Settings) -> web.Application:
     cases = CaseStore(engine)
     accounts = AccountStore(engine)
     stores = build_queueing_stores(engine, settings)
+    # The call side writes cases and call records through the outbox, so a database outage never drops a call.
+    outbox = Outbox(settings.outbox_dir, write_timeout=settings.db_write_timeout)
+    durable_cases = DurableCases(cases, outbox, read_timeout=settings.db_write_timeout)
+    durable_records = DurableCallRecords(stores.records, outbox, read_timeout=settings.db_write_timeout)
+    durable_cases.register()
+    durable_records.register()
     live = build_live_calls(settings)
     ami = build_ami(settings)
     # Read at each call's end: the whole-call transcription intake is added before AMI starts (START_ORDER).
     call_end_hooks: list[CallEndHook] = []
     try:
-        queueing = build_queueing(settings, stores, live, ami, cases, call_end_hooks, queue_prompts(settings))
+        queueing = build_queueing(settings, stores, live, ami, durable_cases, durable_records, call_end_hooks,
+                                  queue_prompts(settings))
     except ValueError as exc:
         raise HotlineStartError(f"queue announcements ({settings.language}): {exc}") from None
     queueing.subscribe(ami)  # the one place AMI handlers are registered, before AMI connects
@@ -175,13 +193,27 @@ def build_app(settings: Settings) -> web.Application:
     async def health() -> dict[str, Any]:
         return await holder["monitor"].report()
 
-    app = create_console_app(cases=cases, live_calls=live, call_records=stores.records, accounts=accounts,
-                             health=health, session_key=_session_key(settings.session_secret),
-                             bad_input_errors=(CaseStoreError,))
+    # Console sessions and failed-login counts in Redis: logout and password changes end a session for every
+    # process at once, and the login throttle counts across them.
+    console_redis = connect_redis(settings.redis_url, timeout=settings.connect_timeout)
+    app = create_console_app(
+        cases=cases, live_calls=live, call_records=stores.records, accounts=accounts, health=health,
+        session_key=_session_key(settings.session_secret),
+        sessions=RedisSessionBackend(console_redis, prefix=settings.redis_key_prefix),
+        login_failures=RedisFailureCounters(console_redis, prefix=settings.redis_key_prefix),
+        login_limits=ThrottleLimits(max_failures=settings.login_max_failures,
+                                    address_max_failures=settings.login_address_max_failures,
+                                    window_seconds=settings.login_failure_window_seconds),
+        secure_cookies=settings.console_secure_cookies, cookie_samesite=settings.console_cookie_samesite,
+        session_max_age=int(settings.console_session_hours * 3600), bad_input_errors=(CaseStoreError,))
+    app[CONSOLE_REDIS] = console_redis
     holder["monitor"] = HealthMonitor(app)
     app[SETTINGS] = settings
     app[DB_ENGINE] = engine
     app[CASES] = cases
+    app[OUTBOX] = outbox
+    app[DURABLE_CASES] = durable_cases
+    app[DURABLE_RECORDS] = durable_records
     app[CALL_RECORDS] = stores.records
     app[ACCOUNTS] = accounts
     app[LIVE_STATE] = live
@@ -191,10 +223,7 @@ def build_app(settings: Settings) -> web.Application:
     app[QUEUE_CONSOLE] = queueing.console
     app[METRICS_TOKEN] = settings.metrics_token
     app[CALL_END_HOOKS] = call_end_hooks
-    app[FLOWS] = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
-                                     override_dir=settings.prompts_override_dir,
-                                     queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
-                                     hotline_number=settings.hotline_number, numbers=settings.flow_numbers)
+    app[FLOWS] = build_flows(engine, settings)
     app[FLOW_ADMIN] = app[FLOWS].admin
     app[TRANSCRIPT_JOB_STORE] = TranscriptionJobStore(engine)
     app[TRANSCRIPT_JOBS] = app[TRANSCRIPT_JOB_STORE]
@@ -232,18 +261,48 @@ async def bootstrap_accounts(accounts: AccountStore, settings: Settings) -> None
                                   sip_endpoint=agent.name)
 
 
-async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Check Redis answers; close the client at the end."""
-    settings = app[SETTINGS]
-    live = app[LIVE_STATE]
+async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Replay writes an earlier run left in the outbox, reserve case numbers; stop replaying at the end (what is
+    still pending stays on disk for the next start)."""
+    outbox = app[OUTBOX]
     try:
-        await asyncio.wait_for(live.ping(), settings.connect_timeout)
-    except (TimeoutError, Exception) as exc:
-        raise HotlineStartError(f"Redis at {safe_url(settings.redis_url)}: {_first_line(exc)}") from None
+        await outbox.start()
+    except OSError as exc:
+        raise HotlineStartError(f"outbox {app[SETTINGS].outbox_dir}: {exc.strerror or exc}") from None
+    await app[DURABLE_CASES].refill()
     try:
         yield
     finally:
+        await app[DURABLE_CASES].aclose()
+        if not await outbox.wait_drained(app[SETTINGS].db_write_timeout):
+            log.warning("outbox: %d write(s) not yet in the database; kept for the next start", outbox.pending)
+        await outbox.aclose()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Check Redis answers, then run the live state's background writer (calls never wait on Redis; it also
+    notices outages and rebuilds after them); send what is left and close the client at the end."""
+    settings = app[SETTINGS]
+    live = app[LIVE_STATE]
+    try:
+        await live.ping(timeout=settings.connect_timeout)
+    except Exception as exc:
+        raise HotlineStartError(f"Redis at {safe_url(settings.redis_url)}: {_first_line(exc)}") from None
+    tasks = TaskOwner("live state")
+    live.start(tasks)
+    try:
+        yield
+    finally:
+        await tasks.aclose()
         await live.aclose()
+
+
+async def console_sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The console's Redis client (sessions, login throttle) connects on first use; closed at the end."""
+    try:
+        yield
+    finally:
+        await app[CONSOLE_REDIS].aclose()
 
 
 async def asr_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -261,7 +320,8 @@ async def asr_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Render the Asterisk configuration and run Asterisk as a child process (unless --no-asterisk)."""
+    """Render the Asterisk configuration and run Asterisk as a supervised child process, restarted when it dies
+    (unless --no-asterisk); an Asterisk left running from the same run dir is stopped first."""
     settings = app[SETTINGS]
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     if not settings.manage_asterisk:
@@ -271,17 +331,25 @@ async def asterisk_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     # The EAGI live transcriber (ivr.live_transcript) reads the Redis URL, which may hold a password, from the
     # environment it inherits from Asterisk, not from its command line.
-    process = build_asterisk(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url})
+    # So does its ASR websocket token. The AGI secret goes the same way: the dialplan reads it with ENV() to make
+    # each channel's AGI token.
+    assert settings.agi_secret is not None and settings.asr_ws_token is not None, "resolve_secrets() must run first"
+    supervisor = build_asterisk_supervisor(settings, {LIVE_TRANSCRIPT_REDIS_ENV: settings.redis_url,
+                                                      ASR_TOKEN_ENV: settings.asr_ws_token,
+                                                      AGI_SECRET_ENV: settings.agi_secret})
     try:
-        await process.start()
+        await supervisor.start()
     except AsteriskStartError as exc:
-        await process.stop()
+        await supervisor.stop()
         raise HotlineStartError(str(exc)) from None
-    app[ASTERISK] = process
+    # Once Asterisk is back, AMI logs in at once instead of after the rest of its backoff; its on-connect
+    # handlers then re-apply agents' queue membership and rebuild the live state.
+    supervisor.on_restarted(app[AMI].reconnect_now)
+    app[ASTERISK] = supervisor
     try:
         yield
     finally:
-        await process.stop()
+        await supervisor.stop()
 
 
 async def ami_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -315,42 +383,18 @@ async def fastagi_ctx(app: web.Application) -> AsyncIterator[None]:
     for problem in await flows.router.check(routes):  # every number's flow, loaded now
         log.warning("IVR numbers: %s", problem)
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
-    flow = HotlineCallFlow(
-        options=IvrOptions(
-            recordings_dir=settings.recordings_dir,
-            menu_timeout_ms=int(settings.menu_timeout_seconds * 1000),
-            menu_retries=settings.menu_retries,
-            record_max_ms=settings.record_max_seconds * 1000,
-            record_silence_s=settings.record_silence_seconds,
-            language=settings.language,
-            transfer_dial=settings.transfer_dial,
-            live_transcript_command=live_transcript_command(settings),  # record nodes with mode: stream
-        ),
-        flows=flows.router, speech=flows.models.recognizer, surveys=flows.store,
-        cases=app[CASES], records=stores.records, live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS],
-        # callback nodes book durable requests, dialed like the queue key's (first queue if none named)
-        callbacks=stores.callbacks, callback_queue=settings.queues[0].name if settings.queues else None,
-    )
-    prompts = queue_prompts(settings)
-    max_wait = {q.name: q.max_wait_seconds for q in settings.queues}
-    server = build_fastagi(settings)
-    server.add_route("ivr", flow.handle)
-    entry = QueueEntryRoute(PriorityPolicy(urgent_categories=frozenset(settings.urgent_categories)),
-                            app[CASES].has_open_case, app[LIVE_STATE], max_wait=max_wait)
-    server.add_route("queue-entry", entry.handle)
-    server.add_route("queue-timeout", QueueTimeoutRoute({q.name: q.on_max_wait for q in settings.queues},
-                                                        stores.callbacks, app[LIVE_STATE], max_wait).handle)
-    server.add_route("callback-request", CallbackRoute(stores.callbacks, app[LIVE_STATE],
-                                                       after_seconds=settings.callback_after_seconds,
-                                                       too_early_prompt=too_early_prompt(prompts)).handle)
+    flow = build_call_flow(settings, flows, cases=app[DURABLE_CASES], records=app[DURABLE_RECORDS],
+                           live=app[LIVE_STATE], descriptions=app[DESCRIPTIONS], callbacks=stores.callbacks,
+                           live_transcript_command=live_transcript_command(settings))
     try:
-        maxwait_record = MaxWaitRecordingRoute(
-            app[CASES], app[DESCRIPTIONS], app[LIVE_STATE], recordings_dir=settings.recordings_dir,
-            prompts_dir=prompts.directory, voice=prompts.voice, texts=prompts.texts, synthesize=prompts.synthesize,
-            record_max_ms=settings.record_max_seconds * 1000, silence_s=settings.record_silence_seconds)
+        queue_routes = build_queue_routes(settings, stores, app[DURABLE_CASES], app[LIVE_STATE], app[DESCRIPTIONS],
+                                          queue_prompts(settings))
     except ValueError as exc:
         raise HotlineStartError(f"on_max_wait record ({settings.language}): {exc}") from None
-    server.add_route("queue-maxwait-record", maxwait_record.handle)
+    server = build_fastagi(settings)
+    server.add_route("ivr", flow.handle)
+    for script, handler in queue_routes.items():
+        server.add_route(script, handler)
     try:
         await server.start()
     except AgiError as exc:
@@ -369,10 +413,10 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Seed configured agents into the database and render their PJSIP endpoints before Asterisk starts."""
     settings = app[SETTINGS]
     store = app[QUEUEING_STORES].agents
-    created = await store.seed([(a.name, a.password or "", a.queues) for a in settings.agents])
+    created = await store.seed([(a.name, a.sip_secret, a.queues) for a in settings.agents])
     if created:
         log.info("agents created from the configuration (logged in): %s", ", ".join(created))
-    await build_agent_provisioner(settings).apply(await store.list(), None)
+    await build_agent_provisioner(settings).apply(await store.list(), reload=False)
     yield
 
 
@@ -406,7 +450,7 @@ async def asr_ws_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.asr_ws_port:
         yield
         return
-    server = VoskWebsocketServer(app[ASR])
+    server = VoskWebsocketServer(app[ASR], token=settings.asr_ws_token)
     try:
         await server.start(settings.asr_ws_host, settings.asr_ws_port)
     except OSError as exc:
@@ -424,7 +468,8 @@ async def transcription_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     calls_dir = settings.recordings_dir / "calls"
     calls_dir.mkdir(parents=True, exist_ok=True)
-    worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR], CaseTranscriptObserver(app[CASES]),
+    worker = TranscriptionWorker(app[TRANSCRIPT_JOB_STORE], app[ASR],
+                                 CaseTranscriptObserver(app[CASES], app[LIVE_STATE]),
                                  concurrency=settings.asr_job_workers)
     intake = CallTranscriptIntake(app[TRANSCRIPT_JOB_STORE], worker, calls_dir)
     descriptions = DescriptionTranscripts(app[TRANSCRIPT_JOB_STORE], worker, grammar=settings.complaint_grammar)
@@ -457,6 +502,7 @@ def _first_line(exc: BaseException) -> str:
 
 # Started in this order, stopped in reverse. The transcription intake joins the call-end hooks before AMI
 # delivers the first hang-up; agents' endpoints are rendered before Asterisk reads them; the queueing services
-# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running.
-START_ORDER = (database_ctx, redis_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx, asterisk_ctx, ami_ctx,
-               queueing_ctx, fastagi_ctx, asr_ws_ctx)
+# sync once AMI is up; FastAGI takes calls only when everything it hands them to is running. The outbox replays an
+# earlier run's writes right after the database is known to answer, and drains last.
+START_ORDER = (database_ctx, outbox_ctx, redis_ctx, console_sessions_ctx, agents_ctx, asr_ctx, transcription_jobs_ctx,
+               asterisk_ctx, ami_ctx, queueing_ctx, fastagi_ctx, asr_ws_ctx)

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)
     for verb, helptext in (("list", "agents with their live state"), ("add", "create an agent and its SIP endpoint"),
                            ("remove", "delete an agent"), ("login", "join the agent's queues"),
-                           ("pause", "pause in all queues"), ("resume", "end a pause"), ("logout", "leave all queues")):
+                           ("pause", "pause in all queues"), ("resume", "end a pause"), ("logout", "leave all queues"),
+                           ("rotate-sip-secret", "give the agent's phone a new SIP secret (shown once)")):
         cmd = agents_sub.add_parser(verb, help=helptext)
         _add_common(cmd)
         if verb == "list":
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             cmd.add_argument("name")
         if verb == "add":
-            cmd.add_argument("--password", required=True, help="SIP (and console) password, 8+ characters")
+            cmd.add_argument("--password", help="console password, 8+ characters (default: generated, shown once); "
+                             "the phone gets a generated SIP secret of its own, shown once")
             cmd.add_argument("--queue", action="append", required=True, metavar="QUEUE[:PENALTY]",
                              help="a queue the agent serves (repeat for more)")
             cmd.add_argument("--display-name", default="")
@@ -126,13 +129,22 @@ def run_event_loop(main: Coroutine[Any, Any, int], kind: str = "uvloop") -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hotline` console script."""
+    from .private_files import use_private_umask
+
+    # Before anything is created: the database, recordings, secrets and rendered configuration are for the
+    # hotline's own user only, and Asterisk (a child) inherits the umask for the recordings it writes.
+    use_private_umask()
     args = build_parser().parse_args(argv)
     try:
         settings = _settings_from_args(args)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .log_redaction import configure_logging
+
+    configure_logging(settings)
+    # aiosqlite logs every statement with its parameters at DEBUG: SIP secrets, citizens' data. Never below INFO.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     if args.command == "run":
         return run_event_loop(_run(settings), settings.event_loop)
     if args.command == "db":
@@ -200,6 +212,7 @@ async def _run(settings: Settings) -> int:
     from .app import HotlineStartError, build_app
 
     try:
+        await asyncio.get_running_loop().run_in_executor(None, _make_run_dir_private, settings)
         _check_port_free(settings.http_host, settings.http_port, "HTTP console")
         _check_port_free(settings.agi_host, settings.agi_port, "FastAGI")
         app = build_app(settings)
@@ -231,22 +244,33 @@ async def _run(settings: Settings) -> int:
         await runner.cleanup()
 
 
+def _make_run_dir_private(settings: Settings) -> None:
+    """Tighten what an older version (or another umask) left readable: the run folder and a database outside it."""
+    from storage import sqlite_database_files
+
+    from .private_files import make_private
+
+    make_private(settings.run_dir, sqlite_database_files(settings.database_url))
+
+
 def _print_banner(settings: Settings) -> None:
+    # No secret in the banner: standard output ends up in service logs. They are in the secrets file (0600).
     agent = settings.agents[0] if settings.agents else None
     lines = [
         "",
         f"12345 hotline is running (number {settings.hotline_number}).",
-        f"  Console:   http://{settings.http_host}:{settings.http_port}/   "
-        f"(admin / {settings.admin_password}; agents log in with their SIP password)",
+        f"  Console:   http://{settings.http_host}:{settings.http_port}/   (user admin; password: admin_password in "
+        f"{settings.secrets_file} unless set in the environment)",
         f"  Health:    http://{settings.http_host}:{settings.http_port}/healthz",
     ]
     if agent is not None:
-        lines.append(f"  Softphone: SIP account {agent.name} / {agent.password} at "
-                     f"{settings.sip_host}:{settings.sip_port} (UDP)")
+        lines.append(f"  Softphone: SIP account {agent.name} at {settings.sip_host}:{settings.sip_port} (UDP), "
+                     f"secret: agent_sip_secrets.{agent.name} in the secrets file (`hotline agents rotate-sip-secret "
+                     f"{agent.name}` replaces it)")
     lines += [
         f"  Demo call: .venv/bin/hotline call {settings.hotline_number} --digits 1 --say \"도로에 쓰레기가 많아요\"",
         "  Cases:     .venv/bin/hotline cases list",
-        "  Secrets are kept in " + str(settings.secrets_file) + ". Stop with Ctrl-C.",
+        "  Stop with Ctrl-C.",
         "",
     ]
     print("\n".join(lines), flush=True)
@@ -356,7 +380,7 @@ async def _agents(settings: Settings, args: argparse.Namespace) -> int:
     re-applies the database on its next AMI connect if Asterisk cannot be reached now)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from identity import AccountStore
+    from identity import AccountStore, check_password_policy
     from queueing import AgentError, parse_skills
     from queueing.builder import build_agent_service, build_queue_live, build_queueing_stores
     from storage import create_engine_from_url
@@ -390,11 +414,29 @@ async def _agents(settings: Settings, args: argparse.Namespace) -> int:
             print(f"warning: {exc}; the change is stored and applied when the hotline reconnects", file=sys.stderr)
             service = build_agent_service(stores, None, settings)
         if verb == "add":
-            agent = await service.add(args.name, args.password, parse_skills(args.queue), args.display_name)
+            console_password = args.password or secrets.token_urlsafe(12)
+            check_password_policy(console_password)
             accounts = AccountStore(engine)
-            if await accounts.get(agent.name) is None:
-                await accounts.create(agent.name, args.password, "agent", display_name=agent.display_name,
+            existing = await accounts.get(args.name)
+            agent = await service.add(args.name, parse_skills(args.queue), args.display_name)
+            shown: dict[str, Any] = {**agent.to_dict(), "sip_secret": agent.sip_secret}
+            if existing is None:
+                await accounts.create(agent.name, console_password, "agent", display_name=agent.display_name,
                                       sip_endpoint=agent.name)
+                if not args.password:
+                    shown["console_password"] = console_password
+            # The only time these are shown (the database keeps the SIP secret for Asterisk; the console password
+            # only as a hash): on standard output, never in a log.
+            print(json.dumps(shown, ensure_ascii=False))
+            print("the SIP secret" + (" and the console password are" if "console_password" in shown else " is")
+                  + " shown only now", file=sys.stderr)
+            return 0
+        elif verb == "rotate-sip-secret":
+            agent = await service.rotate_sip_secret(args.name)
+            print(json.dumps({"name": agent.name, "sip_secret": agent.sip_secret}, ensure_ascii=False))
+            print(f"agent {agent.name}: the old SIP secret no longer registers; this one is shown only now",
+                  file=sys.stderr)
+            return 0
         elif verb == "remove":
             await service.remove(args.name)
             print(f"agent {args.name} removed")

@@ -1,7 +1,9 @@
 """Wiring of durable transcription jobs into calls and cases (part of the composition root).
 
 A caller's recorded description (the IVR's record node, or ``on_max_wait: record``) is queued as a
-``description`` job by ``transcripts.DescriptionTranscripts``; the call waits a bounded time for it.
+``description`` job by ``transcripts.DescriptionTranscripts``; the call goes on at once (to the queue), and
+CaseTranscriptObserver puts the transcript on the case and on the live call (whatever the call is doing by then,
+even ended) when the worker is done.
 
 The dialplan (context ``hotline-call-recording``) runs MixMonitor on the citizen's channel before
 Queue, writing ``<recordings_dir>/calls/<case>-citizen.wav`` (what the citizen said, MixMonitor r())
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol, Unpack
 
-from cases import ACTOR_SYSTEM, CaseStore
+from cases import ACTOR_SYSTEM, Case, CaseStore, TranscriptStatus, resolve_case_number
+from queueing import LiveCallFields
 from transcripts import (
     DescriptionTranscripts,
     JobKind,
@@ -57,28 +61,51 @@ class CallTranscriptIntake:
         return job
 
 
+class LiveTranscripts(Protocol):
+    """Where a description's outcome reaches the call's live state (queueing.LiveCallState)."""
+
+    async def update_existing(self, linkedid: str, **fields: Unpack[LiveCallFields]) -> bool: ...
+
+
 class CaseTranscriptObserver:
-    """Reports finished jobs on the case: descriptions fill its transcript; failures are noted on it.
+    """Reports finished jobs on the case: descriptions fill its transcript; failures are noted on it. A
+    description's outcome also goes onto the case's call in the live state (the agent's screen shows it), if that
+    call is still known there.
 
     Every case write of the transcription pipeline is made here."""
 
-    def __init__(self, cases: CaseStore) -> None:
+    def __init__(self, cases: CaseStore, live: LiveTranscripts | None = None) -> None:
         self._cases = cases
+        self._live = live
 
     async def transcript_done(self, job: TranscriptionJob) -> None:
         """A job's transcripts are stored."""
         if job.case_number and job.kind == JobKind.DESCRIPTION:
-            await self._cases.record_transcript(job.case_number, job_text(job))
+            text = job_text(job)
+            number = await resolve_case_number(self._cases, job.case_number)  # queued under a provisional one
+            case = await self._cases.record_transcript(number, text)
+            await self._to_live_call(case, transcript=text, transcript_status=TranscriptStatus.DONE.value)
 
     async def transcript_failed(self, job: TranscriptionJob) -> None:
         """A job failed for good: say so on the case (the recording is kept)."""
         if not job.case_number:
             return
         line = f"{job.kind.value} transcription failed after {job.attempts} attempt(s): {job.last_error}"
+        number = await resolve_case_number(self._cases, job.case_number)
         if job.kind == JobKind.DESCRIPTION:
-            await self._cases.transcript_failed(job.case_number, line)  # noted on the case with its reason
+            case = await self._cases.transcript_failed(number, line)  # noted on the case with its reason
+            await self._to_live_call(case, transcript_status=TranscriptStatus.FAILED.value)
         else:
-            await self._cases.add_note(job.case_number, line, actor=ACTOR_SYSTEM)
+            await self._cases.add_note(number, line, actor=ACTOR_SYSTEM)
+
+    async def _to_live_call(self, case: Case, **fields: Unpack[LiveCallFields]) -> None:
+        # The case's source_ref is its call's linkedid. Live state is a mirror: the case already holds the outcome,
+        # so a call gone from Redis (or Redis away) loses nothing.
+        if self._live is None or not case.source_ref:
+            return
+        if not await self._live.update_existing(case.source_ref, **fields):
+            log.info("case %s: its call %s is no longer in the live state; the transcript is on the case",
+                     case.case_number, case.source_ref)
 
 
 async def queue_pending_descriptions(cases: CaseStore, descriptions: DescriptionTranscripts,

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, DateTime, Integer, String, Table, select
+from sqlalchemy import Boolean, DateTime, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -69,6 +70,8 @@ class Account:
     sip_endpoint: str | None
     active: bool
     created_at: datetime
+    # Changes whenever the password does: a session started under another stamp is void (see credential_stamp()).
+    credential_stamp: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view of the account."""
@@ -96,7 +99,13 @@ class Account:
             sip_endpoint=row.sip_endpoint,
             active=row.active,
             created_at=created,
+            credential_stamp=credential_stamp(row.password_hash),
         )
+
+
+def credential_stamp(password_hash: str) -> str:
+    """A short digest of the stored (salted) hash: equal while the password is unchanged, never the hash itself."""
+    return hashlib.sha256(b"hotline-credential-stamp\0" + password_hash.encode()).hexdigest()[:32]
 
 
 def check_password_policy(password: object) -> str:
@@ -157,7 +166,7 @@ class AccountStore:
     async def create_schema(self) -> None:
         """Create the accounts table if missing (tests and throw-away set-ups; production uses Alembic)."""
         async with self._engine.begin() as conn:
-            await conn.run_sync(lambda sync: cast(Table, AccountRow.__table__).create(sync, checkfirst=True))
+            await conn.run_sync(lambda sync: AccountRow.__table__.create(sync, checkfirst=True))
 
     async def _hash(self, password: str) -> str:
         # Argon2 is deliberately slow: keep it off the event loop.

@@ -1,7 +1,6 @@
 """The flow engine: runs each FastAGI call through the flow version live when it started, node by node."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -11,8 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cases import ACTOR_IVR, NewCase, TranscriptStatus
-from lifecycle import TaskOwner
+from cases import ACTOR_IVR, NewCase, TranscriptStatus, is_provisional, normalise_caller_number
 from telephony import AgiHangup, AgiSession, agi_quote
 from transcripts import DescriptionTranscripts
 
@@ -37,6 +35,7 @@ from .flow_prompts import FixedPrompts
 from .flow_routes import dialed_number
 from .flow_source import FileFlowSource, LoadedFlow
 from .flow_validator import FlowValidator
+from .ports import CallCases, CallRecords
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,6 @@ class IvrOptions:
     menu_retries: int = 2
     record_max_ms: int = 60000
     record_silence_s: int = 3
-    transcript_wait_s: float = 30.0  # the call waits this long for the description's transcript, then goes on
-    # After that, the transcript is still mirrored into the live call when it lands within this many seconds
-    # (it is on the case whenever it lands).
-    transcript_follow_s: float = 600.0
     speech_silence_s: int = 2  # a spoken menu answer ends after this much silence
     flow_file: Path = DEFAULT_FLOW_FILE
     language: str | None = None  # the language calls start in (None: the flow's default_language)
@@ -82,7 +77,6 @@ class CallContext:
     category: str | None = None
     priority: int = 0
     recording: Path | None = None
-    transcribing: asyncio.Task[None] | None = None  # waits for the description's job, then mirrors it live
 
     def prompt(self, ref: str) -> str:
         """Playable path of a prompt in the caller's language."""
@@ -95,10 +89,11 @@ class HotlineCallFlow:
     flows: where each call gets its flow (FlowRouter in the hotline: by the number dialed; or one source with
     current(), e.g. LiveFlowSource); default: the shipped YAML file with
     the given prompt library. speech: language → recognizer (transcribe_file with a grammar) or None for DTMF.
-    descriptions: where recorded descriptions are queued as durable transcription jobs.
+    descriptions: where recorded descriptions are queued as durable transcription jobs; the caller never waits
+    for one: the job's observer puts the transcript on the case and the live call whenever it is done.
     """
 
-    def __init__(self, *, options: IvrOptions, cases: Any, records: Any, live: Any,
+    def __init__(self, *, options: IvrOptions, cases: CallCases, records: CallRecords, live: Any,
                  descriptions: DescriptionTranscripts, prompts: Any = None, flows: Any = None,
                  speech: Callable[[str, str | None], Any] | None = None, surveys: Any = None,
                  clock: Callable[[], datetime] | None = None, callbacks: Any = None,
@@ -123,7 +118,6 @@ class HotlineCallFlow:
         self._surveys = surveys
         self._clock = clock or (lambda: datetime.now(UTC))
         self.calls_handled = 0
-        self._background = TaskOwner("IVR transcript followers")
         self._runners: dict[type, Callable[[CallContext, Any], Any]] = {
             PlayNode: self._play, MenuNode: self._menu, RecordNode: self._record_node,
             AnnounceCaseNode: self._announce_case, CaseStatusNode: self._case_status, HoursNode: self._hours,
@@ -132,8 +126,7 @@ class HotlineCallFlow:
         }
 
     async def aclose(self) -> None:
-        """Stop following descriptions' jobs past their call (the jobs themselves are durable and go on)."""
-        await self._background.aclose()
+        """Nothing runs past a call: descriptions' jobs are durable and their worker reports them."""
 
     async def handle(self, agi: AgiSession) -> None:
         """FastAGI route handler for agi://.../ivr (each connection is its own task in FastAgiServer)."""
@@ -142,7 +135,7 @@ class HotlineCallFlow:
         # The dialplan passes the linkedid in the AGI URL (?linkedid=); asking for it would cost a round trip.
         linkedid = agi.params.get("linkedid") \
             or await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        caller = agi.caller_number or "anonymous"
+        caller = normalise_caller_number(agi.caller_number)  # a 70-digit caller ID is cut, never a hang-up
         case = await self._cases.open(NewCase(caller_number=caller, category="unclassified", source_ref=linkedid,
                                               menu_path=[]), actor=ACTOR_IVR)
         ctx = CallContext(agi=agi, linkedid=linkedid, caller=caller, case_number=case.case_number, flow=flow,
@@ -166,14 +159,27 @@ class HotlineCallFlow:
             else:
                 log.error("call %s: flow %s v%d ran %d steps without ending; handing over", linkedid, flow.name,
                           flow.version, MAX_STEPS)
-            await self._settle_transcript(ctx)
         except AgiHangup:
             log.info("call %s: caller hung up in the IVR after %s", linkedid, ctx.path or "the welcome")
-            await self._settle_transcript(ctx)
             await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
             await self._cases.mark_abandoned_in_ivr(ctx.case_number, actor=ACTOR_IVR)
             await self._records.upsert(linkedid, ivr_path=ctx.path, outcome="abandoned_in_ivr")
             await self._keep_partial_recording(ctx)
+        except Exception as exc:
+            # The hotline failed, not the caller: say so on the live call first (the call tracker reads it when the
+            # dialplan hangs up), then on the case and the record, so no rate blames the caller for it.
+            reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            await self._interrupted(ctx, f"{type(exc).__name__}: {reason}")
+            raise
+
+    async def _interrupted(self, ctx: CallContext, reason: str) -> None:
+        log.error("call %s: the IVR failed after %s: %s", ctx.linkedid, ctx.path or "the welcome", reason)
+        await self._live.update(ctx.linkedid, ivr_failed=reason)
+        try:
+            await self._cases.mark_interrupted(ctx.case_number, reason, actor=ACTOR_IVR)
+            await self._records.upsert(ctx.linkedid, ivr_path=ctx.path, outcome="interrupted")
+        except Exception as exc:  # the store may be what failed; the call tracker tries again at the hang-up
+            log.warning("call %s: recording the interruption failed: %s", ctx.linkedid, exc)
 
     # -- helpers ------------------------------------------------------------------------------------
     async def _flow_for(self, agi: Any) -> LoadedFlow:
@@ -188,32 +194,11 @@ class HotlineCallFlow:
         await self._live.update(ctx.linkedid, ivr_path=ctx.path)
 
     async def _transcribe_description(self, ctx: CallContext, wav: Path) -> None:
-        """Queue the description as a durable job, then follow it so its transcript reaches the live call."""
+        """Queue the description as a durable job and go on: the caller never waits for speech recognition.
+
+        The job's observer puts the transcript on the case and on the live call (in the IVR, queued, with an
+        agent or ended) when it is done."""
         await self._descriptions.submit(ctx.case_number, wav)
-        # Owned from the start: it follows the job past a hang-up or a caller who goes on to the queue.
-        ctx.transcribing = self._background.spawn(self._mirror_transcript(ctx.case_number, ctx.linkedid),
-                                                  f"transcript-{ctx.case_number}")
-
-    async def _mirror_transcript(self, case_number: str, linkedid: str) -> None:
-        result = await self._descriptions.wait(case_number, self._o.transcript_follow_s)
-        if result is None:
-            return  # still being worked on (e.g. retries): it lands on the case when done
-        if result.done:
-            await self._live.update(linkedid, transcript=result.transcript,
-                                    transcript_status=TranscriptStatus.DONE.value)
-        else:
-            await self._live.update(linkedid, transcript_status=TranscriptStatus.FAILED.value)
-
-    async def _settle_transcript(self, ctx: CallContext) -> None:
-        task, ctx.transcribing = ctx.transcribing, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self._o.transcript_wait_s)
-        except TimeoutError:
-            # The caller goes on to the queue; the transcript lands on the case (and the live call) when done.
-            log.warning("case %s: transcript not ready within %.0f s; going on", ctx.case_number,
-                        self._o.transcript_wait_s)
 
     async def _keep_partial_recording(self, ctx: CallContext) -> None:
         if ctx.recording is not None:
@@ -223,7 +208,6 @@ class HotlineCallFlow:
             # The caller described the problem, then hung up: the description still becomes the case's.
             await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
             await self._transcribe_description(ctx, wav)
-            await self._settle_transcript(ctx)
 
     async def _key_press(self, ctx: CallContext, prompt: str, timeout_s: float, max_digits: int = 1) -> str:
         if max_digits == 1:
@@ -297,7 +281,7 @@ class HotlineCallFlow:
         listen_dir = self._o.recordings_dir / "menu-speech"
         listen_dir.mkdir(parents=True, exist_ok=True)
         base = listen_dir / f"{ctx.case_number}-{attempt}-{uuid.uuid4().hex[:6]}"
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         try:
             result = await ctx.agi.record_file(str(base), "wav", ALL_KEYS, timeout_ms, self._o.speech_silence_s,
                                                beep=False)
@@ -318,7 +302,7 @@ class HotlineCallFlow:
     async def _record_node(self, ctx: CallContext, node: RecordNode) -> str | None:
         await ctx.agi.stream_file(ctx.prompt(node.prompt))
         base = self._o.recordings_dir / ctx.case_number
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         await self._cases.attach_recording(ctx.case_number, str(wav), actor=ACTOR_IVR)
         await self._live.update(ctx.linkedid, transcript_status=TranscriptStatus.PENDING.value)
         max_ms = self._o.record_max_ms if node.max_seconds is None else node.max_seconds * 1000
@@ -333,6 +317,7 @@ class HotlineCallFlow:
             log.warning("case %s: Asterisk wrote no recording at %s", ctx.case_number, wav)
             await self._cases.drop_recording(ctx.case_number, "no recording was made", actor=ACTOR_IVR)
             return node.next
+        _keep_private(wav)
         ctx.recording = wav
         if node.transcribe:
             await self._transcribe_description(ctx, wav)
@@ -370,11 +355,13 @@ class HotlineCallFlow:
         return node.next
 
     async def _announce_case(self, ctx: CallContext, node: AnnounceCaseNode) -> str | None:
-        try:
+        if is_provisional(ctx.case_number):
+            # The database is away and no number was in hand: the case is kept and gets its number when it is
+            # written; a number the caller could not look up would be worse than none.
+            log.warning("call %s: case number not known yet (%s); not announced", ctx.linkedid, ctx.case_number)
+        else:
             await ctx.agi.stream_file(ctx.prompt(node.prompt))
             await ctx.agi.say_digits(ctx.case_number)
-        finally:
-            await self._settle_transcript(ctx)
         return node.next
 
     async def _case_status(self, ctx: CallContext, node: CaseStatusNode) -> str | None:
@@ -432,7 +419,6 @@ class HotlineCallFlow:
         return node.next
 
     async def _queue(self, ctx: CallContext, node: QueueNode) -> str | None:
-        await self._settle_transcript(ctx)
         priority = ctx.priority if node.priority is None else node.priority
         handover = {"HOTLINE_CASE": ctx.case_number, "HOTLINE_PRIORITY": str(priority), "HOTLINE_QUEUE": node.queue}
         if node.max_wait_seconds is not None:
@@ -446,7 +432,6 @@ class HotlineCallFlow:
         return None
 
     async def _transfer(self, ctx: CallContext, node: TransferNode) -> str | None:
-        await self._settle_transcript(ctx)
         handover = {"HOTLINE_CASE": ctx.case_number, "HOTLINE_TRANSFER": node.number}
         if self._o.transfer_dial:
             handover["HOTLINE_TRANSFER_DIAL"] = self._o.transfer_dial.replace("{number}", node.number)
@@ -507,10 +492,19 @@ class HotlineCallFlow:
         return node.next
 
     async def _hangup(self, ctx: CallContext, node: HangupNode) -> str | None:
-        await self._settle_transcript(ctx)
         if node.prompt:
             await ctx.agi.stream_file(ctx.prompt(node.prompt))
         await self._step(ctx, "hangup")
         await self._cases.record_menu_path(ctx.case_number, ctx.path, actor=ACTOR_IVR)
         await self._records.upsert(ctx.linkedid, ivr_path=ctx.path)
         return None  # no HOTLINE_QUEUE: the dialplan hangs up
+
+
+def _keep_private(path: Path) -> None:
+    # Asterisk writes recordings with its own umask (another container, another set-up): a citizen's voice is made
+    # readable by the hotline's user only as soon as it is picked up.
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as exc:
+        log.warning("cannot make recording %s private: %s", path, exc.strerror or exc)

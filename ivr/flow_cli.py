@@ -69,10 +69,9 @@ def flows_command(args: argparse.Namespace, settings: Any) -> int:
 
 async def _flows(args: argparse.Namespace, settings: Any) -> int:
     from asr import AsrError, SpeechRecognizer
-    from config.settings import PROJECT_ROOT
     from storage import create_engine_from_url, migrate_database
 
-    from .flow_service import FlowServices
+    from .builder import build_flows
 
     command = args.flows_command
     recognizer = None
@@ -82,11 +81,7 @@ async def _flows(args: argparse.Namespace, settings: Any) -> int:
         except AsrError as exc:
             print(f"warning: {exc}", file=sys.stderr)
     engine = create_engine_from_url(settings.database_url)
-    services = FlowServices.create(engine, flow_file=settings.ivr_flow_file, prompts_dir=settings.prompts_dir,
-                                   override_dir=settings.prompts_override_dir,
-                                   queues=[q.name for q in settings.queues], project_dir=PROJECT_ROOT,
-                                   recognizer=recognizer, hotline_number=settings.hotline_number,
-                                   numbers=settings.flow_numbers)
+    services = build_flows(engine, settings, recognizer)
     try:
         if command == "validate":
             from .flow_validator import FlowValidator

@@ -14,6 +14,15 @@ _KEY = Annotated[str, Field(pattern=r"^[0-9*#]$")]
 _NODE_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 _TIME_RANGE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_MESSAGE = 300  # characters of one problem's text: a sentence naming the value, not the value in full
+_MAX_PYDANTIC_ERRORS = 3
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """text as one printable line of at most limit characters: control characters (and lone surrogates, which
+    cannot be sent as UTF-8) escaped, the rest cut with an ellipsis."""
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 class FlowParseError(Exception):
@@ -321,29 +330,46 @@ class NodeError(Exception):
     """One problem found while parsing, tied to a node (or None for the document)."""
 
     def __init__(self, node: str | None, message: str) -> None:
+        message = one_line(message)
         super().__init__(message)
-        self.node = node
+        self.node = one_line(node, 80) if node is not None else None
         self.message = message
 
 
 def _pydantic_message(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"] if p != "__root__")
+    errors = exc.errors(include_input=False, include_url=False)
+    for err in errors[:_MAX_PYDANTIC_ERRORS]:
+        where = ".".join(one_line(str(p), 40) for p in err["loc"] if p != "__root__")
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
+    if len(errors) > _MAX_PYDANTIC_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_PYDANTIC_ERRORS} more")
     return "; ".join(parts)
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document, or NodeError (one line) for text that is not YAML a flow could be written in."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NodeError(None, f"not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise NodeError(None, "not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:
+        # The constructors of dates and numbers: "2026-13-45", an integer of 5000 digits.
+        raise NodeError(None, f"not valid YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
 
 
 def parse_flow(text: str) -> tuple[FlowDocument | None, list[NodeError]]:
     """Parse YAML text node by node; returns the document (None if unusable) and every problem found."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, [NodeError(None, f"not valid YAML{where}: {problem}")]
+        raw = _load_yaml(text)
+    except NodeError as exc:
+        return None, [exc]
     if not isinstance(raw, dict):
         return None, [NodeError(None, "a flow must be a YAML mapping with name, start, languages and nodes")]
     try:
@@ -361,9 +387,14 @@ def parse_flow(text: str) -> tuple[FlowDocument | None, list[NodeError]]:
             errors.append(NodeError(name, "a node must be a mapping with a 'kind'"))
             continue
         kind = body["kind"]
-        model = NODE_KINDS.get(str(kind))
+        if not isinstance(kind, str):
+            # Never printed: an alias of an alias … expands to millions of items.
+            errors.append(NodeError(name, f"kind must be a string, one of {', '.join(NODE_KINDS)}"))
+            continue
+        model = NODE_KINDS.get(kind)
         if model is None:
-            errors.append(NodeError(name, f"unknown node kind {kind!r} (known: {', '.join(NODE_KINDS)})"))
+            errors.append(NodeError(name, f"unknown node kind {one_line(repr(kind), 60)} "
+                                          f"(known: {', '.join(NODE_KINDS)})"))
             continue
         try:
             nodes[name] = model.model_validate(body)

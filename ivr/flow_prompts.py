@@ -1,12 +1,13 @@
 """Prompt audio of a flow: per-language libraries (espeak-ng, cached by hash) and recorded "file:" sounds."""
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 from .flow_model import FILE_PREFIX, FlowDocument
-from .flow_validator import resolve_sound_file
+from .flow_validator import contained_sound_file, resolve_sound_file
 from .prompts import PromptError, PromptLibrary, PromptSet
 
 
@@ -20,14 +21,15 @@ class PromptResolver(Protocol):
         """Playable path (no extension)."""
 
 
-def _playable(path: Path) -> str:
-    return str(path.with_suffix("")) if path.suffix else str(path)
-
-
 @lru_cache(maxsize=4096)
-def _file_path(ref: str, base_dir: Path | None) -> str:
-    # Pure path arithmetic, asked for on every prompt of every call: worth remembering.
-    return _playable(resolve_sound_file(ref, base_dir))
+def _file_path(ref: str, base_dir: Path | None, folders: tuple[Path, ...]) -> str:
+    # Asked for on every prompt of every call: worth remembering (a published flow's files were checked the same
+    # way by the validator; this is the second lock on the same door).
+    path = resolve_sound_file(ref, base_dir)
+    playable = contained_sound_file(path, folders)
+    if playable is None:
+        raise PromptError(f"prompt file {path} is missing or outside the prompt folders")
+    return str(playable)
 
 
 class FlowPrompts:
@@ -38,6 +40,7 @@ class FlowPrompts:
                  base_dir: Path | None = None, hotline_number: str | None = None) -> None:
         self._doc = document
         self._base_dir = base_dir
+        self._folders = tuple(d for d in (base_dir, override_dir) if d is not None)
         self._libraries = {
             language: PromptLibrary(PromptSet(language, spec.voice, dict(spec.prompts)), cache_dir, override_dir,
                                     hotline_number=hotline_number)
@@ -48,11 +51,19 @@ class FlowPrompts:
         """Synthesize (or find cached/recorded) audio of every prompt in every language; PromptError on failure."""
         for library in self._libraries.values():
             await library.prepare_all()
+        # A recorded sound that is missing or outside the prompt folders fails here, not in a call.
+        await asyncio.get_running_loop().run_in_executor(None, self._check_files)
+
+    def _check_files(self) -> None:
+        for node in self._doc.nodes.values():
+            for ref in node.prompts():
+                if ref.startswith(FILE_PREFIX):
+                    _file_path(ref, self._base_dir, self._folders)
 
     def path(self, ref: str, language: str) -> str:
         """Playable path of a prompt reference in a language (the default language's if that one lacks it)."""
         if ref.startswith(FILE_PREFIX):
-            return _file_path(ref, self._base_dir)
+            return _file_path(ref, self._base_dir, self._folders)
         library = self._libraries.get(language) or self._libraries[self._doc.default_language]
         try:
             return library.path(ref)
@@ -73,5 +84,5 @@ class FixedPrompts:
     def path(self, ref: str, language: str) -> str:
         """Playable path of a prompt reference."""
         if ref.startswith(FILE_PREFIX):
-            return _file_path(ref, self._base_dir)
+            return _file_path(ref, self._base_dir, (self._base_dir,) if self._base_dir else ())
         return self._library.path(ref)

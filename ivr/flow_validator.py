@@ -1,8 +1,10 @@
 """FlowValidator: every reason a flow must not go live, each naming its node, checked before publishing."""
 from __future__ import annotations
 
+import glob
+import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,11 +19,22 @@ from .flow_model import (
     LanguageNode,
     MenuNode,
     PlayNode,
+    one_line,
     parse_flow,
 )
-from .prompts import HOTLINE_NUMBER_PLACEHOLDER
+from .prompts import (
+    HOTLINE_NUMBER_PLACEHOLDER,
+    LANGUAGE_CODE,
+    LANGUAGE_CODE_RULE,
+    PROMPT_NAME,
+    PROMPT_NAME_RULE,
+    VOICE_NAME,
+    VOICE_NAME_RULE,
+)
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+SOUND_EXTENSIONS = (".wav", ".gsm", ".ulaw", ".alaw", ".sln")
+MAX_PROMPT_TEXT = 2000  # characters; a prompt is a sentence or two, and espeak-ng gets 30 s for it
 
 
 class Vocabulary(Protocol):
@@ -37,6 +50,12 @@ class FlowIssue:
 
     node: str | None
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages quote the flow's own values: keep them one short printable line whatever those are.
+        object.__setattr__(self, "message", one_line(self.message))
+        if self.node is not None:
+            object.__setattr__(self, "node", one_line(self.node, 80))
 
     def __str__(self) -> str:
         return f"node {self.node!r}: {self.message}" if self.node else self.message
@@ -67,17 +86,54 @@ class FlowReport:
 
 def resolve_sound_file(reference: str, base_dir: Path | None) -> Path:
     """The sound file a "file:<path>" prompt reference names (relative paths from base_dir)."""
-    path = Path(reference[len(FILE_PREFIX):]).expanduser()
+    path = Path(reference[len(FILE_PREFIX):])
+    try:
+        path = path.expanduser()
+    except RuntimeError:
+        pass  # "~someone" with no such user: a plain (relative) name, refused or not found like any other
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return path
 
 
+def playable_stem(path: Path) -> Path:
+    """What Asterisk is told to play for a sound file: the path without its extension (it picks the format)."""
+    return path.with_suffix("") if path.suffix else path
+
+
 def sound_file_exists(path: Path) -> bool:
     """Asterisk plays "x" from x.wav, x.gsm, …: accept the path as given or with a known audio extension."""
-    if path.suffix and path.exists():
-        return True
-    return any(path.with_name(path.name + ext).exists() for ext in (".wav", ".gsm", ".ulaw", ".alaw", ".sln"))
+    try:
+        if path.suffix and path.is_file():
+            return True
+        return any(path.with_name(path.name + ext).is_file() for ext in SOUND_EXTENSIONS)
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        return False
+
+
+def _inside(real: str, folders: Iterable[Path]) -> bool:
+    for folder in folders:
+        root = os.path.realpath(folder)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def contained_sound_file(path: Path, folders: Iterable[Path]) -> Path | None:
+    """The playable stem (real folder, no extension) of the sound file at path when it exists and every file
+    Asterisk could open for it (stem.*, symbolic links followed) lies under one of folders; None otherwise."""
+    folders = list(folders)
+    if not folders or not sound_file_exists(path):
+        return None
+    stem = playable_stem(path)
+    try:
+        siblings = [f for f in stem.parent.glob(glob.escape(stem.name) + ".*") if f.is_file()]
+    except OSError:
+        return None
+    real_parent = os.path.realpath(stem.parent)
+    if not _inside(real_parent, folders) or not all(_inside(os.path.realpath(f), folders) for f in siblings):
+        return None
+    return Path(real_parent) / stem.name
 
 
 class FlowValidator:
@@ -112,9 +168,14 @@ class FlowValidator:
         return self.validate_text(text)
 
     # -- checks ---------------------------------------------------------------------------------
+    def sound_folders(self) -> list[Path]:
+        """The folders "file:" prompts may name sounds in: the flow file's folder and the recorded-prompts folder."""
+        return [d for d in (self._base_dir, self._override_dir) if d is not None]
+
     def _check(self, doc: FlowDocument, report: FlowReport) -> None:
         err = report.errors.append
         names = set(doc.nodes)
+        self._check_names(doc, report)
         if doc.default_language not in doc.languages:
             err(FlowIssue(None, f"default_language {doc.default_language!r} is not one of the flow's languages "
                                 f"({', '.join(doc.languages)})"))
@@ -136,6 +197,20 @@ class FlowValidator:
                     if placeholder != HOTLINE_NUMBER_PLACEHOLDER:
                         err(FlowIssue(None, f"prompt {prompt!r} ({language}): unknown placeholder {placeholder} "
                                             f"(only {HOTLINE_NUMBER_PLACEHOLDER} is filled in)"))
+
+    def _check_names(self, doc: FlowDocument, report: FlowReport) -> None:
+        err = report.errors.append
+        for language, spec in doc.languages.items():
+            if not LANGUAGE_CODE.fullmatch(language):
+                err(FlowIssue(None, f"language {language!r}: {LANGUAGE_CODE_RULE}"))
+            if not VOICE_NAME.fullmatch(spec.voice):
+                err(FlowIssue(None, f"voice {spec.voice!r} ({language}): {VOICE_NAME_RULE}"))
+            for prompt, text in spec.prompts.items():
+                if not PROMPT_NAME.fullmatch(prompt):
+                    err(FlowIssue(None, f"prompt {prompt!r} ({language}): {PROMPT_NAME_RULE}"))
+                if len(text) > MAX_PROMPT_TEXT:
+                    err(FlowIssue(None, f"prompt {prompt!r} ({language}): text longer than {MAX_PROMPT_TEXT} "
+                                        "characters"))
 
     def _check_node(self, doc: FlowDocument, name: str, node: Any, report: FlowReport) -> None:
         err = report.errors.append
@@ -197,8 +272,18 @@ class FlowValidator:
     def _check_prompt(self, doc: FlowDocument, name: str, ref: str, report: FlowReport) -> None:
         if ref.startswith(FILE_PREFIX):
             path = resolve_sound_file(ref, self._base_dir)
-            if not sound_file_exists(path):
+            folders = self.sound_folders()
+            # Outside first: whether a file exists elsewhere on the machine is none of the flow's business.
+            outside = not _inside(os.path.realpath(playable_stem(path).parent), folders)
+            if not outside and not sound_file_exists(path):
                 report.errors.append(FlowIssue(name, f"prompt file {path} does not exist"))
+            elif outside or contained_sound_file(path, folders) is None:
+                named = ", ".join(str(f) for f in folders) or "none configured"
+                report.errors.append(FlowIssue(name, f"prompt file {path} is outside the prompt folders ({named})"))
+            return
+        if not PROMPT_NAME.fullmatch(ref):
+            report.errors.append(FlowIssue(name, f"prompt {ref!r}: {PROMPT_NAME_RULE} (or file:<path> for a "
+                                                 "recorded sound)"))
             return
         for language, spec in doc.languages.items():
             if ref in spec.prompts:

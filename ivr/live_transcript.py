@@ -31,6 +31,8 @@ EAGI_AUDIO_FD = 3
 # Where the script finds the Redis URL (it may hold a password, so it is not an argument): in the environment it
 # inherits from Asterisk, which the hotline starts with it.
 REDIS_URL_ENV = "HOTLINE_REDIS_URL"
+# The ASR websocket's bearer token comes the same way (asr.ASR_TOKEN_ENV; this program runs without the asr package).
+ASR_TOKEN_ENV = "HOTLINE_ASR_WS_TOKEN"
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ log = logging.getLogger(__name__)
 class LiveFields(Protocol):
     """Where the words go: the call's live state (queueing's LiveCallState in the hotline)."""
 
-    async def update(self, linkedid: str, **fields: Any) -> None:
-        """Set fields on a live call and publish the change."""
+    async def update(self, linkedid: str, *, transcript: str | None = ..., transcript_partial: str | None = ...,
+                     transcript_live_stopped_by: str | None = ...) -> None:
+        """Set these fields on a live call and publish the change."""
 
 
 @dataclass
@@ -82,8 +85,9 @@ class LiveTranscriber:
 
     def __init__(self, *, ws_url: str, live: LiveFields, linkedid: str, wav_path: Path, max_seconds: float = 60.0,
                  silence_seconds: float = 1.5, no_speech_seconds: float = 10.0,
-                 phrase_list: list[str] | None = None, timeout: float = 10.0) -> None:
+                 phrase_list: list[str] | None = None, timeout: float = 10.0, token: str | None = None) -> None:
         self._url = ws_url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
         self._live = live
         self._linkedid = linkedid
         self._wav_path = wav_path
@@ -98,8 +102,11 @@ class LiveTranscriber:
         result = LiveTranscript()
         # Audio seconds end the stream normally; this wall-clock bound covers a channel that stops sending frames.
         audio = _until(audio, asyncio.get_running_loop().time() + self._max + self._no_speech, result)
-        self._wav_path.parent.mkdir(parents=True, exist_ok=True)
-        wav = wave.open(str(self._wav_path), "wb")  # noqa: SIM115 - closed in finally, written chunk by chunk
+        self._wav_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A citizen's voice: readable by the hotline's user only, whatever umask Asterisk started this with.
+        fd = os.open(self._wav_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        raw = os.fdopen(fd, "wb")
+        wav = wave.open(raw, "wb")  # noqa: SIM115 - closed in finally, written chunk by chunk
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(SAMPLE_RATE)
@@ -116,6 +123,7 @@ class LiveTranscriber:
                     break
         finally:
             wav.close()
+            raw.close()  # wave closes only the files it opened itself
         result.text = " ".join(result.finals).strip()
         await self._live.update(self._linkedid, transcript_partial=result.text, transcript=result.text,
                                 transcript_live_stopped_by=result.stopped_by)
@@ -125,7 +133,8 @@ class LiveTranscriber:
         config: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "words": 1}
         if self._phrases:
             config["phrase_list"] = self._phrases
-        async with websockets.connect(self._url, open_timeout=self._timeout, close_timeout=2) as ws:
+        async with websockets.connect(self._url, open_timeout=self._timeout, close_timeout=2,
+                                      additional_headers=self._headers) as ws:
             await asyncio.wait_for(ws.send(json.dumps({"config": config})), self._timeout)
             last_partial = ""
             words_until = None  # audio time of the last final result (None: no words yet)
@@ -167,10 +176,10 @@ class LiveTranscriber:
     async def _publish(self, result: LiveTranscript, partial: str) -> None:
         said = " ".join([*result.finals, partial]).strip()
         result.partials_published += 1
-        fields: dict[str, Any] = {"transcript_partial": said}
-        if not partial:
-            fields["transcript"] = " ".join(result.finals).strip()
-        await self._live.update(self._linkedid, **fields)
+        if partial:
+            await self._live.update(self._linkedid, transcript_partial=said)
+        else:
+            await self._live.update(self._linkedid, transcript_partial=said, transcript=" ".join(result.finals).strip())
 
 
 async def _until(audio: AsyncIterator[bytes], deadline: float, result: LiveTranscript) -> AsyncIterator[bytes]:
@@ -217,17 +226,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def run_eagi(args: argparse.Namespace) -> LiveTranscript:
     """Stream fd 3 for one call and write the results into its live state."""
+    from lifecycle import TaskOwner
     from queueing import LiveCallState
     from queueing.live_state import connect_redis
 
     live = LiveCallState(connect_redis(args.redis_url), prefix=args.redis_prefix)
+    # Partial results are written in the background: a stalled Redis must not hold up reading the call's audio.
+    writer = TaskOwner("live transcript state")
+    live.start(writer)
     try:
         transcriber = LiveTranscriber(ws_url=args.ws_url, live=live, linkedid=args.linkedid, wav_path=args.wav,
                                       max_seconds=args.max_seconds, silence_seconds=args.silence_seconds,
-                                      no_speech_seconds=args.no_speech_seconds, phrase_list=args.phrases)
+                                      no_speech_seconds=args.no_speech_seconds, phrase_list=args.phrases,
+                                      token=os.environ.get(ASR_TOKEN_ENV) or None)
         return await transcriber.run(read_audio_fd(args.audio_fd))
     finally:
-        await live.aclose()
+        await writer.aclose()
+        await live.aclose()  # the last results are sent before the IVR reads them
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,14 @@ log = logging.getLogger(__name__)
 _RECIPE = "espeak-ng/sox 8k mono s16 v1"
 # Written in a prompt text, spoken as the configured hotline number (settings hotline_number).
 HOTLINE_NUMBER_PLACEHOLDER = "{hotline_number}"
+# A prompt name becomes part of a file name, a language code a folder name and a voice an espeak-ng argument:
+# plain identifiers only, so none can climb out of a folder or pass for a command-line option.
+PROMPT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+LANGUAGE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
+VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+PROMPT_NAME_RULE = "a prompt name starts with a letter and has only letters, digits and _ (at most 64)"
+LANGUAGE_CODE_RULE = "a language code starts with a letter and has only letters, digits, - and _ (at most 16)"
+VOICE_NAME_RULE = "an espeak-ng voice name starts with a letter or digit and has only letters, digits, -, + and _"
 
 
 def fill_prompt_text(text: str, hotline_number: str | None) -> str:
@@ -59,11 +68,15 @@ def synthesize_speech(text: str, voice: str, target: Path, speed: int = 150) -> 
     """Speak text with espeak-ng into an 8 kHz mono 16-bit WAV at target (atomically); PromptError on failure."""
     import subprocess
 
+    if not VOICE_NAME.fullmatch(voice):
+        raise PromptError(f"voice {voice!r}: {VOICE_NAME_RULE}")
     raw = target.with_suffix(".raw.wav")
     tmp = target.with_suffix(".tmp.wav")
     try:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
-                       check=True, capture_output=True, timeout=30)
+        # The text goes on standard input, never on the command line: a text such as "-f/etc/hostname" or
+        # "-w/some/path" would otherwise be read as an option (speak that file, write there).
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), "--stdin"],
+                       input=text.encode("utf-8"), check=True, capture_output=True, timeout=30)
         subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(tmp)],
                        check=True, capture_output=True, timeout=30)
     except FileNotFoundError as exc:
@@ -118,6 +131,10 @@ class PromptLibrary:
             self._paths[name] = await loop.run_in_executor(None, self._prepare_one, name, text)
 
     def _prepare_one(self, name: str, text: str) -> str:
+        if not PROMPT_NAME.fullmatch(name):
+            raise PromptError(f"prompt {name!r}: {PROMPT_NAME_RULE}")
+        if not LANGUAGE_CODE.fullmatch(self._set.language):
+            raise PromptError(f"language {self._set.language!r}: {LANGUAGE_CODE_RULE}")
         if self._override_dir is not None:
             recorded = self._override_dir / self._set.language / f"{name}.wav"
             if recorded.exists():

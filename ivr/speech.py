@@ -5,7 +5,7 @@ import logging
 from collections.abc import Collection
 from pathlib import Path
 
-from asr import AsrError, SpeechRecognizer
+from asr import AsrError, RecognitionPriority, SpeechRecognizer, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,19 @@ class RecognizerVocabulary:
             except AsrError:
                 unknown.append(word)
         return unknown
+
+
+class MenuRecognizer:
+    """A recognizer as speech menus use it: the caller is waiting, so each recognition goes ahead of queued
+    description and whole-call transcriptions."""
+
+    def __init__(self, recognizer: SpeechRecognizer) -> None:
+        self._recognizer = recognizer
+
+    async def transcribe_file(self, path: Path, grammar: list[str] | None = None,
+                              timeout: float | None = 10.0) -> Transcript:
+        """Recognize a caller's spoken answer (grammar: the menu's keywords) at live priority."""
+        return await self._recognizer.transcribe_file(path, grammar, timeout, priority=RecognitionPriority.LIVE)
 
 
 class SpeechModels:
@@ -72,6 +85,11 @@ class SpeechModels:
         if path is None:
             return None
         return self._loaded.get(path)
+
+    def menu_recognizer(self, language: str, asr_model: str | None) -> MenuRecognizer | None:
+        """The recognizer of speech menus in that language, at live priority (None: DTMF only)."""
+        recognizer = self.recognizer(language, asr_model)
+        return MenuRecognizer(recognizer) if recognizer is not None else None
 
     def vocabulary(self, language: str, asr_model: str | None) -> RecognizerVocabulary | None:
         """Vocabulary of the model (for FlowValidator), None if it is not available."""

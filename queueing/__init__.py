@@ -12,6 +12,8 @@ from .agents import (
 )
 from .call_tracker import CallEndHook, CallTracker, CaseProgress
 from .callbacks import Callback, CallbackDispatcher, CallbackRoute, CallbackStore
+from .event_guard import AmiEventGuard
+from .live_call import CallState, LiveCall, LiveCallFields
 from .live_state import LiveCallState, connect_redis
 from .max_wait import QueueTimeoutRoute
 from .max_wait_recording import MaxWaitRecordingRoute
@@ -19,14 +21,15 @@ from .metrics import QueueFigures, QueueMetricsStore
 from .priority import PriorityPolicy, QueueEntryRoute
 from .queue_console import QueueConsole
 from .queue_live import QueueEventTracker, QueueLiveState
-from .records import CallRecord, CallRecordStore
+from .records import CallRecord, CallRecordStore, DurableCallRecords
 from .wait_announcements import QueueWaitAnnouncer, QueueWaitModel, SpokenPrompts, WaitEstimator
 
 __all__ = [
     "PAUSE_REASONS", "Agent", "AgentError", "AgentNotApplied", "AgentNotFound", "AgentService", "AgentStore",
     "CallEndHook", "Callback", "CallbackDispatcher", "CallbackRoute", "CallbackStore", "CallRecord", "CallRecordStore",
-    "CallTracker", "CaseProgress", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
+    "CallState", "CallTracker", "CaseProgress", "DurableCallRecords",
+    "LiveCall", "LiveCallFields", "LiveCallState", "PjsipAgentProvisioner", "PriorityPolicy", "QueueConsole",
     "QueueEntryRoute", "QueueEventTracker", "QueueFigures", "QueueLiveState", "MaxWaitRecordingRoute",
     "QueueMetricsStore", "QueueTimeoutRoute", "QueueWaitAnnouncer", "WaitEstimator", "connect_redis", "parse_skills",
-    "QueueWaitModel", "SpokenPrompts",
+    "QueueWaitModel", "SpokenPrompts", "AmiEventGuard",
 ]

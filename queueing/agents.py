@@ -7,9 +7,11 @@ connection loses nothing) and ``sync()`` makes Asterisk match the database again
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
+import secrets
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,16 +23,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import finish_on_cancel
-from telephony import AmiActionFailed, AmiError
+from telephony import AmiActionFailed, AmiError, AsteriskConsoleError
 
-from .ports import AmiActions
+from .ports import AmiActions, AsteriskCli
 from .queue_tables import AgentRow, AgentSkillRow
 
 log = logging.getLogger(__name__)
 
 PAUSE_REASONS = ("break", "training", "case_work", "meeting")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
-_SECRET = re.compile(r"^[\x21-\x7e]{8,128}$")
+_SECRET = re.compile(r"^[\x21-\x7e]{16,128}$")
 _RESERVED = {"global", "system", "trunk", "transport-udp"}
 
 
@@ -52,7 +54,7 @@ class Agent:
 
     name: str
     display_name: str
-    sip_password: str = field(repr=False)
+    sip_secret: str = field(repr=False)  # the phone's digest secret; never shown after creation or rotation
     skills: dict[str, int]
     logged_in: bool
     paused: bool
@@ -64,9 +66,21 @@ class Agent:
         return f"PJSIP/{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe, without the SIP password."""
+        """JSON-safe, without the SIP secret."""
         return {"name": self.name, "display_name": self.display_name, "skills": dict(self.skills),
                 "logged_in": self.logged_in, "paused": self.paused, "pause_reason": self.pause_reason}
+
+
+def new_sip_secret() -> str:
+    """A fresh SIP digest secret (URL-safe: never needs quoting in pjsip.conf)."""
+    return secrets.token_urlsafe(24)
+
+
+def check_sip_secret(secret: Any) -> str:
+    """The SIP secret if it can be written to pjsip.conf (16-128 printable, no spaces or ';')."""
+    if not isinstance(secret, str) or not _SECRET.match(secret) or ";" in secret:
+        raise AgentError("SIP secret must be 16-128 printable characters without spaces or ';'")
+    return secret
 
 
 def check_agent_name(name: Any) -> str:
@@ -107,18 +121,18 @@ class AgentStore:
             out[queue] = penalty
         return out
 
-    async def add(self, name: str, password: str, skills: dict[str, int], *, display_name: str = "",
-                  logged_in: bool = False) -> Agent:
-        """Create an agent (AgentError if the name is taken or anything is invalid)."""
+    async def add(self, name: str, skills: dict[str, int], *, display_name: str = "", logged_in: bool = False,
+                  sip_secret: str | None = None) -> Agent:
+        """Create an agent with a SIP secret (generated unless given; AgentError if the name is taken or anything
+        is invalid). The returned record carries the secret: the caller shows it once."""
         check_agent_name(name)
-        if not isinstance(password, str) or not _SECRET.match(password) or ";" in password:
-            raise AgentError("SIP password must be 8-128 printable characters without spaces or ';'")
+        secret = check_sip_secret(sip_secret) if sip_secret is not None else new_sip_secret()
         skills = self._check_skills(skills)
         now = _utcnow()
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(AgentRow.__table__.insert().values(
-                    name=name, display_name=display_name or name, sip_password=password, logged_in=logged_in,
+                    name=name, display_name=display_name or name, sip_secret=secret, logged_in=logged_in,
                     paused=False, pause_reason=None, created_at=now, updated_at=now))
                 await conn.execute(AgentSkillRow.__table__.insert(), [
                     {"agent_name": name, "queue": q, "penalty": p} for q, p in skills.items()])
@@ -143,11 +157,11 @@ class AgentStore:
             raise AgentNotFound(f"no agent named {name!r}")
         return found[0]
 
-    async def list(self) -> list[Agent]:
+    async def list(self) -> builtins.list[Agent]:
         """Every agent, by name."""
         return await self._load(None)
 
-    async def _load(self, where: Any) -> list[Agent]:
+    async def _load(self, where: Any) -> builtins.list[Agent]:
         agents_q = select(AgentRow.__table__).order_by(AgentRow.name)
         skills_q = select(AgentSkillRow.__table__)
         if where is not None:
@@ -158,7 +172,7 @@ class AgentStore:
         skills: dict[str, dict[str, int]] = {}
         for s in skills_rows:
             skills.setdefault(s.agent_name, {})[s.queue] = s.penalty
-        return [Agent(r.name, r.display_name, r.sip_password, skills.get(r.name, {}), bool(r.logged_in),
+        return [Agent(r.name, r.display_name, r.sip_secret, skills.get(r.name, {}), bool(r.logged_in),
                       bool(r.paused), r.pause_reason) for r in rows]
 
     async def set_state(self, name: str, *, logged_in: bool, paused: bool, pause_reason: str | None) -> Agent:
@@ -171,14 +185,24 @@ class AgentStore:
             raise AgentNotFound(f"no agent named {name!r}")
         return await self.get(name)
 
-    async def seed(self, agents: Sequence[tuple[str, str, Sequence[str]]]) -> list[str]:
-        """Create configured agents (name, password, queues) that are not in the database yet, logged in
-        (as the static members of earlier versions were); return the names created."""
+    async def rotate_sip_secret(self, name: str) -> Agent:
+        """Replace the agent's SIP secret with a new one (the returned record carries it: show it once)."""
+        check_agent_name(name)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(AgentRow).where(AgentRow.name == name).values(
+                sip_secret=new_sip_secret(), updated_at=_utcnow()))
+        if result.rowcount == 0:
+            raise AgentNotFound(f"no agent named {name!r}")
+        return await self.get(name)
+
+    async def seed(self, agents: Sequence[tuple[str, str | None, Sequence[str]]]) -> builtins.list[str]:
+        """Create configured agents (name, SIP secret or None to generate, queues) that are not in the database
+        yet, logged in (as the static members of earlier versions were); return the names created."""
         existing = {a.name for a in await self.list()}
         created = []
-        for name, password, queues in agents:
+        for name, sip_secret, queues in agents:
             if name not in existing:
-                await self.add(name, password, {q: 0 for q in queues}, logged_in=True)
+                await self.add(name, {q: 0 for q in queues}, logged_in=True, sip_secret=sip_secret)
                 created.append(name)
         return created
 
@@ -188,24 +212,28 @@ class AgentStore:
 
 def render_pjsip_agents(agents: Iterable[Agent], template: str, sip_host: str) -> str:
     """pjsip_agents.conf: one endpoint/auth/aor per agent from the pjsip_agent.conf.part template."""
-    parts = ["; Rendered by queueing.agents from the agents table; reloaded through AMI without a restart.\n"]
+    parts = ["; Rendered by queueing.agents from the agents table; reloaded on Asterisk's console, no restart.\n"]
     for agent in agents:
-        if not _SECRET.match(agent.sip_password) or ";" in agent.sip_password:
-            raise AgentError(f"agent {agent.name!r}: SIP password cannot be written to pjsip.conf")
-        parts.append(template.replace("{{name}}", agent.name).replace("{{password}}", agent.sip_password)
+        if not _SECRET.match(agent.sip_secret) or ";" in agent.sip_secret:
+            raise AgentError(f"agent {agent.name!r}: SIP secret cannot be written to pjsip.conf")
+        parts.append(template.replace("{{name}}", agent.name).replace("{{password}}", agent.sip_secret)
                      .replace("{{sip_host}}", sip_host))
     return "".join(parts)
 
 
 class PjsipAgentProvisioner:
-    """Writes the agents' PJSIP endpoints into an included file and has Asterisk reload res_pjsip."""
+    """Writes the agents' PJSIP endpoints into an included file and has Asterisk reload res_pjsip.
+
+    The reload goes through Asterisk's control socket (console), not AMI: the AMI account holds no `command` class."""
 
     FILE_NAME = "pjsip_agents.conf"
 
-    def __init__(self, etc_dir: Path, template_file: Path, sip_host: str) -> None:
+    def __init__(self, etc_dir: Path, template_file: Path, sip_host: str, console: AsteriskCli | None = None) -> None:
         self._path = Path(etc_dir) / self.FILE_NAME
         self._template_file = Path(template_file)
         self._sip_host = sip_host
+        self._console = console
+        self._reload_pending = False  # the file changed and Asterisk has not re-read it yet
 
     @property
     def path(self) -> Path:
@@ -222,18 +250,26 @@ class PjsipAgentProvisioner:
             pass
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds passwords
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds SIP secrets
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, self._path)
         return True
 
-    async def apply(self, agents: Iterable[Agent], ami: AmiActions | None) -> None:
-        """Write the file and, if it changed and AMI is given, reload res_pjsip (no restart)."""
-        changed = await asyncio.get_running_loop().run_in_executor(None, self.write, list(agents))
-        if changed and ami is not None:
-            await ami.action({"Action": "Command", "Command": "module reload res_pjsip.so"}, timeout=10,
-                             as_list=False)
+    async def apply(self, agents: Iterable[Agent], *, reload: bool) -> None:
+        """Write the file and, if it changed (or an earlier reload failed) and reload is asked (Asterisk is up),
+        have res_pjsip re-read it without a restart; a failed reload is retried on the next apply."""
+        if await asyncio.get_running_loop().run_in_executor(None, self.write, list(agents)):
+            self._reload_pending = True
+        if not (reload and self._reload_pending and self._console is not None):
+            return
+        try:
+            await self._console.command("module reload res_pjsip.so")
+        except AsteriskConsoleError as exc:
+            log.warning("agents: Asterisk did not reload the SIP endpoints now (%s); retried on the next change "
+                        "or reconnect", exc)
+            return
+        self._reload_pending = False
 
 
 def _already(exc: Exception, *words: str) -> bool:
@@ -258,13 +294,21 @@ class AgentService:
         """The agent records."""
         return self._store
 
-    async def list(self) -> list[Agent]:
+    async def list(self) -> builtins.list[Agent]:
         """Every agent record."""
         return await self._store.list()
 
-    async def add(self, name: str, password: str, skills: dict[str, int], display_name: str = "") -> Agent:
-        """Create an agent and provision its SIP endpoint in Asterisk (logged out until it logs in)."""
-        agent = await self._store.add(name, password, skills, display_name=display_name)
+    async def add(self, name: str, skills: dict[str, int], display_name: str = "") -> Agent:
+        """Create an agent with a generated SIP secret and provision its endpoint in Asterisk (logged out until it
+        logs in); the returned record carries the secret, to be shown once."""
+        agent = await self._store.add(name, skills, display_name=display_name)
+        await self.provision()
+        return agent
+
+    async def rotate_sip_secret(self, name: str) -> Agent:
+        """Give the agent a new SIP secret and have Asterisk use it (the old one stops working at once); the
+        returned record carries it, to be shown once."""
+        agent = await self._store.rotate_sip_secret(name)
         await self.provision()
         return agent
 
@@ -279,7 +323,7 @@ class AgentService:
     async def provision(self) -> None:
         """Make Asterisk's PJSIP agent endpoints match the database."""
         if self._provisioner is not None:
-            await self._provisioner.apply(await self._store.list(), self._ami)
+            await self._provisioner.apply(await self._store.list(), reload=self._ami is not None)
 
     async def _applied(self, agent: Agent, step: Awaitable[None]) -> Agent:
         """Run the AMI step of a command whose new state is already saved; AgentNotApplied if Asterisk fails."""

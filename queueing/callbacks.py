@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lifecycle import TaskOwner
 from storage import finish_on_cancel
-from telephony import AmiActionFailed, AmiError
+from telephony import AmiActionFailed, AmiError, AsteriskConsoleError
 
+from .live_call import LiveCall
 from .live_state import LiveCallState
-from .ports import AmiActions, AmiEvents
+from .ports import AmiActions, AmiEvents, AsteriskCli
 from .queue_live import QueueLiveState
 from .queue_tables import CallbackRow
 
@@ -128,8 +130,7 @@ class CallbackStore:
         return result.rowcount == 1
 
     async def set_status(self, callback_id: int, status: str, *, expect: tuple[str, ...] | None = None,
-                         error: str | None = None, retry_in: float | None = None,
-                         refund_attempt: bool = False) -> bool:
+                         error: str | None = None, retry_in: float | None = None) -> bool:
         """Move a request on (only from the `expect`ed statuses, when given)."""
         now = self._clock()
         values: dict[str, Any] = {"status": status, "updated_at": now}
@@ -137,8 +138,6 @@ class CallbackStore:
             values["last_error"] = error[:255]
         if retry_in is not None:
             values["next_attempt_at"] = now + timedelta(seconds=retry_in)
-        if refund_attempt:
-            values["attempts"] = _t.c.attempts - 1
         stmt = update(_t).where(_t.c.id == callback_id)
         if expect:
             stmt = stmt.where(_t.c.status.in_(expect))
@@ -154,7 +153,7 @@ class CallbackRoute:
     when the key took them out, the dialplan passes it to Queue(), and the live state keeps their first join time
     (requeue_*), so their wait, callback eligibility and maximum wait go on counting from it."""
 
-    def __init__(self, store: CallbackStore, live_calls: Any, *, after_seconds: float,
+    def __init__(self, store: CallbackStore, live_calls: LiveCallState, *, after_seconds: float,
                  too_early_prompt: Callable[[], Awaitable[str]] | None = None, default_max_wait: int = 600) -> None:
         self._store = store
         self._live = live_calls
@@ -165,12 +164,9 @@ class CallbackRoute:
     async def handle(self, agi: Any) -> None:
         """Sets HOTLINE_CALLBACK to accepted, too_early (and HOTLINE_QUEUE_REMAINING) or refused for the dialplan."""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         now = datetime.now(UTC)
-        try:
-            queued_at = datetime.fromisoformat(call["queued_at"]) if call.get("queued_at") else now
-        except ValueError:
-            queued_at = now
+        queued_at = call.get("queued_at") or now
         queue = await agi.get_variable("HOTLINE_QUEUE") or call.get("queue") or ""
         waited = (now - queued_at).total_seconds()
         if waited < self._after:
@@ -200,7 +196,7 @@ class CallbackRoute:
         except ValueError:
             max_wait = self._default_max_wait
         await agi.set_variable("HOTLINE_QUEUE_REMAINING", str(max(1, math.ceil(max_wait - waited))))
-        await self._live.update(linkedid, requeue_queue=queue, requeue_queued_at=queued_at.isoformat())
+        await self._live.update(linkedid, requeue_queue=queue, requeue_queued_at=queued_at)
         await agi.set_variable("HOTLINE_CALLBACK", "refused" if refused else "too_early")
         if refused:
             return
@@ -228,19 +224,26 @@ class CallbackDispatcher:
       - gone, 'citizen_dialing' without a final status (Asterisk stopped mid-call): the citizen may have been rung
         but was not reached, the call is over: a used attempt, retried later;
       - gone with no record: the agent never answered, so the citizen was never rung: back in line (after a grace
-        time for an Originate still on its way);
+        time for an Originate still on its way), as an attempt the agent side missed;
       - gone, 'connected' in the database but no record in Asterisk (its AstDB lost): unknown, so it is not
         dialed again: failed, for a supervisor.
-    Reconciling runs at every (re)connect, when a callback channel hangs up, and every `reconcile_seconds`."""
+    Reconciling runs at every (re)connect, when a callback channel hangs up, and every `reconcile_seconds`.
+
+    An attempt whose agent does not answer (or that was cut off before the agent answered) counts like one whose
+    citizen does not: the next waits `retry_seconds`, doubled for each miss (at most `max_backoff_seconds`), goes
+    to another free agent of the queue if there is one, and after `max_attempts` the request is FAILED with the
+    reason, for a supervisor — never re-dialed in a tight loop."""
 
     def __init__(self, store: CallbackStore, ami: AmiActions, queue_live: QueueLiveState, live_calls: LiveCallState,
-                 *, dial_template: str,
+                 *, dial_template: str, console: AsteriskCli | None = None,
                  max_attempts: int = 3, retry_seconds: float = 60.0, agent_ring_seconds: int = 20,
                  citizen_ring_seconds: int = 30,
                  originate_grace_seconds: float = 10.0, reconcile_seconds: float = 30.0,
+                 max_backoff_seconds: float = 900.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._ami = ami
+        self._console = console  # AstDB deletes: AMI's DBDel needs the `system` class, which the account lacks
         self._queue_live = queue_live
         self._live = live_calls
         self._dial = dial_template
@@ -250,6 +253,8 @@ class CallbackDispatcher:
         self._citizen_ring = citizen_ring_seconds
         self._grace = timedelta(seconds=originate_grace_seconds)
         self._reconcile_every = reconcile_seconds
+        self._max_backoff = max_backoff_seconds
+        self._missed_by: dict[str, datetime] = {}  # agent -> when they last let a callback ring out
         self._clock = clock
         self._tasks = TaskOwner("callback dispatcher")
         self._originating: set[int] = set()  # rows whose Originate this process is waiting on
@@ -301,7 +306,8 @@ class CallbackDispatcher:
                     and a["name"] not in busy]
             if not free:
                 continue
-            agent = free[0]
+            # An agent who just let a callback ring out goes last: it goes to someone at their desk if possible.
+            agent = min(free, key=lambda name: (name in self._missed_by, self._missed_by.get(name, _EPOCH)))
             self._originating.add(cb.id)  # before the claim: a reconcile running meanwhile leaves it alone
             if not await self._store.claim(cb.id, agent):
                 self._originating.discard(cb.id)
@@ -339,9 +345,29 @@ class CallbackDispatcher:
             return
         last = result[-1] if isinstance(result, list) and result else result
         if str(last.get("Response")) != "Success":
-            # The agent did not answer (so the citizen was not rung): not a used attempt; try again soon.
-            await self._store.set_status(cb.id, PENDING, expect=(DIALING,), error=f"agent {agent} did not answer",
-                                         retry_in=2, refund_attempt=True)
+            # The agent did not answer, so the citizen was not rung; still a used attempt, or an agent away from
+            # their desk would have the bridge ring them forever.
+            self._missed_by[agent] = self._clock()
+            await self._agent_missed(cb.id, attempt, f"agent {agent} did not answer")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before the attempt after this one (1-based): retry_seconds, doubled per attempt, capped."""
+        return float(min(self._retry * 2 ** max(0, attempt - 1), max(self._retry, self._max_backoff)))
+
+    async def _agent_missed(self, cb_id: int, attempt: int, reason: str) -> None:
+        """An attempt ended before an agent answered: back in line later, or FAILED once the attempts are used."""
+        if attempt >= self._max:
+            why = f"{reason}; no agent answered in {attempt} attempt(s)"
+            if await self._store.set_status(cb_id, FAILED, expect=(DIALING,), error=why):
+                log.warning("callback %d FAILED: %s: report to a supervisor", cb_id, why)
+                failed = await self._store.get(cb_id)
+                await self._queue_live.publish("callback_failed",
+                                               callback=failed.to_dict() if failed else {"id": cb_id})
+            return
+        delay = self.backoff(attempt)
+        if await self._store.set_status(cb_id, PENDING, expect=(DIALING,), error=reason, retry_in=delay):
+            log.info("callback %d: %s (attempt %d of %d); next try in %.0f s", cb_id, reason, attempt, self._max,
+                     delay)
 
     async def _on_user_event(self, event: Any) -> None:
         if str(event.get("UserEvent")) != "HotlineCallback":
@@ -387,10 +413,11 @@ class CallbackDispatcher:
 
     async def _forget(self, cb: Callback) -> None:
         """Drop the attempt's AstDB record once the database has the outcome."""
+        if self._console is None or not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", cb.channel_id):
+            return  # a stale record is harmless: its row is no longer in progress
         try:
-            await self._ami.action({"Action": "DBDel", "Family": ASTDB_FAMILY, "Key": cb.channel_id}, timeout=5,
-                                   check=False)
-        except AmiError as exc:  # a stale record is harmless: its row is no longer in progress
+            await self._console.command(f"database del {ASTDB_FAMILY} {cb.channel_id}", timeout=5)
+        except AsteriskConsoleError as exc:
             log.info("callback %d: AstDB record not removed: %s", cb.id, exc)
 
     async def _on_hangup(self, event: Any) -> None:
@@ -436,10 +463,10 @@ class CallbackDispatcher:
                                 cb.caller_number)
                     await self._live.end_call(f"callback-{cb.id}", outcome="callback_unknown")
                     await self._queue_live.publish("callback_failed", callback=cb.to_dict())
-            elif self._clock() - cb.updated_at >= self._grace:
-                # No channel and no record: the agent never answered, so the citizen was never rung.
-                await self._store.set_status(cb.id, PENDING, expect=(DIALING,), retry_in=0, refund_attempt=True,
-                                             error="interrupted before the agent answered")
+            elif cb.updated_at is None or self._clock() - cb.updated_at >= self._grace:
+                # No channel and no record: the agent never answered, so the citizen was never rung. It still
+                # counts: an Originate that never gets through would otherwise be retried forever.
+                await self._agent_missed(cb.id, cb.attempts, "interrupted before the agent answered")
             return
         if record in (AGENT_ANSWERED, CITIZEN_DIALING):
             # Asterisk went away mid-call (no final status). The citizen did not answer (that is recorded first).
@@ -459,6 +486,9 @@ class CallbackDispatcher:
         if str(first.get("Response")) == "Error" and "not found" in str(first.get("Message") or "").lower():
             return None
         raise AmiActionFailed(f"AstDB {ASTDB_FAMILY}/{key}: {first.get('Message') or 'no answer'}")
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def _ahead(entry: dict[str, Any], cb: Callback) -> bool:

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .callbacks import CallbackStore
+from .live_call import LiveCall
+from .live_state import LiveCallState
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +15,7 @@ log = logging.getLogger(__name__)
 class QueueTimeoutRoute:
     """FastAGI route run when Queue() ends with QUEUESTATUS=TIMEOUT; tells the dialplan what to do next."""
 
-    def __init__(self, actions: dict[str, str], callbacks: CallbackStore, live_calls: Any,
+    def __init__(self, actions: dict[str, str], callbacks: CallbackStore, live_calls: LiveCallState,
                  max_wait: dict[str, int] | None = None) -> None:
         self._actions = dict(actions)  # queue -> on_max_wait
         self._max_wait = dict(max_wait or {})  # queue -> its own maximum wait (used after an overflow)
@@ -25,7 +27,7 @@ class QueueTimeoutRoute:
         queue = await agi.get_variable("HOTLINE_QUEUE") or ""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
         action = self._actions.get(queue, "hangup")
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         log.info("call %s reached the maximum wait of %s: %s", linkedid, queue, action)
         await agi.set_variable("HOTLINE_OVERFLOW", "")  # set on every pass: the dialplan loops through here
         if action == "record":  # the dialplan runs the queue-maxwait-record route (MaxWaitRecordingRoute)
@@ -40,7 +42,7 @@ class QueueTimeoutRoute:
             await self._live.update(linkedid, overflowed_from=queue)
         elif action == "callback":
             try:
-                queued_at = datetime.fromisoformat(call["queued_at"]) if call.get("queued_at") else datetime.now(UTC)
+                queued_at = call.get("queued_at") or datetime.now(UTC)
                 priority = int(await agi.get_variable("QUEUE_PRIO") or 0)
                 request = await self._callbacks.request(
                     queue=queue, caller_number=agi.caller_number or "", linkedid=linkedid, priority=priority,

@@ -1,7 +1,8 @@
 """`on_max_wait: record`: at the maximum wait the caller describes the complaint; the case keeps the recording.
 
 The recording is queued as the case's description, a durable transcription job (case transcript_status 'pending'
-until the job's worker stores the transcript or the reason it failed, also across a restart)."""
+until the job's worker stores the transcript or the reason it failed, also across a restart). The caller goes on at
+once; the job's observer puts the transcript on the case and the live call when it is done."""
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cases import ACTOR_IVR, TranscriptStatus
+from cases import ACTOR_IVR, DurableCases, TranscriptStatus
 from telephony import AgiHangup
 from transcripts import DescriptionTranscripts
+
+from .live_call import LiveCall
+from .live_state import LiveCallState
 
 log = logging.getLogger(__name__)
 DESCRIBE_PROMPT = "queue_maxwait_describe"
@@ -22,9 +26,9 @@ DESCRIBE_PROMPT = "queue_maxwait_describe"
 class MaxWaitRecordingRoute:
     """FastAGI route `queue-maxwait-record`: prompt, beep, record to <case>-maxwait.wav, keep it on the case."""
 
-    def __init__(self, cases: Any, descriptions: DescriptionTranscripts, live_calls: Any, *, recordings_dir: Path,
-                 prompts_dir: Path, voice: str, texts: dict[str, str], synthesize: Callable[[str, str, Path], Any],
-                 record_max_ms: int = 60000, silence_s: int = 3, transcript_wait_s: float = 30.0) -> None:
+    def __init__(self, cases: DurableCases, descriptions: DescriptionTranscripts, live_calls: LiveCallState, *,
+                 recordings_dir: Path, prompts_dir: Path, voice: str, texts: dict[str, str],
+                 synthesize: Callable[[str, str, Path], Any], record_max_ms: int = 60000, silence_s: int = 3) -> None:
         if not texts.get(DESCRIBE_PROMPT):
             raise ValueError(f"prompt texts lack {DESCRIBE_PROMPT} (config/prompts.yaml)")
         self._cases = cases
@@ -38,7 +42,6 @@ class MaxWaitRecordingRoute:
         self._prompt = Path(prompts_dir).absolute() / f"queue-maxwait-describe-{digest}"  # new text: new file
         self._max_ms = record_max_ms
         self._silence = silence_s
-        self._transcript_wait_s = transcript_wait_s
 
     async def prompt_path(self) -> str:
         """The describe prompt (synthesized once, off the event loop)."""
@@ -51,7 +54,7 @@ class MaxWaitRecordingRoute:
     async def handle(self, agi: Any) -> None:
         """Sets HOTLINE_MAXWAIT_RECORDED to the case number (or 'none' when the call has no case)."""
         linkedid = await agi.get_variable("CHANNEL(linkedid)") or agi.uniqueid
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         case_number = await agi.get_variable("HOTLINE_CASE") or call.get("case_number")
         if not case_number:
             log.warning("call %s reached the maximum wait without a case: nothing to record onto", linkedid)
@@ -60,7 +63,7 @@ class MaxWaitRecordingRoute:
         case = await self._cases.get(case_number)
         self._recordings.mkdir(parents=True, exist_ok=True)
         base = self._recordings / f"{case_number}-maxwait"
-        wav = base.with_suffix(".wav")
+        wav = base.parent / f"{base.name}.wav"  # not with_suffix: a provisional case number has a dot
         hung_up = False
         try:
             await agi.stream_file(await self.prompt_path())
@@ -84,17 +87,6 @@ class MaxWaitRecordingRoute:
             except AgiHangup:
                 pass  # the recording is kept either way
         if case is None or not case.recording_path:
-            await self._transcribe(case_number, wav, linkedid)
-
-    async def _transcribe(self, case_number: str, wav: Path, linkedid: str) -> None:
-        """Queue the description's job; wait (bounded) so its transcript also reaches the live call."""
-        await self._descriptions.submit(case_number, wav)
-        result = await self._descriptions.wait(case_number, self._transcript_wait_s)
-        if result is None:
-            log.info("case %s: transcript not ready within %.0f s; it lands on the case when done", case_number,
-                     self._transcript_wait_s)
-        elif result.done:
-            await self._live.update(linkedid, transcript=result.transcript,
-                                    transcript_status=TranscriptStatus.DONE.value)
-        else:
-            await self._live.update(linkedid, transcript_status=TranscriptStatus.FAILED.value)
+            # No waiting for the recognizer: the job's observer reports the transcript onto the live call too.
+            await self._live.update(linkedid, transcript_status=TranscriptStatus.PENDING.value)
+            await self._descriptions.submit(case_number, wav)

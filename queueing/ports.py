@@ -1,8 +1,12 @@
-"""What queueing needs of the AMI client, typed as Protocols (telephony.AmiClient is the production one)."""
+"""What queueing needs of the AMI client and of the call records, typed as Protocols (telephony.AmiClient and
+records.DurableCallRecords are the production ones)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .records import CallRecord
 
 AmiEventHandler = Callable[[Any], Awaitable[None]]
 AmiConnectedHandler = Callable[[], Awaitable[None]]
@@ -25,3 +29,17 @@ class AmiActions(Protocol):
 
 class AmiPort(AmiEvents, AmiActions, Protocol):
     """Both: what a component that listens and acts on AMI is given."""
+
+
+class CallRecordWriter(Protocol):
+    """Merging a call's detail record and reading it back (None: no record, or the database did not answer)."""
+
+    async def upsert(self, linkedid: str, **fields: Any) -> object: ...
+    async def get(self, linkedid: str) -> CallRecord | None: ...
+
+
+class AsteriskCli(Protocol):
+    """CLI commands on Asterisk's local control socket, for what the AMI account may not do (telephony.AsteriskConsole;
+    failures raise telephony.AsteriskConsoleError)."""
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str: ...

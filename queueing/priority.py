@@ -6,6 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .live_call import LiveCall
+from .live_state import LiveCallState
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +34,7 @@ class QueueEntryRoute:
     """FastAGI route run just before Queue(): sets QUEUE_PRIO from the policy and mirrors it to live state."""
 
     def __init__(self, policy: PriorityPolicy, has_open_case: Callable[[str, str | None], Awaitable[bool]],
-                 live: Any, max_wait: dict[str, int] | None = None) -> None:
+                 live: LiveCallState, max_wait: dict[str, int] | None = None) -> None:
         self._policy = policy
         self._max_wait = dict(max_wait or {})  # queue -> seconds, when the IVR did not set HOTLINE_QUEUE_MAXWAIT
         self._has_open_case = has_open_case  # (caller number, this call's case number) -> another open case?
@@ -43,7 +46,7 @@ class QueueEntryRoute:
         case_number = await _value(agi, "case", "HOTLINE_CASE") or None
         linkedid = await _value(agi, "linkedid", "CHANNEL(linkedid)") or agi.uniqueid
         caller = agi.caller_number or ""
-        call = await self._live.get_call(linkedid) or {}
+        call: LiveCall = await self._live.get_call(linkedid) or {}
         category = call.get("category")
         repeat = bool(caller) and await self._has_open_case(caller, case_number)
         priority = self._policy.priority(ivr_priority, category, repeat)

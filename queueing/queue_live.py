@@ -10,10 +10,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -21,6 +21,10 @@ from redis.exceptions import RedisError
 from .live_state import LiveCallState
 from .metrics import QueueMetricsStore
 from .ports import AmiActions, AmiEvents
+from .redis_guard import RedisGuard
+from .redis_text import hash_mapping, read_hash, read_set
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,17 @@ _UNREACHABLE = {"4", "5"}  # invalid, unavailable (phone not registered)
 def _member_name(event: Any) -> str:
     name = str(event.get("MemberName") or event.get("Interface") or event.get("Location") or "")
     return name.split("/", 1)[1] if "/" in name else name
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _float(value: Any) -> float:
@@ -76,13 +91,20 @@ class _AgentView:
 
 
 class QueueLiveState:
-    """Agents' states and waiting calls per queue, mirrored in Redis (losing a write never fails a call)."""
+    """Agents' states and waiting calls per queue, mirrored in Redis (losing a write never fails a call).
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    Every operation waits at most the guard's op_timeout (shared with the calls' LiveCallState in the hotline, so
+    while Redis is known to be away these fail at once); a rebuild from Asterisk puts right what was lost."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, *, guard: RedisGuard | None = None) -> None:
         self._r = client
         self._p = prefix
+        self._guard = guard or RedisGuard()
         self.errors = 0
         self.last_error: str | None = None
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        return await self._guard.call(what, operation)
 
     async def aclose(self) -> None:
         """Close the Redis connections."""
@@ -101,11 +123,14 @@ class QueueLiveState:
     def _failed(self, what: str, exc: RedisError) -> None:
         self.errors += 1
         self.last_error = f"{what}: {exc}"
-        log.warning("queue live state: %s failed: %s", what, exc)
+        # An outage is logged once by the guard; what fails during it only counts.
+        log.log(logging.WARNING if self._guard.up else logging.DEBUG, "queue live state: %s failed: %s", what, exc)
 
     async def publish(self, kind: str, **data: Any) -> None:
-        """Publish one change message."""
-        await self._r.publish(self.channel, self._message(kind, data))
+        """Publish one change message (RedisError if Redis does not take it in time)."""
+        async def send() -> None:
+            await self._r.publish(self.channel, self._message(kind, data))
+        await self._call("publish", send)
 
     def _message(self, kind: str, data: dict[str, Any]) -> str:
         return json.dumps({"type": kind, "at": time.time(), **data}, ensure_ascii=False, default=str)
@@ -114,12 +139,14 @@ class QueueLiveState:
         """Write an agent's state and publish it."""
         enc = {k: json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else str(v))
                for k, v in fields.items()}
-        try:
+        async def write() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(f"{self._p}:agent:{name}", mapping={"name": name, **enc})
+                pipe.hset(f"{self._p}:agent:{name}", mapping=hash_mapping({"name": name, **enc}))
                 pipe.sadd(f"{self._p}:agents", name)
                 pipe.publish(self.channel, self._message("agent_updated", {"agent": name, "fields": fields}))
                 await pipe.execute()
+        try:
+            await self._call("set_agent", write)
         except RedisError as exc:
             self._failed("set_agent", exc)
 
@@ -128,7 +155,8 @@ class QueueLiveState:
         """Write waiting entries of a queue (uniqueid -> entry) in one round trip; replace=True drops every other
         entry, remove drops one, counter is bumped by one."""
         key = f"{self._p}:queue:{queue}:waiting"
-        try:
+
+        async def write() -> None:
             async with self._r.pipeline(transaction=True) as pipe:
                 if replace:
                     pipe.delete(key)
@@ -143,13 +171,15 @@ class QueueLiveState:
                 pipe.publish(self.channel, self._message("queue_updated", {
                     "queue": queue, "changed": sorted(entries), "left": remove}))
                 await pipe.execute()
+        try:
+            await self._call("set_waiting", write)
         except RedisError as exc:
             self._failed("set_waiting", exc)
 
     async def waiting(self, queue: str) -> list[dict[str, Any]]:
         """Calls waiting in a queue, by position."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:queue:{queue}:waiting")
+            raw = await self._call("waiting", lambda: read_hash(self._r, f"{self._p}:queue:{queue}:waiting"))
         except RedisError as exc:
             self._failed("waiting", exc)
             return []
@@ -158,22 +188,26 @@ class QueueLiveState:
 
     async def bump_counter(self, queue: str, name: str, amount: int = 1) -> None:
         """Add to a per-queue counter (offered/answered/abandoned since the bridge started or rebuilt)."""
-        try:
+        async def write() -> None:
             await self._r.hincrby(f"{self._p}:queue:{queue}:counters", name, amount)
+        try:
+            await self._call("bump_counter", write)
         except RedisError as exc:
             self._failed("bump_counter", exc)
 
     async def set_counters(self, queue: str, counters: dict[str, int]) -> None:
         """Replace a queue's counters (rebuild)."""
-        try:
+        async def write() -> None:
             await self._r.hset(f"{self._p}:queue:{queue}:counters", mapping={k: str(v) for k, v in counters.items()})
+        try:
+            await self._call("set_counters", write)
         except RedisError as exc:
             self._failed("set_counters", exc)
 
     async def counters(self, queue: str) -> dict[str, int]:
         """A queue's counters."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:queue:{queue}:counters")
+            raw = await self._call("counters", lambda: read_hash(self._r, f"{self._p}:queue:{queue}:counters"))
         except RedisError as exc:
             self._failed("counters", exc)
             return {}
@@ -182,7 +216,7 @@ class QueueLiveState:
     async def agent(self, name: str) -> dict[str, Any] | None:
         """One agent's live state."""
         try:
-            raw = await self._r.hgetall(f"{self._p}:agent:{name}")
+            raw = await self._call("agent", lambda: read_hash(self._r, f"{self._p}:agent:{name}"))
         except RedisError as exc:
             self._failed("agent", exc)
             return None
@@ -196,7 +230,7 @@ class QueueLiveState:
     async def agents(self) -> list[dict[str, Any]]:
         """Every agent's live state, by name."""
         try:
-            names = sorted(await self._r.smembers(f"{self._p}:agents"))
+            names = sorted(await self._call("agents", lambda: read_set(self._r, f"{self._p}:agents")))
         except RedisError as exc:
             self._failed("agents", exc)
             return []
@@ -204,12 +238,16 @@ class QueueLiveState:
         return [a for a in found if a is not None]
 
     async def marker_present(self) -> bool:
-        """True while Redis still has the marker this bridge set at its last (re)build."""
-        return bool(await self._r.exists(self.marker_key))
+        """True while Redis still has the marker this bridge set at its last (re)build (RedisError: no answer)."""
+        async def read() -> bool:
+            return bool(await self._r.exists(self.marker_key))
+        return await self._call("marker_present", read)
 
     async def set_marker(self) -> None:
         """Set the marker (after a rebuild)."""
-        await self._r.set(self.marker_key, str(time.time()))
+        async def write() -> None:
+            await self._r.set(self.marker_key, str(time.time()))
+        await self._call("set_marker", write)
 
 
 class QueueEventTracker:
@@ -360,7 +398,8 @@ class QueueEventTracker:
         call = await self._calls.get_call(linkedid) if linkedid and self._calls is not None else None
         if not call:
             return {}
-        return {k: call.get(k) for k in ("case_number", "category", "priority", "caller_number") if call.get(k)}
+        # The waiting entry is JSON for the console, which shows these as they are (priority as a number).
+        return {k: v for k in ("case_number", "category", "priority", "caller_number") if (v := call.get(k))}
 
     async def _channel_context(self, channel: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -373,7 +412,7 @@ class QueueEventTracker:
                 continue
             value = resp.get("Value") if hasattr(resp, "get") else None
             if value:
-                found[key] = value
+                found[key] = _int(value) if key == "priority" else value
         return found
 
     async def _on_join(self, event: Any) -> None:
@@ -383,10 +422,11 @@ class QueueEventTracker:
         linkedid = str(event.get("Linkedid") or "")
         call = await self._calls.get_call(linkedid) if linkedid and self._calls is not None else None
         # Back in the same queue after pressing 5 too early (CallbackRoute): same place, same wait, not a new offer.
-        requeued = bool(call and call.get("requeue_queue") == queue and call.get("requeue_queued_at"))
+        requeued_at = call.get("requeue_queued_at") if call and call.get("requeue_queue") == queue else None
+        requeued = requeued_at is not None
         entry = {"uniqueid": uniqueid, "linkedid": linkedid, "channel": event.get("Channel"),
                  "caller": event.get("CallerIDNum"), "position": int(_float(event.get("Position"))),
-                 "joined_at": str(call["requeue_queued_at"]) if call and requeued else datetime.now(UTC).isoformat(),
+                 "joined_at": (requeued_at or datetime.now(UTC)).isoformat(),
                  **await self._context(linkedid)}
         # A caller with a higher priority joins ahead: everyone from that place on moves back one.
         behind = {e["uniqueid"]: {**e, "position": int(e["position"]) + 1} for e in await self._live.waiting(queue)
@@ -447,10 +487,10 @@ class QueueEventTracker:
                         if linkedid and context.get("case_number") and self._calls is not None:
                             # Bring the call back into live state so its hang-up still closes record and case.
                             await self._calls.start_call(
-                                linkedid, state="queued", queue=queue, case_number=context["case_number"],
-                                caller_number=e.get("CallerIDNum"), channel=e.get("Channel"),
-                                channel_uniqueid=uniqueid, priority=context.get("priority"),
-                                queued_at=datetime.fromtimestamp(now - wait, UTC).isoformat())
+                                linkedid, state="queued", queue=queue, case_number=str(context["case_number"]),
+                                caller_number=_text(e.get("CallerIDNum")), channel=_text(e.get("Channel")),
+                                channel_uniqueid=uniqueid, priority=_int(context.get("priority")),
+                                queued_at=datetime.fromtimestamp(now - wait, UTC))
                     waiting.setdefault(queue, {})[uniqueid] = {
                         "uniqueid": uniqueid, "linkedid": linkedid, "channel": e.get("Channel"),
                         "caller": e.get("CallerIDNum"), "position": int(_float(e.get("Position"))),

@@ -10,13 +10,13 @@ from storage import Base, UTCDateTime
 
 
 class AgentRow(Base):
-    """An agent: SIP endpoint credentials and the durable wish (logged in? paused, why?) re-applied to Asterisk."""
+    """An agent: SIP endpoint secret (never the console password) and the durable wish re-applied to Asterisk."""
 
     __tablename__ = "agents"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)  # also the login and the PJSIP endpoint
     display_name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
-    sip_password: Mapped[str] = mapped_column(String(128), nullable=False)
+    sip_secret: Mapped[str] = mapped_column(String(128), nullable=False)  # generated: the phone's digest secret
     logged_in: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     pause_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)

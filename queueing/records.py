@@ -1,6 +1,7 @@
 """Call detail records: one row per call (Asterisk linkedid), merged from AMI events in whatever order they come."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,7 +11,8 @@ from sqlalchemy import JSON, Float, Index, Row, String, case, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage import Base, UTCDateTime, dialect_insert, finish_on_cancel
+from cases import is_provisional, normalise_menu_path
+from storage import Base, Outbox, OutboxEntry, UTCDateTime, dialect_insert, finish_on_cancel, is_transient
 
 # How far a call has got. An outcome never moves back to an earlier stage, so a late or repeated
 # event cannot undo a later one; outcomes of equal rank (the final ones) replace each other.
@@ -20,6 +22,7 @@ OUTCOME_RANK: dict[str, int] = {
     "answered": 2,
     "abandoned_in_ivr": 3,
     "abandoned_in_queue": 3,
+    "interrupted": 3,  # the hotline failed during the call (not the caller's doing)
     "completed": 3,
 }
 
@@ -248,3 +251,48 @@ class CallRecordStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         return [_to_record(r) for r in rows]
+
+
+class DurableCallRecords:
+    """Call detail records written through the outbox: a database outage delays them, never loses them.
+
+    Upserts merge (a repeat sets the same fields; outcomes only move forward), so a replayed one is harmless.
+    Register the handler with register() before the outbox starts."""
+
+    _OP = "records.upsert"
+
+    def __init__(self, store: CallRecordStore, outbox: Outbox, *, read_timeout: float = 2.0) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._read_timeout = read_timeout
+
+    def register(self) -> None:
+        """Name this store's write on the outbox (once, before it starts)."""
+        self._outbox.register(self._OP, self._apply)
+
+    async def upsert(self, linkedid: str, **fields: Any) -> None:
+        """Create the call's record or set these fields on it (now, or from the journal)."""
+        if is_provisional(str(fields.get("case_number") or "")):
+            fields.pop("case_number")  # set when the case's number is known (the call's later events carry it)
+        if "ivr_path" in fields:
+            fields["ivr_path"] = normalise_menu_path(list(fields["ivr_path"]))
+        unknown = sorted(set(fields) - set(_FIELDS))
+        if unknown:  # refused now, not parked later
+            raise CallRecordError(f"unknown call record field(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+        args = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in fields.items()}
+        await self._outbox.submit(self._outbox.entry(self._OP, {"linkedid": linkedid, "fields": args}))
+
+    async def get(self, linkedid: str) -> CallRecord | None:
+        """The call's record; None if there is none or the database does not answer in time."""
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await self._store.get(linkedid)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return None
+
+    async def _apply(self, entry: OutboxEntry) -> None:
+        fields = {name: datetime.fromisoformat(value) if name.endswith("_at") and isinstance(value, str) else value
+                  for name, value in entry.args["fields"].items()}
+        await self._store.upsert(str(entry.args["linkedid"]), **fields)

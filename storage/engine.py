@@ -2,6 +2,7 @@
 timeouts on connecting and on every statement."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,32 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def sqlite_database_files(url: str) -> list[Path]:
+    """The files of a SQLite database URL (the database, its WAL, shared memory and journal); [] for others."""
+    try:
+        parsed = normalize_database_url(url)
+    except StorageError:
+        return []
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is None:
+        return []
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def _create_private_sqlite_file(path: Path, setting: str) -> None:
+    # SQLite creates its -wal, -shm and journal files with the database file's permissions: a database made 0600
+    # here keeps all of them private, whatever the umask of the process.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        st = path.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            path.chmod(0o600)
+    except OSError as exc:
+        raise StorageError(f"{setting}: cannot create database {path}: {exc.strerror}") from None
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -73,10 +100,7 @@ def create_engine_from_url(url: str, *, connect_timeout: float = 10.0, statement
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(f"{setting}: cannot create directory for database {path}: {exc.strerror}") from None
+            _create_private_sqlite_file(path, setting)
         engine = create_async_engine(parsed, connect_args={"timeout": statement_timeout})
         busy_ms = int(statement_timeout * 1000)
         event.listen(engine.sync_engine, "connect", lambda conn, record: _on_sqlite_connect(conn, record, busy_ms))

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -26,6 +26,9 @@ class Base(DeclarativeBase):
     """Declarative base shared by every domain's mapped tables (all on the one metadata)."""
 
     metadata = metadata
+    if TYPE_CHECKING:
+        # Every mapped class here is declared on one Table (no joined or selectable mappings).
+        __table__: ClassVar[Table]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -7,11 +7,26 @@ from .asterisk_process import (
     AsteriskStartError,
     render_asterisk_config,
 )
-from .fastagi import AgiCommandError, AgiError, AgiHangup, AgiResult, AgiSession, AgiTimeout, FastAgiServer, agi_quote
+from .asterisk_supervisor import AsteriskSupervisor, RestartBudget, RestartPolicy
+from .console import AsteriskConsole, AsteriskConsoleError
+from .fastagi import (
+    AGI_SECRET_ENV,
+    AgiCommandError,
+    AgiError,
+    AgiHandler,
+    AgiHangup,
+    AgiResult,
+    AgiSession,
+    AgiTimeout,
+    FastAgiServer,
+    agi_quote,
+    agi_token,
+)
 
 __all__ = [
-    "AgiCommandError", "AgiError", "AgiHangup", "AgiResult", "AgiSession", "AgiTimeout", "AmiActionFailed",
-    "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout", "AsteriskConfig",
-    "AsteriskConfigError", "AsteriskProcess", "AsteriskStartError", "FastAgiServer", "agi_quote",
-    "render_asterisk_config",
+    "AGI_SECRET_ENV", "AgiCommandError", "AgiError", "AgiHandler", "AgiHangup", "AgiResult", "AgiSession",
+    "AgiTimeout", "AmiActionFailed", "AmiClient", "AmiConnectError", "AmiError", "AmiNotConnected", "AmiTimeout",
+    "AsteriskConfig", "AsteriskConfigError", "AsteriskConsole", "AsteriskConsoleError", "AsteriskProcess",
+    "AsteriskStartError", "AsteriskSupervisor",
+    "FastAgiServer", "RestartBudget", "RestartPolicy", "agi_quote", "agi_token", "render_asterisk_config",
 ]

@@ -7,6 +7,7 @@ checking the answer and reconnects on a fixed timer from an unowned callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Message], Awaitable[None] | None]
 ConnectedHandler = Callable[[], Awaitable[None]]
+EventsLostHandler = Callable[[], None]
 
 
 class AmiError(Exception):
@@ -74,7 +76,8 @@ class AmiHealth:
     last_error: str | None = None
     last_connected_at: float | None = None
     events_received: int = 0
-    events_skipped: int = 0
+    events_skipped: int = 0  # a handler raised on the event (its subscriber is told through on_handler_failed)
+    events_dropped: int = 0  # the event queue was full: the subscribers are told to resync (on_events_lost)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +96,7 @@ class AmiClient:
         connect_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        max_queued_events: int = 10000,
         name: str = "ami",
     ) -> None:
         self._host, self._port = host, port
@@ -105,9 +109,14 @@ class AmiClient:
         self._protocol: _GuardedProtocol | None = None
         self._lost = asyncio.Event()
         self._ready = asyncio.Event()
+        self._wake = asyncio.Event()  # set by reconnect_now(): cut the current backoff wait short
         self._handlers: dict[str, list[EventHandler]] = {}
         self._connected_handlers: list[ConnectedHandler] = []
-        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self._lost_handlers: list[EventsLostHandler] = []
+        # Bounded: a stalled handler must not grow the bridge without limit; what overflows is counted and the
+        # subscribers resync from Asterisk instead.
+        self._events: asyncio.Queue[Message] = asyncio.Queue(maxsize=max(1, max_queued_events))
+        self._overflowing = False
         self._tasks = TaskOwner(f"AMI {host}:{port}")
         self.health = AmiHealth()
         # panoramisk's protocol hands unsent actions to these on close; we fail them instead of replaying.
@@ -123,6 +132,10 @@ class AmiClient:
     def on_connected(self, handler: ConnectedHandler) -> None:
         """Await handler() after every successful login (first connect and each reconnect)."""
         self._connected_handlers.append(handler)
+
+    def on_events_lost(self, handler: EventsLostHandler) -> None:
+        """Call handler() (plain, not awaited) once each time the event queue overflows and events are dropped."""
+        self._lost_handlers.append(handler)
 
     @property
     def connected(self) -> bool:
@@ -140,6 +153,8 @@ class AmiClient:
             "last_error": h.last_error,
             "events_received": h.events_received,
             "events_skipped": h.events_skipped,
+            "events_dropped": h.events_dropped,
+            "events_queued": self._events.qsize(),
         }
 
     # -- life cycle -------------------------------------------------------------------------
@@ -149,6 +164,11 @@ class AmiClient:
         self._spawn(self._dispatch_events(), f"{self._name}-events")
         self._spawn(self._supervise(), f"{self._name}-supervisor")
         await self._run_connected_handlers()
+
+    def reconnect_now(self) -> None:
+        """Skip the rest of the reconnect backoff (Asterisk is known to be back); no effect while connected."""
+        if not self.connected:
+            self._wake.set()
 
     async def wait_connected(self, timeout: float) -> None:
         """Wait until logged in (AmiNotConnected after timeout)."""
@@ -239,7 +259,22 @@ class AmiClient:
     def dispatch(self, event: Message) -> None:
         """Protocol callback: an event arrived; queue it for ordered dispatch."""
         self.health.events_received += 1
-        self._events.put_nowait(event)
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.health.events_dropped += 1
+            if not self._overflowing:  # once per overflow, not once per dropped event
+                self._overflowing = True
+                log.warning("AMI: event queue full (%d); dropping events until it drains, then resyncing",
+                            self._events.maxsize)
+                for handler in self._lost_handlers:
+                    try:
+                        handler()
+                    except Exception:  # a subscriber's hook must not break the protocol callback
+                        log.exception("AMI: events-lost hook failed")
+            return
+        if self._overflowing and self._events.qsize() < self._events.maxsize // 2:
+            self._overflowing = False
 
     async def _supervise(self) -> None:
         backoff = self._backoff_initial
@@ -254,7 +289,10 @@ class AmiClient:
             while True:
                 self.health.reconnects += 1
                 log.info("AMI: reconnecting to %s:%s in %.1f s", self._host, self._port, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
+                self._wake.clear()
                 try:
                     await self._connect_once()
                 except AmiConnectError as exc:
@@ -263,6 +301,7 @@ class AmiClient:
                     backoff = min(backoff * 2, self._backoff_max)
                     continue
                 backoff = self._backoff_initial
+                self._wake.clear()
                 break
             await self._run_connected_handlers()
 

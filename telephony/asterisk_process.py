@@ -15,7 +15,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import Settings
+
+from .fastagi import AGI_AUTH_DIALPLAN
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "asterisk" / "templates"
 
@@ -62,7 +67,7 @@ class AgentSpec:
     """One agent's SIP account: the endpoint name, its digest password and the queues it serves."""
 
     name: str
-    password: str
+    password: str | None  # None until secrets are resolved; rendering refuses it
     queues: tuple[str, ...] = ()
 
 
@@ -143,12 +148,14 @@ class AsteriskConfig:
         set_(self, "ivr_numbers", tuple(str(n) for n in self.ivr_numbers if str(n) != self.hotline_number))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AsteriskConfig:
+    def from_settings(cls, settings: Settings) -> AsteriskConfig:
         """Build from the hotline's typed Settings (secrets must already be resolved)."""
+        if settings.ami_secret is None:
+            raise AsteriskConfigError("ami_secret is not set (resolve secrets first)")
         return cls(
             run_dir=settings.asterisk_run_dir,
             ami_secret=settings.ami_secret,
-            agents=[(a.name, a.password, a.queues) for a in settings.agents],
+            agents=[(a.name, a.sip_secret, a.queues) for a in settings.agents],
             queues=list(settings.queues),
             hotline_number=settings.hotline_number,
             ivr_numbers=list(settings.ivr_numbers),
@@ -166,6 +173,12 @@ class AsteriskConfig:
             sounds_dir=settings.asterisk_sounds_dir,
             recordings_dir=settings.recordings_dir,
         )
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where recordings go (recordings_dir, resolved at construction)."""
+        assert self.recordings_dir is not None  # set by __post_init__
+        return self.recordings_dir
 
     # Asterisk's own directories, all under run_dir.
     @property
@@ -325,7 +338,8 @@ def _render_all(cfg: AsteriskConfig) -> dict[str, str]:
         ),
         agi_host=cfg.agi_host,
         agi_port=str(cfg.agi_port),
-        call_recordings_dir=str(cfg.recordings_dir / "calls"),  # MixMonitor files (issue 4)
+        agi_auth=AGI_AUTH_DIALPLAN,
+        call_recordings_dir=str(cfg.recordings_path / "calls"),  # MixMonitor files (issue 4)
         trunk_matches="\n".join(f"match = {addr}" for addr in cfg.trunk_addresses),
         # ivr flows: each further number hands its own number to the IVR (the AGI argument) and joins the hotline's
         ivr_number_extens="".join(
@@ -382,8 +396,8 @@ def render_asterisk_config(cfg: AsteriskConfig) -> Path:
     """Write run_dir/etc/*.conf (and create Asterisk's dirs) from the templates; return asterisk.conf's path."""
     files = _render_all(cfg)
     try:
-        for path in (*_dirs(cfg).values(), cfg.recordings_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        for path in (*_dirs(cfg).values(), cfg.recordings_path):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)  # recordings, logs and secrets live here
         for name, text in files.items():
             _write_if_changed(cfg.etc_dir / name, text)
     except OSError as exc:
@@ -445,6 +459,17 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _private_umask() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Asterisk creates its recordings, logs and databases with mode 0666/0777 less the umask it inherits (it has
+    # no option of its own): 077 keeps the citizens' recordings to this user.
+    os.umask(0o077)
+
+
+def _private_dying_child() -> None:  # pragma: no cover - runs in the child between fork and exec
+    _private_umask()
+    _set_parent_death_signal()
+
+
 class AsteriskProcess:
     """One supervised `asterisk -f` child running the rendered configuration."""
 
@@ -474,6 +499,13 @@ class AsteriskProcess:
     def returncode(self) -> int | None:
         """The child's exit status once it has ended."""
         return self._proc.returncode if self._proc is not None else None
+
+    async def wait(self) -> int:
+        """Wait until the child process ends (the exit is noticed at once, not polled); its exit status,
+        negative for the signal that killed it."""
+        if self._proc is None:
+            raise AsteriskStartError("Asterisk was never started")
+        return await self._proc.wait()
 
     async def __aenter__(self) -> AsteriskProcess:
         await self.start()
@@ -526,7 +558,8 @@ class AsteriskProcess:
             self._messages_offset = self.cfg.messages_log.stat().st_size  # the file log is appended across runs
         except OSError:
             self._messages_offset = 0
-        self.cfg.console_log.write_bytes(b"")
+        fd = os.open(self.cfg.console_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
         # Opening a local log file is a metadata call; Asterisk writes to it, not this loop.
         with open(self.cfg.console_log, "ab") as console:  # noqa: ASYNC230 - O_APPEND: safe even if something else writes too
             self._proc = await asyncio.create_subprocess_exec(
@@ -539,7 +572,7 @@ class AsteriskProcess:
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if self.die_with_parent else None,
+                preexec_fn=_private_dying_child if self.die_with_parent else _private_umask,
                 env={**os.environ, **self.env} if self.env else None,
             )
         ready = False

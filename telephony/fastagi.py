@@ -7,6 +7,8 @@ result format is parsed by panoramisk.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 from collections import deque
@@ -22,7 +24,24 @@ from lifecycle import TaskOwner
 
 log = logging.getLogger(__name__)
 
-_MAX_LINE_BYTES = 8 * 1024
+_MAX_LINE_BYTES = 8 * 1024  # an answer line, and the whole variables block
+_MAX_HEADER_LINES = 128  # Asterisk sends ~25 variables plus one per AGI argument
+_MAX_HEADER_LINE_BYTES = 2 * 1024  # its longest, agi_request, is the URL with the dialplan's values
+# Asterisk answers one command at a time: a HANGUP notice, a 100 Trying, a 520 usage block of a few lines.
+# More lines than this waiting unread is no Asterisk (a stream of newlines), so the session ends.
+_MAX_PENDING_LINES = 32
+
+# The dialplan proves it is our Asterisk with auth=SHA1(<secret>:<channel uniqueid>) in the AGI URL: the secret
+# comes from Asterisk's environment, so neither the rendered dialplan nor Asterisk's "Executing AGI(...)" log
+# lines hold it, and a token seen there is good for that one channel only.
+AGI_SECRET_ENV = "HOTLINE_AGI_SECRET"
+AGI_AUTH_PARAM = "auth"
+AGI_AUTH_DIALPLAN = f"{AGI_AUTH_PARAM}=${{SHA1(${{ENV({AGI_SECRET_ENV})}}:${{UNIQUEID}})}}"
+
+
+def agi_token(secret: str, uniqueid: str) -> str:
+    """The auth value the dialplan computes for a channel (AGI_AUTH_DIALPLAN)."""
+    return hashlib.sha1(f"{secret}:{uniqueid}".encode()).hexdigest()
 
 
 class AgiError(Exception):
@@ -93,14 +112,22 @@ class _AgiWire(asyncio.Protocol):
         self._buffer = bytearray()
         self._in_header = True
         self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # refused or ended by us: whatever else arrives is dropped unread
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
-        self._header_timer = self.loop.call_later(self._server._header_timeout, self._header_timed_out)
-        self._server._wires.add(self)
+        server = self._server
+        if len(server._wires) >= server._max_connections:
+            self._end_header()
+            self._refuse(f"{server._max_connections} connections already open", abort=True)
+            return
+        self._header_timer = self.loop.call_later(server._header_timeout, self._header_timed_out)
+        server._wires.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._buffer += data
         if self._in_header:
             self._take_header()
@@ -112,11 +139,17 @@ class _AgiWire(asyncio.Protocol):
         self._server._wires.discard(self)
         if self._in_header:
             self._end_header()
-            log.warning("FastAGI: connection closed before the variables block ended")
-            self._server._rejected()
+            self._refuse("connection closed before the variables block ended")
+        self._buffer.clear()
         self._deliver(None)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    @property
+    def peer(self) -> str:
+        """host:port of the other end (for the log)."""
+        name = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return f"{name[0]}:{name[1]}" if isinstance(name, tuple) and len(name) >= 2 else str(name)
 
     # -- the variables block ---------------------------------------------------------------------------
     def _take_header(self) -> None:
@@ -126,18 +159,23 @@ class _AgiWire(asyncio.Protocol):
             first_line = buf.find(b"\n")
             if first_line >= 0 and not buf.startswith(b"agi_"):  # not AGI at all (an HTTP probe, say)
                 text = buf[:first_line].decode("utf-8", "replace").rstrip("\r")
-                log.warning("FastAGI: malformed variable line %r; request skipped", text[:80])
-                self._reject()
+                self._reject(f"malformed variable line {text[:80]!r}")
             elif len(buf) > _MAX_LINE_BYTES:
-                log.warning("FastAGI: variables block over %d bytes; request skipped", _MAX_LINE_BYTES)
-                self._reject()
+                self._reject(f"variables block over {_MAX_LINE_BYTES} bytes")
+            elif buf.count(b"\n") > _MAX_HEADER_LINES:
+                self._reject(f"more than {_MAX_HEADER_LINES} variables")
+            elif len(buf) - (buf.rfind(b"\n") + 1) > _MAX_HEADER_LINE_BYTES:
+                self._reject(f"variable line over {_MAX_HEADER_LINE_BYTES} bytes")
             return
         block = bytes(buf[:end + 1])
         del buf[:end + 2]
         self._end_header()
         headers = _parse_variables(block)
-        if headers is None:
-            self._reject()
+        if isinstance(headers, str):
+            self._reject(headers)
+            return
+        if not self._server._authentic(headers):
+            self._reject("missing or wrong AGI secret")
             return
         self._server._start_session(self, headers)
         if buf:
@@ -156,13 +194,22 @@ class _AgiWire(asyncio.Protocol):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        log.warning("FastAGI: no complete variables block within %.1f s", self._server._header_timeout)
-        self._reject()
+        self._reject(f"no complete variables block within {self._server._header_timeout:g} s")
 
-    def _reject(self) -> None:
+    def _reject(self, reason: str) -> None:
         self._end_header()
+        self._refuse(reason, abort=True)
+
+    def _refuse(self, reason: str, *, abort: bool = False) -> None:
+        """Count and log (one line, with the peer) a connection that never became a call, and drop it."""
+        if self._refused:
+            return
+        self._refused = True
+        self._buffer.clear()
         self._server._rejected()
-        self.abort()
+        log.warning("FastAGI: refused %s: %s", self.peer, reason)
+        if abort and self.transport is not None:
+            self.transport.abort()  # nothing owed to it: no close handshake, no buffered data
 
     # -- answer lines ----------------------------------------------------------------------------------
     def _take_lines(self) -> None:
@@ -171,10 +218,20 @@ class _AgiWire(asyncio.Protocol):
             line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
             del buf[:nl + 1]
             self._deliver(line)
+            if len(self.lines) > _MAX_PENDING_LINES:
+                self._end_session(f"over {_MAX_PENDING_LINES} answer lines nobody asked for")
+                return
         if len(buf) > _MAX_LINE_BYTES:
-            log.warning("FastAGI: answer line over %d bytes; closing the session", _MAX_LINE_BYTES)
-            buf.clear()
-            self.abort()
+            self._end_session(f"answer line over {_MAX_LINE_BYTES} bytes")
+
+    def _end_session(self, reason: str) -> None:
+        """Drop a session whose peer does not behave like Asterisk; its call sees the connection close."""
+        log.warning("FastAGI: closing the session from %s: %s", self.peer, reason)
+        self._refused = True
+        self._buffer.clear()
+        self.lines.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _deliver(self, line: str | None) -> None:
         """Hand a line (None: the connection ended) to the waiting command, or keep it for the next one."""
@@ -191,21 +248,41 @@ class _AgiWire(asyncio.Protocol):
             self.transport.close()
 
 
-def _parse_variables(block: bytes) -> dict[str, str] | None:
-    """The agi_* variables of a block, or None (with a warning naming what was wrong)."""
+def _parse_variables(block: bytes) -> dict[str, str] | str:
+    """The agi_* variables of a block, or the one-line reason it is no AGI request."""
     headers: dict[str, str] = {}
-    for line in block.decode("utf-8", "replace").splitlines():
+    lines = block.decode("utf-8", "replace").splitlines()
+    if len(lines) > _MAX_HEADER_LINES:
+        return f"more than {_MAX_HEADER_LINES} variables"
+    for line in lines:
         if not line:
             continue
+        if len(line) > _MAX_HEADER_LINE_BYTES:
+            return f"variable line over {_MAX_HEADER_LINE_BYTES} bytes"
         key, sep, value = line.partition(": ")
         if not sep or not key.startswith("agi_"):
-            log.warning("FastAGI: malformed variable line %r; request skipped", line[:80])
-            return None
+            return f"malformed variable line {line[:80]!r}"
         headers[key] = value
     if "agi_network_script" not in headers:
-        log.warning("FastAGI: request without agi_network_script skipped")
-        return None
+        return "request without agi_network_script"
     return headers
+
+
+def _take_auth(headers: dict[str, str]) -> str:
+    """Remove the auth value from the script and request headers (nothing after this can log it); return it."""
+    auth = ""
+    for name in ("agi_network_script", "agi_request"):
+        base, sep, query = headers.get(name, "").partition("?")
+        if not sep:
+            continue
+        kept = []
+        for item in query.split("&"):
+            if item.startswith(AGI_AUTH_PARAM + "="):
+                auth = auth or item[len(AGI_AUTH_PARAM) + 1:]
+            else:
+                kept.append(item)
+        headers[name] = base + ("?" + "&".join(kept) if kept else "")
+    return auth
 
 
 _TIMED_OUT: Final = object()  # what an expired wait hands over instead of a line
@@ -273,7 +350,10 @@ class AgiSession:
                 continue
             if plain := _plain_result_re.fullmatch(raw):
                 return AgiResult(plain.group(1), "", raw)
-            parsed = parse_agi_result(raw)
+            try:
+                parsed = parse_agi_result(raw)
+            except ValueError:  # no status code at all: not an answer Asterisk gives
+                raise AgiCommandError(f"AGI command {line.split()[0]!r}: malformed answer {raw[:80]!r}") from None
             code = parsed.get("status_code")
             if code == 100:
                 continue
@@ -398,10 +478,15 @@ AgiHandler = Callable[[AgiSession], Awaitable[None]]
 class FastAgiServer:
     """Listens for FastAGI connections and runs the routed handler of each as its own named, owned task."""
 
-    def __init__(self, host: str, port: int, *, command_timeout: float = 120.0, header_timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, *, command_timeout: float = 120.0, header_timeout: float = 5.0,
+                 secret: str | None = None, max_connections: int = 512) -> None:
+        """secret: the AGI secret every session must prove (AGI_AUTH_DIALPLAN); None only for tests and benchmarks
+        whose own dialplans call it. max_connections: open connections beyond it are refused at once."""
         self._host, self._port = host, port
         self._command_timeout = command_timeout
         self._header_timeout = header_timeout
+        self._secret = secret.encode() if secret is not None else None
+        self._max_connections = max_connections
         self._routes: dict[str, AgiHandler] = {}
         self._server: asyncio.AbstractServer | None = None
         self._tasks = TaskOwner(f"FastAGI {host}:{port}")
@@ -456,6 +541,14 @@ class FastAgiServer:
     # -- called by the connections ---------------------------------------------------------------------
     def _rejected(self) -> None:
         self.bad_requests += 1
+
+    def _authentic(self, headers: dict[str, str]) -> bool:
+        """Whether the session carries the channel's token (always, without a secret); strips it either way."""
+        given = _take_auth(headers)
+        if self._secret is None:
+            return True
+        expected = hashlib.sha1(self._secret + b":" + headers.get("agi_uniqueid", "").encode()).hexdigest()
+        return hmac.compare_digest(given.encode(), expected.encode())
 
     def _start_session(self, wire: _AgiWire, headers: dict[str, str]) -> None:
         session = AgiSession(wire, headers, self._command_timeout)

@@ -1,4 +1,4 @@
-"""Callers' recorded descriptions as durable transcription jobs, and a bounded wait for their transcript."""
+"""Callers' recorded descriptions as durable transcription jobs, and a bounded wait for their outcome."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,9 +40,10 @@ class DescriptionResult:
 
 
 class DescriptionTranscripts:
-    """Queues callers' descriptions for the worker and lets a call wait (bounded) for the transcript.
+    """Queues callers' descriptions for the worker; wait() (bounded) is for tools and tests, never a caller.
 
-    The worker's observer stores the outcome on the case; the job row is the record of what happened.
+    The worker's observer stores the outcome on the case (and the live call); the job row is the record of what
+    happened.
     """
 
     def __init__(self, store: TranscriptionJobStore, worker: TranscriptionWorker, *,

@@ -5,16 +5,16 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Table, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import dialect_insert, finish_on_cancel
 
 from .tables import TranscriptionJobRow
 
-_jobs = cast(Table, TranscriptionJobRow.__table__)  # a declarative class's table is a Table
+_jobs = TranscriptionJobRow.__table__
 
 
 class JobStatus(StrEnum):

@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from asr import AsrError, AudioFormatError, Transcript
+from asr import AsrError, AudioFormatError, EmptyAudioError, Transcript
 
-from .store import JobKind, JobStatus, TranscriptionJob, TranscriptionJobStore
+from .store import JobKind, JobStatus, Recording, TranscriptionJob, TranscriptionJobStore
 
 log = logging.getLogger(__name__)
 
@@ -193,16 +193,64 @@ class TranscriptionWorker:
 
     async def _transcribe(self, job: TranscriptionJob) -> list[dict[str, Any]]:
         grammar = list(job.grammar) if job.grammar else None
+        if job.kind != JobKind.CALL:
+            transcripts: list[dict[str, Any]] = []
+            for recording in job.recordings:
+                transcripts.extend(await self._transcribe_leg(recording, grammar))
+            return transcripts
+        return await self._transcribe_call(job, grammar)
+
+    async def _transcribe_call(self, job: TranscriptionJob, grammar: list[str] | None) -> list[dict[str, Any]]:
+        """A whole call's legs, each on its own: a leg with no audio (the citizen's phone sent none) is kept as an
+        empty transcript and the other legs are still heard; the job fails only when no leg could be read."""
         transcripts: list[dict[str, Any]] = []
+        unusable: list[str] = []
         for recording in job.recordings:
-            path = Path(recording.path)
-            if not path.exists():
-                raise AudioFormatError(f"recording {path}: file does not exist")
-            if len(recording.labels) > 1:
-                parts = await self._recognizer.transcribe_stereo(path, recording.labels, grammar=grammar,
-                                                                 timeout=self._timeout)
-            else:
-                one = await self._recognizer.transcribe_file(path, grammar=grammar, timeout=self._timeout)
-                parts = [replace(one, channel=recording.labels[0] if recording.labels else None)]
-            transcripts.extend(t.to_dict() for t in parts)
+            try:
+                transcripts.extend(await self._transcribe_leg(recording, grammar))
+            except EmptyAudioError as exc:
+                log.info("transcription job %s: %s leg is empty (%s)", job.job_key, _leg_name(recording), exc)
+                transcripts.extend(_empty_leg(recording, str(exc)))
+            except AudioFormatError as exc:
+                unusable.append(str(exc))
+                transcripts.extend(_empty_leg(recording, str(exc), unusable=True))
+        if unusable and len(unusable) == len(job.recordings):
+            raise AudioFormatError("; ".join(unusable))
+        for reason in unusable:
+            log.warning("transcription job %s: a leg could not be read, the others were transcribed: %s",
+                        job.job_key, reason)
         return transcripts
+
+    async def _transcribe_leg(self, recording: Recording, grammar: list[str] | None) -> list[dict[str, Any]]:
+        path = Path(recording.path)
+        if not path.exists():
+            raise AudioFormatError(f"recording {path}: file does not exist")
+        _keep_private(path)
+        if len(recording.labels) > 1:
+            parts = await self._recognizer.transcribe_stereo(path, recording.labels, grammar=grammar,
+                                                             timeout=self._timeout)
+        else:
+            one = await self._recognizer.transcribe_file(path, grammar=grammar, timeout=self._timeout)
+            parts = [replace(one, channel=recording.labels[0] if recording.labels else None)]
+        return [t.to_dict() for t in parts]
+
+
+def _leg_name(recording: Recording) -> str:
+    return "/".join(recording.labels) or Path(recording.path).name
+
+
+def _empty_leg(recording: Recording, reason: str, *, unusable: bool = False) -> list[dict[str, Any]]:
+    """The stored transcript of a leg with nothing to hear: no text, marked empty (or unusable), with the reason."""
+    labels: Sequence[str | None] = recording.labels or (None,)
+    return [{**Transcript(text="", channel=label).to_dict(), "empty": True, "unusable": unusable, "reason": reason}
+            for label in labels]
+
+
+def _keep_private(path: Path) -> None:
+    # Asterisk writes recordings with its own umask (another container, another set-up): a citizen's voice is made
+    # readable by the hotline's user only as soon as it is picked up.
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as exc:
+        log.warning("cannot make recording %s private: %s", path, exc.strerror or exc)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from telephony import AGI_SECRET_ENV
 from telephony.asterisk_process import AsteriskConfig, AsteriskProcess, QueueConf
-from tests.support.ports import module_ports
+from tests.support.ports import PortBlock, module_ports
 
 # Test ports: this module's block (away from a dev instance's 5060/5038/4573, RTP 10000-10999).
 _PORTS = module_ports(__name__)
@@ -20,6 +21,7 @@ TEST_AMI_PORT = _PORTS.hotline("ami")
 TEST_AGI_PORT = _PORTS.hotline("agi")
 TEST_RTP_PORTS = _PORTS.rtp_range()
 TEST_AMI_SECRET = "test-ami-secret"
+TEST_AGI_SECRET = "test-agi-secret-0123456789"  # in Asterisk's environment: the dialplan's AGI tokens are made of it
 TEST_AGENTS = (
     ("agent1", "agent1-pass", ("complaints", "inquiries", "operator")),
     ("agent2", "agent2-pass", ("inquiries",)),
@@ -29,6 +31,13 @@ TEST_QUEUES = (
     QueueConf("inquiries", timeout_seconds=10, wrapup_seconds=0),
     QueueConf("operator", timeout_seconds=10, wrapup_seconds=0),
 )
+
+
+def asterisk_ports(block: PortBlock) -> dict[str, int]:
+    """make_test_config's port settings for an Asterisk of a module's own, inside that module's block."""
+    rtp_start, rtp_end = block.rtp_range()
+    return {"sip_port": block.hotline("sip"), "ami_port": block.hotline("ami"), "agi_port": block.hotline("agi"),
+            "rtp_port_start": rtp_start, "rtp_port_end": rtp_end}
 
 
 def make_test_config(run_dir: Path, **overrides: object) -> AsteriskConfig:
@@ -75,7 +84,7 @@ def asterisk_config(tmp_path_factory: pytest.TempPathFactory) -> AsteriskConfig:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def asterisk(asterisk_config: AsteriskConfig) -> AsyncIterator[AsteriskProcess]:
     """A running Asterisk on the test ports for the whole session; stopped (and checked gone) at the end."""
-    proc = AsteriskProcess(asterisk_config)
+    proc = AsteriskProcess(asterisk_config, env={AGI_SECRET_ENV: TEST_AGI_SECRET})
     await proc.start(ready_timeout=30.0)
     try:
         yield proc
@@ -184,6 +193,8 @@ __all__ = [
     "TEST_AMI_PORT",
     "TEST_AMI_SECRET",
     "TEST_SIP_PORT",
+    "TEST_AGI_SECRET",
+    "asterisk_ports",
     "agi_stub",
     "asterisk",
     "asterisk_config",

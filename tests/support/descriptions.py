@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -39,9 +39,10 @@ class DescriptionPipelines:
 
     def start(self, cases: Any, recognizer: Any, *, max_attempts: int = 2, retry_delay: float = 0.0,
               lease_seconds: float = 5.0, poll_interval: float = 0.05, grammar: list[str] | None = None,
-              owner: str | None = None, run: bool = True) -> RunningPipeline:
-        """A worker transcribing with recognizer into cases (running unless run=False) and its descriptions."""
-        worker = TranscriptionWorker(self.store, recognizer, CaseTranscriptObserver(cases), owner=owner,
+              owner: str | None = None, run: bool = True, live: Any = None) -> RunningPipeline:
+        """A worker transcribing with recognizer into cases, and live calls if given (update_existing), running
+        unless run=False, and its descriptions."""
+        worker = TranscriptionWorker(self.store, recognizer, CaseTranscriptObserver(cases, live), owner=owner,
                                      lease_seconds=lease_seconds, poll_interval=poll_interval,
                                      retry_delay=retry_delay)
         if run:
@@ -54,6 +55,17 @@ class DescriptionPipelines:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait until check() is true (the worker reports a transcript after the call went on); AssertionError naming
+    what did not happen within timeout s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -248,8 +248,9 @@ class FakeAmi:
     """telephony.AmiClient in process, as the domains use it: event handlers (emit() delivers an event), actions
     recorded in `actions`, queue members (QueueAdd / QueueRemove / QueuePause, refused like Asterisk refuses
     duplicates), QueueStatus answered from `members` and `entries`, CoreShowChannels from `channels`, AstDB
-    (DBGet / DBDel on `astdb`), and Originate answered with `originate_result` (an OriginateResponse value, an
-    exception to raise, or a future to await). `away=True`: every action fails as with AMI disconnected."""
+    (DBGet on `astdb`; DBDel is refused, as for the hotline's account, which holds no `system` class: deletes go
+    through the console, FakeConsole), and Originate answered with `originate_result` (an OriginateResponse value,
+    an exception to raise, or a future to await). `away=True`: every action fails as with AMI disconnected."""
 
     def __init__(self) -> None:
         self.actions: list[dict[str, Any]] = []
@@ -324,7 +325,7 @@ class FakeAmi:
                     {"Event": "DBGetResponse", "Family": fields["Family"], "Key": fields["Key"],
                      "Val": self.astdb[key]}, {"Event": "DBGetComplete", "EventList": "Complete"}]
         elif name == "DBDel":
-            self.astdb.pop(f"{fields['Family']}/{fields['Key']}", None)
+            return {"Response": "Error", "Message": "Permission denied"}  # the account holds no `system` class
         return {"Response": "Success"}
 
     async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, str]]:
@@ -335,3 +336,22 @@ class FakeAmi:
             return [*self.members.values(), *self.entries]
         assert fields["Action"] == "CoreShowChannels", fields
         return list(self.channels)
+
+
+class FakeConsole:
+    """telephony.AsteriskConsole in process (Asterisk's control socket): records every CLI command in `commands`;
+    `database del FAMILY KEY` deletes from `astdb` (give it a FakeAmi's to share one AstDB)."""
+
+    def __init__(self, astdb: dict[str, str] | None = None) -> None:
+        self.commands: list[str] = []
+        self.astdb: dict[str, str] = astdb if astdb is not None else {}
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str:
+        """Run one CLI command: AstDB deletes answer as Asterisk does, other commands print nothing."""
+        self.commands.append(text)
+        if text.startswith("database del "):
+            verb, family, key = text.rsplit(" ", 2)
+            assert verb == "database del", text
+            removed = self.astdb.pop(f"{family}/{key}", None) is not None
+            return "Database entry removed.\n" if removed else "Database entry not found.\n"
+        return ""

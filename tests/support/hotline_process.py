@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -47,6 +49,7 @@ class HotlineUnderTest:
         self.env.update(env or {})
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = run_dir / "hotline.log"
+        self._staff: urllib.request.OpenerDirector | None = None  # logged in as admin, for /admin/health
 
     def settings(self) -> Settings:
         """The settings the child runs with (same env, same secrets file)."""
@@ -88,14 +91,14 @@ class HotlineUnderTest:
         while asyncio.get_running_loop().time() < deadline:
             if self.process.returncode is not None:
                 raise RuntimeError(f"hotline run exited with {self.process.returncode}: {self.log_tail()}")
-            health = await self.health()
-            if health is not None and health.get("ok"):
+            health = await self.public_health()
+            if health is not None and health.get("status") == "ok":
                 return
             await asyncio.sleep(0.5)
         raise RuntimeError(f"hotline run not healthy after {timeout} s: {self.log_tail()}")
 
-    async def health(self) -> dict[str, Any] | None:
-        """GET /healthz as JSON (None if nothing answers)."""
+    async def public_health(self) -> dict[str, Any] | None:
+        """GET /healthz as anyone sees it, {"status": "ok" | "unavailable"} (None if nothing answers)."""
         def fetch() -> dict[str, Any] | None:
             try:
                 with urllib.request.urlopen(self.http_url + "/healthz", timeout=2) as resp:
@@ -104,6 +107,38 @@ class HotlineUnderTest:
                 return json.loads(exc.read() or b"{}")
             except OSError:
                 return None
+        return await asyncio.get_running_loop().run_in_executor(None, fetch)
+
+    def _staff_opener(self) -> urllib.request.OpenerDirector:
+        """A client logged in to the console as admin (the details of /admin/health are for staff)."""
+        if self._staff is not None:
+            return self._staff
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(self.http_url + "/login", timeout=5) as resp:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', resp.read().decode())
+        assert token, "login form has no CSRF token"
+        body = json.dumps({"username": "admin", "password": self.settings().admin_password}).encode()
+        request = urllib.request.Request(self.http_url + "/login", data=body, method="POST", headers={
+            "Content-Type": "application/json", "X-CSRF-Token": token.group(1)})
+        with opener.open(request, timeout=10):
+            pass
+        self._staff = opener
+        return opener
+
+    async def health(self) -> dict[str, Any] | None:
+        """Every component's report from /admin/health, logged in as admin (None if nothing answers)."""
+        def fetch() -> dict[str, Any] | None:
+            for _ in range(2):
+                try:
+                    with self._staff_opener().open(self.http_url + "/admin/health", timeout=5) as resp:
+                        return json.loads(resp.read())
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 401:
+                        return json.loads(exc.read() or b"{}")
+                    self._staff = None  # the session ended (e.g. Redis restarted empty): log in again
+                except OSError:
+                    return None
+            return None
         return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
     def log_tail(self, lines: int = 30) -> str:

@@ -61,6 +61,14 @@ class FakeLive:
         self.updates.append(dict(fields))
         self.calls.setdefault(linkedid, {"linkedid": linkedid}).update(fields)
 
+    async def update_existing(self, linkedid: str, **fields: Any) -> bool:
+        """Set fields on a call still known (False: it is gone and is not brought back)."""
+        if linkedid not in self.calls:
+            return False
+        self.updates.append(dict(fields))
+        self.calls[linkedid].update(fields)
+        return True
+
     async def append_path(self, linkedid: str, step: str) -> list[str]:
         """Append one step to the call's IVR path and return the path."""
         path = [*(self.calls.get(linkedid, {}).get("ivr_path") or []), step]

@@ -262,6 +262,7 @@ class CitizenCall:
     sip_port: int
     number: str = "12345"
     from_user: str = "13800138000"
+    from_domain: str | None = None  # the From URI's host (default: the caller's own address, as a carrier sends)
     steps: Sequence[Step] = ()
     hangup: str = "caller"  # "caller": send BYE after the steps; "wait": wait for Asterisk's BYE
     wait_bye_ms: int = 30000
@@ -282,6 +283,8 @@ class CitizenCall:
             raise ValueError(f"number {self.number!r} is not a dialable number")
         if not re.fullmatch(r"[A-Za-z0-9+_.-]{1,32}", self.from_user):
             raise ValueError(f"from_user {self.from_user!r} is not a valid SIP user part")
+        if self.from_domain is not None and not re.fullmatch(r"[A-Za-z0-9.-]{1,64}", self.from_domain):
+            raise ValueError(f"from_domain {self.from_domain!r} is not a valid SIP host")
 
     def _steps_xml(self, work_dir: Path) -> str:
         parts: list[str] = []
@@ -320,6 +323,7 @@ class CitizenCall:
     def scenario_xml(self, work_dir: Path) -> str:
         """The SIPp UAC scenario for this call."""
         who = escape(self.from_user)
+        from_host = escape(self.from_domain) if self.from_domain else "[local_ip]:[local_port]"
         rejects = "\n".join(
             f'<recv response="{code}" optional="true" next="rejected">'
             f'<action><log message="FINAL {code}"/></action></recv>'
@@ -330,7 +334,7 @@ class CitizenCall:
 <send retrans="500"><![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:{who}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+From: <sip:{who}@{from_host}>;tag=[pid]SIPpTag00[call_number]
 To:[$callee]
 Call-ID: [call_id]
 CSeq: 3 BYE
@@ -353,7 +357,7 @@ Content-Length: 0
 <send retrans="500"><![CDATA[
 INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{who}" <sip:{who}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+From: "{who}" <sip:{who}@{from_host}>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: 1 INVITE
@@ -374,7 +378,7 @@ Content-Length: [len]
 <send><![CDATA[
 ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:{who}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+From: <sip:{who}@{from_host}>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
 CSeq: 1 ACK

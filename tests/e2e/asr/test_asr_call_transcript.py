@@ -50,7 +50,7 @@ async def test_whole_call_is_transcribed_per_party_and_attached_to_the_case(hotl
     cases, jobs = CaseStore(engine), TranscriptionJobStore(engine)
     try:
         # The agent's phone echoes what it hears, so the agent's side of the recording is speech too.
-        async with AgentPhone(agent.name, agent.password, settings.sip_port, talk_ms=14000,
+        async with AgentPhone(agent.name, agent.sip_secret, settings.sip_port, talk_ms=14000,
                               work_dir=tmp_path / "agent") as phone:
             call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
                                work_dir=tmp_path / "caller", name="whole-call",

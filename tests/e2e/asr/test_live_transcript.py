@@ -22,6 +22,7 @@ from queueing import LiveCallState
 from queueing.live_state import connect_redis
 from telephony import AgiResult
 from tests.support.cases import FakeCases
+from tests.support.descriptions import eventually
 from tests.support.fake_agi import ScriptedAgi
 from tests.support.flows import base_flow, flow_source
 from tests.support.ports import module_ports
@@ -286,12 +287,13 @@ async def test_stream_record_node_falls_back_to_file_transcription(live, speech,
             "--redis-prefix", prefix)),
         flows=await flow_source(yaml.safe_dump(flow, allow_unicode=True)), cases=cases, records=FakeRecords(),
         live=live,
-        descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1).descriptions)
+        descriptions=pipelines.start(cases, FakeRecognizer("from the file"), max_attempts=1, live=live).descriptions)
     pcm, _ = read_audio(speech["silence"])
     agi = EagiRunningAgi(pcm)
     await asyncio.wait_for(engine.handle(agi), 60)  # type: ignore[arg-type]
-    case = cases.only()
     assert agi.eagi_variables == {"HOTLINE_LIVE_STOPPED": "error"}
+    await eventually(lambda: cases.only().transcript_status != TranscriptStatus.PENDING, what="transcript reported")
+    case = cases.only()
     # Nothing came live: the kept recording went through the durable description job instead.
     assert case.transcript == "from the file" and case.transcript_status == TranscriptStatus.DONE
     job = await pipelines.store.get(f"description:{case.case_number}")

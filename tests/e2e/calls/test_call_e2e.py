@@ -60,7 +60,7 @@ async def test_complaint_spoken_transcribed_queued_and_answered(hotline: Hotline
     caller = "01055501001"
     speech = _speech_pcap(tmp_path, "도로에 쓰레기가 많이 쌓여 있어요. 빨리 치워 주세요.", "complaint")
     agent = probe.settings.agents[0]
-    async with AgentPhone(agent.name, agent.password, probe.settings.sip_port, talk_ms=3000,
+    async with AgentPhone(agent.name, agent.sip_secret, probe.settings.sip_port, talk_ms=3000,
                           work_dir=tmp_path / "agent") as phone:
         call = CitizenCall(sip_port=probe.settings.sip_port, number=probe.settings.hotline_number,
                            from_user=caller, work_dir=tmp_path / "caller", name="complaint",

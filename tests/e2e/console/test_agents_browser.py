@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.browser]
 
 PORTS = module_ports(__name__)
 AGENT = "agent7"
-AGENT_PASSWORD = "agent7-secret-pw"  # SIP and console password (`hotline agents add` makes both)
+AGENT_PASSWORD = "agent7-secret-pw"  # console password (`hotline agents add` generates the SIP secret apart)
 SCREENSHOT = Path("/tmp/agents-page.png")
 
 

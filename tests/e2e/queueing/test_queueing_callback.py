@@ -90,9 +90,10 @@ async def hotline(own_redis: OwnRedis) -> AsyncIterator[HotlineUnderTest]:
         yield h
 
 
-async def _agents(h: HotlineUnderTest, *args: str) -> None:
-    code, _, err = await run_hotline_command(["agents", *args], h.env, timeout=60)
+async def _agents(h: HotlineUnderTest, *args: str) -> str:
+    code, out, err = await run_hotline_command(["agents", *args], h.env, timeout=60)
     assert code == 0, err[-1500:]
+    return out
 
 
 async def _waiting(redis: aioredis.Redis, prefix: str, queue: str) -> list[dict[str, Any]]:
@@ -108,7 +109,8 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
     try:
         await _agents(hotline, "logout", "agent1")
         await _agents(hotline, "logout", "agent2")
-        await _agents(hotline, "add", "cbagent", "--password", AGENT_PASSWORD, "--queue", "inquiries")
+        added = await _agents(hotline, "add", "cbagent", "--password", AGENT_PASSWORD, "--queue", "inquiries")
+        sip_secret = json.loads(added)["sip_secret"]  # shown once by `agents add`, apart from the console password
         caller = "01055503001"
         call = CitizenCall(sip_port=settings.sip_port, number=settings.hotline_number, from_user=caller,
                            work_dir=tmp_path / "caller", name="cb",
@@ -135,7 +137,7 @@ async def test_callback_survives_restart_and_rings_agent_then_citizen(hotline: H
         await citizen.start()
         log_path = hotline.run_dir / "asterisk" / "log" / "messages"
         try:
-            async with AgentPhone("cbagent", AGENT_PASSWORD, settings.sip_port, talk_ms=8000,
+            async with AgentPhone("cbagent", sip_secret, settings.sip_port, talk_ms=8000,
                                   work_dir=tmp_path / "agent", timeout=90) as phone:
                 await _agents(hotline, "login", "cbagent")
                 done = await until(lambda: _status(callbacks, request.id, "completed"), timeout=60,

@@ -50,6 +50,7 @@ class QueueProbe:
         self.records = CallRecordStore(self.engine)
         self.metrics = QueueMetricsStore(self.engine)
         self.redis = aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        self.sip_secrets: dict[str, str] = {}  # of agents added here: `agents add` shows them once
         self.prefix = self.settings.redis_key_prefix
 
     async def agent(self, name: str) -> dict[str, str]:
@@ -148,8 +149,9 @@ async def test_only_available_agents_get_calls_paused_gets_none(probe: QueueProb
     a registered but logged-out agent gets nothing. States flow through Redis pub/sub; metrics are counted."""
     agent1 = probe.settings.agents[0]
     await _nobody_but(probe)  # agent1 gets a phone below but is logged out: it must not be rung
-    await probe.agents_cli("add", "agent3", "--password", AGENT3_PASSWORD, "--queue", "inquiries:1",
-                           "--display-name", "Agent Three")
+    added = await probe.agents_cli("add", "agent3", "--password", AGENT3_PASSWORD, "--queue", "inquiries:1",
+                                   "--display-name", "Agent Three")
+    probe.sip_secrets["agent3"] = json.loads(added)["sip_secret"]  # apart from the console password
     await probe.agents_cli("login", "agent3")
     await probe.agents_cli("pause", "agent3", "--reason", "training")
     pubsub = probe.redis.pubsub()
@@ -169,9 +171,9 @@ async def test_only_available_agents_get_calls_paused_gets_none(probe: QueueProb
     collector = asyncio.create_task(collect())
     sip_port = probe.settings.sip_port
     try:
-        async with AgentPhone("agent3", AGENT3_PASSWORD, sip_port, talk_ms=3000, work_dir=tmp_path / "a3",
+        async with AgentPhone("agent3", probe.sip_secrets["agent3"], sip_port, talk_ms=3000, work_dir=tmp_path / "a3",
                               timeout=120) as phone3, \
-                AgentPhone(agent1.name, agent1.password, sip_port, talk_ms=3000, work_dir=tmp_path / "a1",
+                AgentPhone(agent1.name, agent1.sip_secret, sip_port, talk_ms=3000, work_dir=tmp_path / "a1",
                            timeout=120) as phone1:
             await probe.until(lambda: _state_is(probe, "agent3", "paused"), what="agent3 paused")
             assert (await probe.agent("agent3"))["pause_reason"] == "training"
@@ -225,8 +227,9 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
     """A repeat caller with an open case joins behind a waiting caller but is answered first; the waiting caller
     hears their position; when they give up, the abandon is counted."""
     await _nobody_but(probe)  # only agent4, logged in below, takes a call here
-    await probe.agents_cli("add", "agent4", "--password", AGENT4_PASSWORD, "--queue", "inquiries:1",
-                           "--display-name", "Agent Four")
+    added = await probe.agents_cli("add", "agent4", "--password", AGENT4_PASSWORD, "--queue", "inquiries:1",
+                                   "--display-name", "Agent Four")
+    probe.sip_secrets["agent4"] = json.loads(added)["sip_secret"]  # apart from the console password
     repeat = "01055502003"
     earlier = await probe.cases.open(NewCase(caller_number=repeat, category="inquiry", source_ref=None,
                                              menu_path=["2"]), actor="ivr")
@@ -256,7 +259,7 @@ async def test_priority_caller_overtakes_position_announced_and_abandon_counted(
                       timeout=12, what="the earlier caller told they are second")
     # agent4 talks long enough that its logout (a CLI process, slow on a loaded machine) lands before it is free
     # again; otherwise the earlier caller would rightly be handed to it after the wrap-up.
-    async with AgentPhone("agent4", AGENT4_PASSWORD, sip_port, talk_ms=12000, work_dir=tmp_path / "a4",
+    async with AgentPhone("agent4", probe.sip_secrets["agent4"], sip_port, talk_ms=12000, work_dir=tmp_path / "a4",
                           timeout=90) as phone4:
         await probe.agents_cli("login", "agent4")
         await probe.until(lambda: _case_of(probe, repeat, "in_progress"), timeout=30, what="repeat caller answered")

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from cases import CaseStore
 from queueing import CallbackStore
 from storage import create_engine_from_url
-from telephony import AmiClient, AsteriskConfig, AsteriskProcess
+from telephony import AmiClient, AsteriskConfig, AsteriskConsole, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
 from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml
@@ -74,9 +74,10 @@ async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, A
         raw = await redis.hgetall(f"{prefix}:queue:inquiries:waiting")
         return sorted((json.loads(v) for v in raw.values()), key=lambda e: e["position"])
 
-    code, _, err = await run_hotline_command(["agents", "add", "rsagent", "--password", AGENT_PASSWORD, "--queue",
-                                              "inquiries"], hotline.env)
+    code, out, err = await run_hotline_command(["agents", "add", "rsagent", "--password", AGENT_PASSWORD, "--queue",
+                                                "inquiries"], hotline.env)
     assert code == 0, err[-1000:]
+    sip_secret = json.loads(out)["sip_secret"]  # shown once by `agents add`, apart from the console password
     code, _, err = await run_hotline_command(["agents", "login", "rsagent"], hotline.env)
     assert code == 0, err[-1000:]
     leaver, stayer = "01055504001", "01055504002"
@@ -109,7 +110,7 @@ async def test_bridge_restart_while_calls_wait(bridge: tuple[HotlineUnderTest, A
         state = await redis.hgetall(f"{prefix}:agent:rsagent")
         assert state["state"] == "unreachable", state  # still a member after the restart, phone not registered
 
-        async with AgentPhone("rsagent", AGENT_PASSWORD, sip, talk_ms=3000, work_dir=tmp_path / "agent",
+        async with AgentPhone("rsagent", sip_secret, sip, talk_ms=3000, work_dir=tmp_path / "agent",
                               timeout=60) as phone:
             result_stayer = await task_stayer
             await phone.wait_call(timeout=30)
@@ -147,13 +148,15 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
     callbacks = CallbackStore(engine)
     ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret or "")
     await ami.start()
+    console = AsteriskConsole(asterisk.cfg.control_socket)  # hanging up a channel is not the bridge's AMI right
     messages = asterisk.cfg.messages_log
     try:
         for agent in ("rsagent",):
             await run_hotline_command(["agents", "logout", agent], hotline.env)
-        code, _, err = await run_hotline_command(["agents", "add", "rcbagent", "--password", AGENT_PASSWORD,
-                                                  "--queue", "inquiries"], hotline.env)
+        code, out, err = await run_hotline_command(["agents", "add", "rcbagent", "--password", AGENT_PASSWORD,
+                                                    "--queue", "inquiries"], hotline.env)
         assert code == 0, err[-1000:]
+        rcb_secret = json.loads(out)["sip_secret"]
         code, _, err = await run_hotline_command(["agents", "login", "rcbagent"], hotline.env)
         assert code == 0, err[-1000:]
 
@@ -166,7 +169,7 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
                 "-mp", str(CITIZEN_MEDIA_PORT),
                 "-rtp_echo"], tmp_path / f"citizen-{tag}", timeout=150)
             await citizen.start()
-            phone = AgentPhone("rcbagent", AGENT_PASSWORD, settings.sip_port, talk_ms=120000,
+            phone = AgentPhone("rcbagent", rcb_secret, settings.sip_port, talk_ms=120000,
                                work_dir=tmp_path / f"agent-{tag}", timeout=150)
             await phone.__aenter__()
             leg = await until(lambda: _citizen_leg(ami, f"callback-{request.id}-1"), timeout=40,
@@ -185,7 +188,7 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
         await hotline.start(keep_run_dir=True)
         await asyncio.sleep(4)  # several dispatcher rounds: a blind re-dial would happen now
         assert (await callbacks.get(first)).status == "connected"
-        await ami.action({"Action": "Hangup", "Channel": leg}, check=False)  # the citizen hangs up
+        await console.command(f"channel request hangup {leg}")  # the citizen hangs up
         done = await until(lambda: _status(callbacks, first, "completed"), what="followed call completed")
         assert done.attempts == 1
         await finish(citizen, phone)
@@ -193,7 +196,7 @@ async def test_callback_in_progress_survives_bridge_restarts_without_a_second_ri
         # 2. The call ends while the bridge is away: Asterisk's record tells the new bridge it reached the citizen.
         second, leg, citizen, phone = await connected_callback("01055504202", "gone")
         assert await hotline.stop() == 0
-        await ami.action({"Action": "Hangup", "Channel": leg}, check=False)
+        await console.command(f"channel request hangup {leg}")
         await finish(citizen, phone)
         await hotline.start(keep_run_dir=True)
         done = await until(lambda: _status(callbacks, second, "completed"), what="completed from Asterisk's record")

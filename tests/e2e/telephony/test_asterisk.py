@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from panoramisk import Manager
 
+from telephony import AsteriskConsole, agi_token
 from telephony.asterisk_process import AsteriskProcess, AsteriskStartError, render_asterisk_config
 from tests.support.asterisk_fixture import (
     TEST_AGI_PORT,
+    TEST_AGI_SECRET,
     FastAgiStub,
     asterisk_pids_using,
     espeak_wav,
@@ -52,8 +54,8 @@ async def test_asterisk_starts_and_ami_login_works(asterisk: AsteriskProcess, as
         assert manager.authenticated
         pong = await asyncio.wait_for(manager.send_action({"Action": "Ping"}), timeout=5)
         assert pong.success, pong
-        endpoints = await asyncio.wait_for(manager.send_command("pjsip show endpoints"), timeout=5)
-        text = "\n".join(str(v) for v in endpoints.values()) if hasattr(endpoints, "values") else str(endpoints)
+        # CLI commands go through the control socket: the AMI account holds no `command` class.
+        text = await AsteriskConsole(asterisk_config.control_socket).command("pjsip show endpoints")
         assert "trunk" in text and "agent1" in text
     finally:
         manager.close()
@@ -72,7 +74,10 @@ async def test_render_is_idempotent_and_keeps_runtime_expressions(tmp_path: Path
     assert {p.name: p.read_text() for p in conf.parent.glob("*.conf")} == first
     ext = first["extensions.conf"]
     assert "exten => 12345,1,NoOp(citizen call from ${CALLERID(num)})" in ext
-    assert f"AGI(agi://127.0.0.1:{TEST_AGI_PORT}/ivr?linkedid=${{CHANNEL(linkedid)}},${{HOTLINE_DIALED}})" in ext
+    # every AGI URL carries the channel's token, made from the secret in Asterisk's environment (not in any file)
+    assert (f"AGI(agi://127.0.0.1:{TEST_AGI_PORT}/ivr?auth=${{SHA1(${{ENV(HOTLINE_AGI_SECRET)}}:${{UNIQUEID}})}}"
+            "&linkedid=${CHANNEL(linkedid)},${HOTLINE_DIALED})") in ext
+    assert ext.count("AGI(agi://") == ext.count("?auth=${SHA1(${ENV(HOTLINE_AGI_SECRET)}:${UNIQUEID})}") == 5
     assert '${IF($["${HOTLINE_QUEUE_MAXWAIT}" = ""]?600:${HOTLINE_QUEUE_MAXWAIT})}' in ext
     assert "{{" not in "".join(first.values())
     assert "member => PJSIP/agent1,0,agent1,PJSIP/agent1" in first["queues.conf"]
@@ -172,8 +177,10 @@ async def test_hotline_call_reaches_agi_and_delivers_dtmf(asterisk, asterisk_con
                        steps=[("pause", 800), ("dtmf", "1"), ("pause", 500)], hangup="wait",
                        wait_bye_ms=10000, work_dir=tmp_path, timeout=30)
     result, session = await asyncio.gather(call.run(), agi_stub.next_session(timeout=25))
-    # the dialplan hands the call's linkedid over in the URL (the caller's channel starts the call)
-    assert session.env["agi_network_script"] == f"ivr?linkedid={session.env['agi_uniqueid']}"
+    # the dialplan hands the call's linkedid over in the URL (the caller's channel starts the call), after the
+    # channel's token, which Asterisk made from the secret in its environment
+    uniqueid = session.env["agi_uniqueid"]
+    assert session.env["agi_network_script"] == f"ivr?auth={agi_token(TEST_AGI_SECRET, uniqueid)}&linkedid={uniqueid}"
     assert session.env["agi_callerid"] == CALLER
     assert session.env["agi_extension"] == "12345"
     assert session.replies == [f"200 result={ord('1')}"], session.replies

@@ -82,8 +82,8 @@ async def setup(engine: AsyncEngine) -> AsyncIterator[Setup]:
     await accounts.create("admin1", PASSWORD, Role.ADMIN)
     await accounts.create("roads", PASSWORD, Role.DEPARTMENT)
     store = AgentStore(engine, QUEUES)
-    await store.add("agent1", "long-enough-pw", {"complaints": 0, "inquiries": 0}, display_name="Kim Minji")
-    await store.add("agent2", "long-enough-pw", {"inquiries": 1}, display_name="Lee Jun")
+    await store.add("agent1", {"complaints": 0, "inquiries": 0}, display_name="Kim Minji")
+    await store.add("agent2", {"inquiries": 1}, display_name="Lee Jun")
     ami = FakeAmi()
     live = FakeQueueLive(members_of=ami)
     app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
@@ -225,7 +225,7 @@ def test_state_labels_and_enabled_controls(db: dict[str, Any], live: dict[str, A
 
 async def test_agent_names_are_escaped_on_the_page(setup: Setup) -> None:
     script = "<script>alert('x')</script>"
-    await setup.store.add("agent3", "long-enough-pw", {"inquiries": 0}, display_name=script)
+    await setup.store.add("agent3", {"inquiries": 0}, display_name=script)
     setup.live.states["agent3"] = {"state": "paused", "pause_reason": script}
     await login(setup.client, "super1")
     html = await (await setup.client.get("/agents")).text()

@@ -492,11 +492,29 @@ async def test_accounts_api(console: Console) -> None:
 async def test_healthz(console: Console) -> None:
     client = console.client
     resp = await client.get("/healthz")
-    assert resp.status == 200 and (await resp.json())["components"]["ami"]["ok"] is True
+    assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
 
-    console.health.report = {"ok": False, "components": {"ami": {"ok": False, "reconnects": 3}}}
+    console.health.report = {"ok": False, "components": {"ami": {"ok": False, "reconnects": 3,
+                                                                 "last_error": "10.1.2.3:5038 refused"}}}
     resp = await client.get("/healthz")
-    assert resp.status == 503 and (await resp.json())["components"]["ami"]["reconnects"] == 3
+    assert resp.status == 503 and (await resp.json()) == {"status": "unavailable"}
+    assert "10.1.2.3" not in await resp.text()
+
+    # The details are for staff: anonymous and agents are refused, supervisors see every component.
+    resp = await client.get("/admin/health", headers={"Accept": "application/json"})
+    assert resp.status == 401
+    await login(client, "agent1")
+    assert (await client.get("/admin/health", headers={"Accept": "application/json"})).status == 403
+    other = await new_client(console)
+    try:
+        await login(other, "super1")
+        resp = await other.get("/admin/health")
+        assert resp.status == 503 and (await resp.json())["components"]["ami"]["reconnects"] == 3
+        console.health.report = {"ok": True, "components": {"ami": {"ok": True, "reconnects": 3}}}
+        resp = await other.get("/admin/health")
+        assert resp.status == 200 and (await resp.json())["components"]["ami"]["ok"] is True
+    finally:
+        await other.close()
 
 
 async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> None:
@@ -505,7 +523,7 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
         return {"ok": True}
 
     def boom() -> dict[str, Any]:
-        raise RuntimeError("no")
+        raise RuntimeError("secret detail of the failure")
 
     for check, status in ((lambda: {"ok": True, "components": {}}, 200), (boom, 503), (hang, 503), (lambda: None, 503)):
         app = create_console_app(
@@ -515,7 +533,7 @@ async def test_healthz_sync_failing_and_hanging_checks(store: AccountStore) -> N
         async with TestClient(TestServer(app)) as client:
             resp = await client.get("/healthz")
             assert resp.status == status
-            assert isinstance((await resp.json())["ok"], bool)
+            assert (await resp.json()) == {"status": "ok" if status == 200 else "unavailable"}
 
 
 async def test_session_key_must_be_32_bytes(store: AccountStore) -> None:

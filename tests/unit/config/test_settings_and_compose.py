@@ -83,7 +83,7 @@ def test_docker_compose_wires_services_by_environment() -> None:
     asterisk = services["asterisk"]
     assert asterisk["build"] == {"context": ".", "dockerfile": "asterisk/Dockerfile"}
     dockerfile = (ROOT / asterisk["build"]["dockerfile"]).read_text()
-    assert dockerfile.count("n=bullseye") == 1
+    assert dockerfile.count("n=bullseye\\n") == 1 and dockerfile.count("n=bullseye-security\\n") == 1
     # Asterisk runs the bridge's live-transcription EAGI program: the same interpreter and package, and Redis
     # reached through the environment it inherits (ivr.live_transcript.REDIS_URL_ENV)
     assert "FROM python:3.11-slim-bookworm" in dockerfile and "pip install" in dockerfile

@@ -11,7 +11,7 @@ from asr import AsrError, AudioFormatError
 from cases import CaseStatus
 from ivr import HotlineCallFlow, IvrOptions
 from tests.support.cases import FakeCases
-from tests.support.descriptions import DescriptionPipelines, RunningPipeline
+from tests.support.descriptions import DescriptionPipelines, RunningPipeline, eventually
 from tests.support.fake_agi import ScriptedAgi
 from tests.support.live import FakeLive
 from tests.support.recognizer import FakeRecognizer
@@ -27,12 +27,11 @@ class FakePrompts:
 
 
 def _flow(tmp_path: Path, pipelines: DescriptionPipelines, recognizer: FakeRecognizer, *,
-          transcript_wait_s: float = 30.0, grammar: list[str] | None = None,
+          grammar: list[str] | None = None,
           ) -> tuple[HotlineCallFlow, FakeCases, FakeRecords, FakeLive, RunningPipeline]:
     cases, records, live = FakeCases(), FakeRecords(), FakeLive()
-    pipeline = pipelines.start(cases, recognizer, max_attempts=2, grammar=grammar)
-    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2,
-                                              transcript_wait_s=transcript_wait_s),
+    pipeline = pipelines.start(cases, recognizer, max_attempts=2, grammar=grammar, live=live)
+    flow = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2),
                            prompts=FakePrompts(), cases=cases, records=records, live=live,
                            descriptions=pipeline.descriptions)
     return flow, cases, records, live, pipeline
@@ -58,12 +57,13 @@ async def test_silence_and_wrong_keys_reach_a_person(tmp_path: Path, pipelines: 
     assert await pipeline.store.get("description:2611290001") is None  # nothing recorded, nothing queued
 
 
-async def test_complaint_transcribed_via_a_job_before_queueing(tmp_path: Path, wav: Path,
-                                                               pipelines: DescriptionPipelines) -> None:
+async def test_complaint_queued_then_transcribed_by_a_job(tmp_path: Path, wav: Path,
+                                                          pipelines: DescriptionPipelines) -> None:
     recognizer = FakeRecognizer("도로에 쓰레기")
     flow, cases, records, live, pipeline = _flow(tmp_path, pipelines, recognizer, grammar=["도로에 쓰레기"])
     agi = ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav)
     await flow.handle(agi)  # type: ignore[arg-type]
+    await eventually(lambda: cases.cases["2611290001"].transcript_status != "pending", what="transcript reported")
     case = cases.cases["2611290001"]
     assert case.transcript == "도로에 쓰레기" and case.transcript_status == "done"
     assert case.recording_path == str(tmp_path / "2611290001.wav")
@@ -83,6 +83,7 @@ async def test_hang_up_after_describing_keeps_recording_and_transcript(tmp_path:
                                                                        pipelines: DescriptionPipelines) -> None:
     flow, cases, records, _, _ = _flow(tmp_path, pipelines, FakeRecognizer("가로등 고장"))
     await flow.handle(ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], hang_up_on="record", recording=wav))  # type: ignore[arg-type]
+    await eventually(lambda: cases.cases["2611290001"].transcript_status != "pending", what="transcript reported")
     case = cases.cases["2611290001"]
     assert case.status == CaseStatus.ABANDONED_IN_IVR
     assert case.transcript == "가로등 고장" and case.transcript_status == "done"
@@ -103,6 +104,7 @@ async def test_asr_failure_is_retried_by_the_job_and_then_transcribed(tmp_path: 
     flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     agi = ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav)
     await flow.handle(agi)  # type: ignore[arg-type]
+    await eventually(lambda: cases.cases["2611290001"].transcript_status != "pending", what="transcript reported")
     case = cases.cases["2611290001"]
     assert agi.variables["HOTLINE_QUEUE"] == "complaints"
     assert case.transcript == "이제 됩니다" and case.transcript_status == "done"
@@ -115,6 +117,7 @@ async def test_retries_give_up_with_a_reason(tmp_path: Path, wav: Path, pipeline
     recognizer = FakeRecognizer(AsrError("recognizer down"))
     flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     await flow.handle(ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav))  # type: ignore[arg-type]
+    await eventually(lambda: cases.cases["2611290001"].transcript_status != "pending", what="transcript reported")
     case = cases.cases["2611290001"]
     assert case.transcript_status == "failed" and case.transcript is None
     assert "after 2 attempt(s): recognizer down" in case.notes
@@ -129,6 +132,7 @@ async def test_too_short_recording_fails_at_once_and_says_why(tmp_path: Path, wa
     recognizer = FakeRecognizer(AudioFormatError("recording x.wav: too short (0.2 s)"))
     flow, cases, _, live, pipeline = _flow(tmp_path, pipelines, recognizer)
     await flow.handle(ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav))  # type: ignore[arg-type]
+    await eventually(lambda: cases.cases["2611290001"].transcript_status != "pending", what="transcript reported")
     case = cases.cases["2611290001"]
     assert case.transcript_status == "failed" and "too short (0.2 s)" in case.notes
     assert len(recognizer.calls) == 1  # no retry can make it longer
@@ -138,21 +142,39 @@ async def test_too_short_recording_fails_at_once_and_says_why(tmp_path: Path, wa
     assert Path(case.recording_path).exists()
 
 
-async def test_a_slow_transcript_does_not_hold_the_caller_and_still_reaches_the_live_call(
+async def test_the_caller_goes_to_the_queue_while_the_recognizer_is_still_busy(
         tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
     recognizer = FakeRecognizer("늦은 설명")
-    recognizer.release = asyncio.Event()
-    flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer, transcript_wait_s=0.2)
+    recognizer.release = asyncio.Event()  # the recognizer answers only when the test says so
+    flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer)
     agi = ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav)
-    await asyncio.wait_for(flow.handle(agi), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(flow.handle(agi), 2)  # type: ignore[arg-type]
     case = cases.cases["2611290001"]
     assert agi.variables["HOTLINE_QUEUE"] == "complaints" and case.transcript_status == "pending"
-    recognizer.release.set()  # the recognizer answers once the caller is in the queue
-    for _ in range(100):
-        if live.calls["linked-1"].get("transcript"):
-            break
-        await asyncio.sleep(0.05)
+    assert live.calls["linked-1"]["transcript_status"] == "pending"
+    await eventually(lambda: len(recognizer.calls) == 1, what="the job started")
+    # Meanwhile the call tracker sees the caller reach an agent.
+    await live.update("linked-1", state="connected", agent="agent1")
+    recognizer.release.set()
+    await eventually(lambda: live.calls["linked-1"].get("transcript") is not None, what="transcript on the live call")
     case = cases.cases["2611290001"]
     assert case.transcript == "늦은 설명" and case.transcript_status == "done"
     assert live.calls["linked-1"]["transcript"] == "늦은 설명"
+    assert live.calls["linked-1"]["transcript_status"] == "done"
+    assert live.calls["linked-1"]["state"] == "connected" and live.calls["linked-1"]["agent"] == "agent1"
+    await flow.aclose()
+
+
+async def test_a_call_gone_from_the_live_state_still_gets_its_transcript_on_the_case(
+        tmp_path: Path, wav: Path, pipelines: DescriptionPipelines) -> None:
+    recognizer = FakeRecognizer("끝난 통화")
+    recognizer.release = asyncio.Event()
+    flow, cases, _, live, _ = _flow(tmp_path, pipelines, recognizer)
+    agi = ScriptedAgi(caller="01099998888", uniqueid="1", keys=["1"], recording=wav)
+    await asyncio.wait_for(flow.handle(agi), 2)  # type: ignore[arg-type]
+    del live.calls["linked-1"]  # the call ended and its hash expired before the recognizer answered
+    recognizer.release.set()
+    await eventually(lambda: cases.cases["2611290001"].transcript_status == "done", what="transcript on the case")
+    assert cases.cases["2611290001"].transcript == "끝난 통화"
+    assert "linked-1" not in live.calls  # an ended call is not brought back into the live state
     await flow.aclose()

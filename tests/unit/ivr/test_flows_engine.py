@@ -14,7 +14,7 @@ from ivr import FlowValidator, HotlineCallFlow, IvrOptions, LiveFlowSource
 from ivr.flow_source import FileFlowSource
 from ivr.flow_store import FlowStore
 from tests.support.cases import FakeCases, sample_case
-from tests.support.descriptions import DescriptionPipelines
+from tests.support.descriptions import DescriptionPipelines, eventually
 from tests.support.fake_agi import ScriptedAgi
 from tests.support.flows import (
     DEFAULT_FLOW,
@@ -43,7 +43,7 @@ def _engine(tmp_path: Path, pipelines: DescriptionPipelines, flows: Any, *, spee
             transfer_dial: str | None = None) -> tuple[HotlineCallFlow, FakeCases, FakeRecords, FakeLive, FakeSurveys]:
     cases = cases or FakeCases()
     records, live, surveys = FakeRecords(), FakeLive(), FakeSurveys()
-    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1).descriptions
+    descriptions = pipelines.start(cases, FakeRecognizer("설명"), max_attempts=1, live=live).descriptions
     engine = HotlineCallFlow(options=IvrOptions(recordings_dir=tmp_path, menu_retries=2, transfer_dial=transfer_dial),
                              flows=flows,
                              cases=cases, records=records, live=live, descriptions=descriptions,
@@ -80,6 +80,8 @@ async def test_default_flow_description_is_transcribed_by_a_job_onto_the_case(
     await engine.handle(agi)  # type: ignore[arg-type]
     case = cases.only()
     assert case.menu_path == ["1", "recorded"] and agi.variables["HOTLINE_QUEUE"] == "complaints"
+    await eventually(lambda: cases.only().transcript_status != "pending", what="transcript reported")
+    case = cases.only()
     assert case.transcript == "설명" and case.transcript_status == "done"
     assert live.calls[f"linked-{agi.uniqueid}"]["transcript"] == "설명"
     job = await pipelines.store.get(f"description:{case.case_number}")

@@ -16,7 +16,7 @@ from queueing.callbacks import channel_id
 from telephony import AmiError
 from tests.support.cases import FakeCases, sample_case
 from tests.support.fake_agi import ChannelAgi
-from tests.support.fake_ami import FakeAmi
+from tests.support.fake_ami import FakeAmi, FakeConsole
 from tests.support.live import FakeLive, FakeQueueLive
 from tests.support.records import FakeRecords
 
@@ -34,6 +34,7 @@ class World:
         self.now = datetime.now(UTC)
         self.store = CallbackStore(engine, clock=lambda: self.now)
         self.ami = FakeAmi()
+        self.console = FakeConsole(self.ami.astdb)  # AstDB deletes: the control socket, not AMI
         self.qlive = FakeQueueLive()
         self.qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
         self.calls = FakeLive()
@@ -44,7 +45,7 @@ class World:
 
     def bridge(self, max_attempts: int = 3) -> CallbackDispatcher:
         dispatcher = CallbackDispatcher(self.store, self.ami, self.qlive, self.calls,
-                                        dial_template="PJSIP/trunk/sip:{number}@x",
+                                        dial_template="PJSIP/trunk/sip:{number}@x", console=self.console,
                                         max_attempts=max_attempts, retry_seconds=60,
                                         originate_grace_seconds=10, clock=lambda: self.now)
         dispatcher.subscribe(self.ami)
@@ -172,10 +173,13 @@ async def test_dialing_without_channel_or_record_goes_back_in_line_after_the_gra
     w.now += timedelta(seconds=11)
     await bridge.recover()
     back = await w.status(cb_id)
-    assert back.status == "pending" and back.attempts == 0  # the agent never answered: the citizen was never rung
+    # The agent never answered, so the citizen was never rung; the attempt still counts and the next one waits.
+    assert back.status == "pending" and back.attempts == 1
+    assert await bridge.dispatch_once() == []
+    w.now += timedelta(seconds=60)
     assert await bridge.dispatch_once() == [cb_id]
     await bridge.settle(timeout=5)
-    assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 1)]
+    assert [o["ChannelId"] for o in w.ami.originates] == [channel_id(cb_id, 2)]
 
 
 async def test_agent_still_ringing_after_restart_is_left_to_ring(engine: AsyncEngine) -> None:
@@ -267,7 +271,7 @@ async def test_user_event_and_reconcile_racing_settle_once(engine: AsyncEngine) 
 
 async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngine) -> None:
     queued_at = datetime.now(UTC) - timedelta(seconds=10)
-    live = FakeLive({"linkedid": "300.1", "queued_at": queued_at.isoformat(), "queue": "inquiries",
+    live = FakeLive({"linkedid": "300.1", "queued_at": queued_at, "queue": "inquiries",
                      "case_number": "2611290007"})
 
     async def too_early() -> str:
@@ -280,7 +284,7 @@ async def test_too_early_keeps_the_place_the_wait_and_says_so(engine: AsyncEngin
     assert agi.variables["HOTLINE_CALLBACK"] == "too_early"
     assert 289 <= int(agi.variables["HOTLINE_QUEUE_REMAINING"]) <= 291  # the max wait goes on, it does not restart
     assert agi.played == ["/prompts/queue-say-too-early"]
-    assert live.call["requeue_queue"] == "inquiries" and live.call["requeue_queued_at"] == queued_at.isoformat()
+    assert live.call["requeue_queue"] == "inquiries" and live.call["requeue_queued_at"] == queued_at
     assert await CallbackStore(engine).in_status("pending") == []
 
 
@@ -293,7 +297,7 @@ class Metrics:
 
 
 async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
-    first_join = "2026-11-29T09:00:00+00:00"
+    first_join = JOINED
     ami = FakeAmi()
     calls = FakeLive({"linkedid": "300.1", "case_number": "2611290007", "queue": "inquiries", "queued_at": first_join,
                        "requeue_queue": "inquiries", "requeue_queued_at": first_join})
@@ -308,5 +312,5 @@ async def test_back_in_line_keeps_join_time_and_is_not_a_new_offer() -> None:
                    Channel="PJSIP/trunk-00000003", CallerIDNum="0105", Position="2")
     entries = await waiting.waiting("inquiries")
     assert [(e["uniqueid"], e["position"]) for e in entries] == [("400.1", 1), ("300.1", 2), ("400.2", 3)]
-    assert entries[1]["joined_at"] == first_join and calls.call["queued_at"] == first_join
+    assert entries[1]["joined_at"] == first_join.isoformat() and calls.call["queued_at"] == first_join
     assert metrics.offers == 0 and waiting.counters == []

@@ -20,7 +20,7 @@ from config.settings import PROJECT_ROOT
 from ivr import load_prompt_sets
 from queueing import MaxWaitRecordingRoute, QueueTimeoutRoute
 from storage import create_engine_from_url, migrate_database
-from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines
+from tests.support.descriptions import DescriptionPipelines, RunningPipeline, description_pipelines, eventually
 from tests.support.fake_agi import ChannelAgi
 from tests.support.live import FakeLive
 from tests.support.recognizer import FakeRecognizer
@@ -79,13 +79,17 @@ def test_settings_accept_record_as_on_max_wait() -> None:
 
 async def test_case_without_recording_keeps_the_max_wait_description_and_transcribes_it(
         cases: CaseStore, pipelines: DescriptionPipelines, tmp_path: Path) -> None:
-    case = await cases.open(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"]), actor="ivr")
+    case = await cases.open(NewCase(caller_number="01055504201", category="inquiry", menu_path=["2"],
+                                    source_ref="500.1"), actor="ivr")
     recognizer, live = FakeRecognizer("하수도"), FakeLive()
-    pipeline = pipelines.start(cases, recognizer)
+    pipeline = pipelines.start(cases, recognizer, live=live)
     route = _route(cases, tmp_path, pipeline, live)
     agi = _caller({"HOTLINE_CASE": case.case_number, "CHANNEL(linkedid)": "500.1"})
     await route.handle(agi)
+    assert {"transcript_status": "pending"} in live.updates  # the caller goes on before the recognizer answers
     wav = tmp_path / "rec" / f"{case.case_number}-maxwait.wav"
+    await eventually(lambda: {"transcript": "하수도", "transcript_status": "done"} in live.updates,
+                     what="transcript on the live call")
     stored = await cases.get(case.case_number)
     assert stored.recording_path == str(wav) and wav.exists()
     assert stored.transcript == "하수도" and stored.transcript_status == TranscriptStatus.DONE
@@ -104,7 +108,12 @@ async def test_hang_up_while_recording_keeps_what_was_said(cases: CaseStore, pip
     recognizer = FakeRecognizer("하수도")
     agi = _caller({"HOTLINE_CASE": case.case_number}, hang_up_while_recording=True)
     await _route(cases, tmp_path, pipelines.start(cases, recognizer)).handle(agi)
-    stored = await cases.get(case.case_number)
+    await eventually(lambda: len(recognizer.calls) == 1, what="the description transcribed")
+    for _ in range(100):
+        stored = await cases.get(case.case_number)
+        if stored.transcript_status != TranscriptStatus.PENDING:
+            break
+        await asyncio.sleep(0.02)
     assert stored.recording_path.endswith("-maxwait.wav") and stored.transcript == "하수도"
     assert len(recognizer.calls) == 1 and "HOTLINE_MAXWAIT_RECORDED" not in agi.variables
 

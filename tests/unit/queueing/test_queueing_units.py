@@ -37,7 +37,7 @@ from tests.support.callbacks import FakeCallbacks
 from tests.support.cases import FakeCases
 from tests.support.console import CHEAP_HASHER, PASSWORD, FakeHealth, login
 from tests.support.fake_agi import ChannelAgi
-from tests.support.fake_ami import FakeAmi
+from tests.support.fake_ami import FakeAmi, FakeConsole
 from tests.support.live import FakeLive, FakeQueueLive
 from tests.support.records import FakeRecords
 
@@ -60,13 +60,13 @@ async def redis_prefix() -> AsyncIterator[str]:
 
 async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -> None:
     store = AgentStore(engine, QUEUES)
-    await store.add("agent7", "long-enough-pw", {"inquiries": 2})
+    await store.add("agent7", {"inquiries": 2})
     for call, match in (
-        (store.add("agent7", "long-enough-pw", {"inquiries": 0}), "already exists"),
-        (store.add("Bad Name", "long-enough-pw", {"inquiries": 0}), "agent name"),
-        (store.add("agent8", "short", {"inquiries": 0}), "SIP password"),
-        (store.add("agent8", "long-enough-pw", {"nowhere": 0}), "unknown queue 'nowhere'"),
-        (store.add("agent8", "long-enough-pw", {}), "at least one queue"),
+        (store.add("agent7", {"inquiries": 0}), "already exists"),
+        (store.add("Bad Name", {"inquiries": 0}), "agent name"),
+        (store.add("agent8", {"inquiries": 0}, sip_secret="short"), "SIP secret"),
+        (store.add("agent8", {"nowhere": 0}), "unknown queue 'nowhere'"),
+        (store.add("agent8", {}), "at least one queue"),
         (store.get("agent9"), "no agent named"),
     ):
         with pytest.raises(AgentError, match=match) as err:
@@ -75,20 +75,23 @@ async def test_agent_store_validates_with_one_line_errors(engine: AsyncEngine) -
     with pytest.raises(AgentError, match="penalty"):
         parse_skills(["inquiries:high"])
     assert parse_skills(["inquiries:3", "operator"]) == {"inquiries": 3, "operator": 0}
-    assert await store.seed([("agent7", "x" * 12, ["operator"]), ("agent1", "y" * 12, ["complaints"])]) == ["agent1"]
+    assert await store.seed([("agent7", "x" * 16, ["operator"]), ("agent1", "y" * 16, ["complaints"])]) == ["agent1"]
     agent1 = await store.get("agent1")
     assert agent1.logged_in and agent1.skills == {"complaints": 0}
 
 
 async def test_agent_service_login_pause_resume_logout_through_ami(engine: AsyncEngine, tmp_path: Path) -> None:
     ami = FakeAmi()
-    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1")
+    console = FakeConsole()
+    provisioner = PjsipAgentProvisioner(tmp_path / "etc", TEMPLATES_DIR / "pjsip_agent.conf.part", "127.0.0.1",
+                                        console)
     service = AgentService(AgentStore(engine, QUEUES), ami, provisioner)
-    await service.add("agent7", "long-enough-pw", {"inquiries": 2, "operator": 0})
+    agent7 = await service.add("agent7", {"inquiries": 2, "operator": 0})
     conf = provisioner.path.read_text()
-    assert "[agent7]" in conf and "password = long-enough-pw" in conf
+    assert "[agent7]" in conf and f"password = {agent7.sip_secret}" in conf and len(agent7.sip_secret) >= 32
     assert oct(provisioner.path.stat().st_mode & 0o777) == "0o600"
-    assert ami.named("Command") == [{"Action": "Command", "Command": "module reload res_pjsip.so"}]
+    assert console.commands == ["module reload res_pjsip.so"]  # the control socket, not AMI's Command
+    assert ami.named("Command") == []
     await service.login("agent7")
     assert {(a["Queue"], a["Penalty"]) for a in ami.named("QueueAdd")} == {("inquiries", "2"), ("operator", "0")}
     with pytest.raises(AgentError, match="not one of"):
@@ -115,8 +118,8 @@ async def test_sync_makes_asterisk_match_the_database(engine: AsyncEngine, tmp_p
     ami = FakeAmi()
     store = AgentStore(engine, QUEUES)
     service = AgentService(store, ami, None)
-    await store.add("agent1", "long-enough-pw", {"complaints": 0})
-    await store.add("agent2", "long-enough-pw", {"inquiries": 1})
+    await store.add("agent1", {"complaints": 0})
+    await store.add("agent2", {"inquiries": 1})
     await store.set_state("agent2", logged_in=True, paused=True, pause_reason="break")
     ami.members[("complaints", "PJSIP/agent1")] = {"Event": "QueueMember", "Queue": "complaints",
                                                     "Location": "PJSIP/agent1", "Membership": "dynamic"}
@@ -287,7 +290,7 @@ async def test_max_wait_action(action: str, expect_vars: dict[str, str]) -> None
     from queueing import QueueTimeoutRoute
 
     live = FakeLive({"linkedid": "300.1", "category": "inquiry"})
-    live.call["queued_at"] = "2026-11-29T09:00:00+00:00"
+    live.call["queued_at"] = datetime(2026, 11, 29, 9, tzinfo=UTC)
     callbacks = FakeCallbacks()
     agi = ChannelAgi({"HOTLINE_QUEUE": "inquiries", "HOTLINE_CASE": "2611290007", "QUEUE_PRIO": "5",
                    "CHANNEL(linkedid)": "300.1"}, "0107")
@@ -358,26 +361,71 @@ async def test_callback_waits_its_turn_is_dialed_once_retried_then_failed(engine
     await dispatcher.aclose()
 
 
-async def test_agent_not_answering_does_not_use_up_an_attempt(engine: AsyncEngine) -> None:
+async def test_agent_not_answering_counts_backs_off_and_fails_for_a_supervisor(engine: AsyncEngine) -> None:
+    from queueing import CallbackDispatcher, CallbackStore
+
+    now = [datetime(2026, 11, 29, 9, 0, tzinfo=UTC)]
+    store = CallbackStore(engine, clock=lambda: now[0])
+    ami, qlive = FakeAmi(), FakeQueueLive()
+    ami.originate_result = "Failure"  # the agent does not answer
+    qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]},
+                        {"name": "agent2", "state": "available", "queues": ["inquiries"]}]
+    dispatcher = CallbackDispatcher(store, ami, qlive, FakeLive(), dial_template="PJSIP/trunk/sip:{number}@x",
+                                    max_attempts=3, retry_seconds=10, originate_grace_seconds=0,
+                                    clock=lambda: now[0])
+    dispatcher.subscribe(ami)
+    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
+                             priority=0, queued_at=now[0])
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    back = await store.get(cb.id)
+    assert back.status == "pending" and back.attempts == 1 and "agent agent1 did not answer" in back.last_error
+    # Not again in a tight loop: the next try waits retry_seconds, then twice that.
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=9)
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=1)
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    # The agent who let it ring out goes last: the second attempt rang agent2.
+    assert [o["Channel"] for o in ami.named("Originate")] == ["PJSIP/agent1", "PJSIP/agent2"]
+    assert (await store.get(cb.id)).attempts == 2
+    now[0] += timedelta(seconds=19)
+    assert await dispatcher.dispatch_once() == []
+    now[0] += timedelta(seconds=1)
+    assert await dispatcher.dispatch_once() == [cb.id]
+    await dispatcher.settle(timeout=5)
+    failed = await store.get(cb.id)
+    assert failed.status == "failed" and failed.attempts == 3
+    assert "no agent answered in 3 attempt(s)" in failed.last_error
+    assert qlive.published[-1][0] == "callback_failed" and qlive.published[-1][1]["callback"]["status"] == "failed"
+    now[0] += timedelta(hours=1)
+    assert await dispatcher.dispatch_once() == []  # for a supervisor now: never dialed again
+    assert len(ami.named("Originate")) == 3
+    await dispatcher.aclose()
+
+
+async def test_an_attempt_cut_off_before_the_agent_answered_counts_too(engine: AsyncEngine) -> None:
     from queueing import CallbackDispatcher, CallbackStore
 
     store = CallbackStore(engine)
     ami, qlive = FakeAmi(), FakeQueueLive()
     ami.originate_result = "Failure"  # the agent does not answer
-    qlive.agent_list = [{"name": "agent1", "state": "available", "queues": ["inquiries"]}]
     dispatcher = CallbackDispatcher(store, ami, qlive, FakeLive(), dial_template="PJSIP/trunk/sip:{number}@x",
-                                    originate_grace_seconds=0)
-    dispatcher.subscribe(ami)
-    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.1",
+                                    max_attempts=2, retry_seconds=60, originate_grace_seconds=0)
+    cb = await store.request(queue="inquiries", caller_number="0102", case_number=None, linkedid="500.2",
                              priority=0, queued_at=datetime.now(UTC))
-    await dispatcher.dispatch_once()
-    await dispatcher.settle(timeout=5)
-    back = await store.get(cb.id)
-    assert back.status == "pending" and back.attempts == 0 and "did not answer" in back.last_error
-    # After a restart a row left 'dialing' with no channel and no AstDB record goes back in line.
+    # A bridge claimed the row and died before the agent answered (no channel, no AstDB record), twice.
     assert await store.claim(cb.id, "agent1")
     await dispatcher.recover()
-    assert (await store.get(cb.id)).status == "pending"
+    back = await store.get(cb.id)
+    assert back.status == "pending" and back.attempts == 1 and "interrupted" in back.last_error
+    assert await store.due() == []  # backed off, not at once
+    await store.set_status(cb.id, "pending", retry_in=0)
+    assert await store.claim(cb.id, "agent1")
+    await dispatcher.recover()
+    failed = await store.get(cb.id)
+    assert failed.status == "failed" and "no agent answered in 2 attempt(s)" in failed.last_error
     await dispatcher.aclose()
 
 
@@ -407,8 +455,8 @@ async def queue_client(engine: AsyncEngine) -> AsyncIterator[tuple[TestClient, A
     await accounts.create("agent1", PASSWORD, Role.AGENT, sip_endpoint="agent1")
     await accounts.create("super1", PASSWORD, Role.SUPERVISOR)
     store = AgentStore(engine, QUEUES)
-    await store.add("agent1", "long-enough-pw", {"inquiries": 0})
-    await store.add("agent2", "long-enough-pw", {"inquiries": 0})
+    await store.add("agent1", {"inquiries": 0})
+    await store.add("agent2", {"inquiries": 0})
     app = create_console_app(cases=FakeCases(), live_calls=FakeLive(), call_records=FakeRecords(),
                              accounts=accounts, health=FakeHealth(), session_key=os.urandom(32))
     ami = FakeAmi()
@@ -427,7 +475,7 @@ async def test_agent_api_roles_and_errors(queue_client: tuple[TestClient, Any]) 
     headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
     listed = await (await client.get("/api/agents")).json()
     assert [a["name"] for a in listed["agents"]] == ["agent1", "agent2"]
-    assert "sip_password" not in json.dumps(listed)
+    assert "sip_secret" not in json.dumps(listed) and "sip_password" not in json.dumps(listed)
     resp = await client.post("/api/agents/agent1/login", headers=headers)
     assert resp.status == 200 and (await resp.json())["agent"]["logged_in"] is True
     resp = await client.post("/api/agents/agent1/pause", json={"reason": "nap"}, headers=headers)
