@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from cases import CaseStore
 from queueing import CallbackStore
 from storage import create_engine_from_url
-from telephony import AmiClient, AsteriskConfig, AsteriskConsole, AsteriskProcess
+from telephony import AGI_SECRET_ENV, AmiClient, AsteriskConfig, AsteriskConsole, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command
 from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall, SippRun, _uas_xml
@@ -51,7 +51,10 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
     })
     h.run_dir.mkdir(parents=True)
     settings = h.settings()  # writes the secrets both the bridge and this Asterisk use
-    asterisk = AsteriskProcess(dataclasses.replace(AsteriskConfig.from_settings(settings), agents=()))
+    assert settings.agi_secret is not None
+    # The dialplan makes each channel's AGI token from the secret in Asterisk's environment.
+    asterisk = AsteriskProcess(dataclasses.replace(AsteriskConfig.from_settings(settings), agents=()),
+                               env={AGI_SECRET_ENV: settings.agi_secret})
     await asterisk.start()
     try:
         await h.start(keep_run_dir=True)
