@@ -27,10 +27,9 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Each test module binds only its own block of loopback ports, all below the kernel's ephemeral range
+# (tests/support/ports.py), so parallel workers never collide and the machine's settings stay as they are.
 test: setup lint
-	@# Tests bind fixed loopback ports below 46000; keep the kernel's ephemeral ports (SIPp's and
-	@# clients' local ports) above them so two test workers never collide (needs root; harmless if not).
-	-@sysctl -q -w net.ipv4.ip_local_port_range="46000 60999" 2>/dev/null || echo "note: could not move the ephemeral port range; parallel tests may collide on ports"
 	$(BIN)/python -m pytest -ra -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup

@@ -4,7 +4,8 @@ end of their description and joining the queue, when each transcript landed, and
 
     PYTHONPATH=. .venv/bin/python benchmarks/asr_saturation.py [--calls 30] [--workers 1]
 
-Loopback only; ports 21500-21999; the run directory is var/bench-asr-saturation."""
+Loopback only; ports 30800-31299 (above the test blocks of tests/support/ports.py); the run directory is
+var/bench-asr-saturation."""
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,12 @@ from cases import CaseStore  # noqa: E402
 from queueing import CallRecordStore  # noqa: E402
 from storage import create_engine_from_url  # noqa: E402
 from tests.support.hotline_process import HotlineUnderTest  # noqa: E402
+from tests.support.ports import PortBlock  # noqa: E402
 from tests.support.rtp_pcap import wav_to_rtp_pcap  # noqa: E402
 from tests.support.sipp import CitizenCall  # noqa: E402
 from tests.support.speech import synthesize  # noqa: E402
 
-BASE_PORT = 21500
+BASE_PORT = 30800
 TEXTS = [
     "우리 집 앞 도로에 쓰레기가 많이 쌓여 있어요. 냄새가 심하고 고양이들이 봉투를 찢어 놓았습니다. 빨리 치워 주세요.",
     "하수도가 막혀서 비가 오면 길에 물이 넘칩니다. 지난주부터 계속 그래요. 확인해 주시기 바랍니다.",
@@ -47,7 +49,8 @@ def _figures(values: list[float]) -> str:
 
 async def run(calls: int, workers: int, queue_wait_ms: int) -> int:
     """Run the measurement; 0 when every caller was queued and every case transcribed."""
-    hotline = HotlineUnderTest(ROOT / "var" / "bench-asr-saturation", base_port=BASE_PORT, env={
+    block = PortBlock("benchmarks.asr_saturation", BASE_PORT)
+    hotline = HotlineUnderTest(ROOT / "var" / "bench-asr-saturation", ports=block, env={
         "HOTLINE_ASR_WORKERS": str(workers),
         "HOTLINE_RTP_PORT_START": str(BASE_PORT + 100), "HOTLINE_RTP_PORT_END": str(BASE_PORT + 499),
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-bench-asr-saturation-{BASE_PORT}",

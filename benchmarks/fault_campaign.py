@@ -15,9 +15,9 @@ call with no case), duplicated (two cases for one caller), callbacks requested/d
 the part being back until the public /healthz says ok, and seconds /healthz said not ok in the round.
 Target: 0 lost, 0 duplicated, healthy within 10 s. Exit status 1 when a row misses it.
 
-Loopback only; fixed ports from --base-port (default 23000: hotline 23027-23080, Redis 23379, PostgreSQL 23432,
-carrier 23170, RTP 24000-24499); SIPp's own ports are picked free. Bounded: every call ends within 180 s (a call
-cut by a crash waits 90 s for a BYE that never comes, as a phone waits out the silence).
+Loopback only; fixed ports from --base-port (default 31500, above the test blocks: hotline 31550-31554, Redis 31560,
+PostgreSQL 31561, carrier 31562, RTP 31600-32099); SIPp's own ports are picked free. Bounded: every call ends
+within 180 s (a call cut by a crash waits 90 s for a BYE that never comes, as a phone waits out the silence).
 Usage: python benchmarks/fault_campaign.py [--calls 50] [--faults bridge,asterisk,...] [--json FILE]
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.fault_campaign import FAULTS, CampaignConfig, Ports, format_table, run_campaign  # noqa: E402
+from tests.support.ports import PortBlock  # noqa: E402
 
 
 def main() -> int:
@@ -46,7 +47,7 @@ def main() -> int:
     parser.add_argument("--spread", type=float, default=30.0, help="the calls start over this many seconds")
     parser.add_argument("--fault-after", type=float, default=10.0, help="seconds after the first call")
     parser.add_argument("--hold", type=float, default=15.0, help="seconds Redis / the database stay away")
-    parser.add_argument("--base-port", type=int, default=23000)
+    parser.add_argument("--base-port", type=int, default=31500)
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a new folder under var/")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -65,7 +66,8 @@ def main() -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.0f} s] {message}", flush=True)
 
-    ports = Ports(args.base_port, (args.base_port + 1000, args.base_port + 1499))
+    block = PortBlock("benchmarks.fault_campaign", args.base_port)
+    ports = Ports(block, (args.base_port + 100, args.base_port + 599))
     rows = asyncio.run(run_campaign(work_dir, faults, config, ports, progress))
     print(f"\nFault campaign, {args.calls} calls per fault ({work_dir}):\n")
     print(format_table(rows))

@@ -1,4 +1,4 @@
-"""Shared fixtures for tests against a real Asterisk on test ports (import them into the test module)."""
+"""Shared fixtures for tests against a real Asterisk on test ports (tests/conftest.py registers them)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +12,14 @@ import pytest_asyncio
 
 from telephony import AGI_SECRET_ENV
 from telephony.asterisk_process import AsteriskConfig, AsteriskProcess, QueueConf
+from tests.support.ports import PortBlock, module_ports
 
-# Test ports: away from a dev instance (5060/5038/4573, RTP 10000-10999).
-TEST_SIP_PORT = 15060
-TEST_AMI_PORT = 15038
-TEST_AGI_PORT = 14573
-TEST_RTP_PORTS = (16000, 16999)
+# Test ports: this module's block (away from a dev instance's 5060/5038/4573, RTP 10000-10999).
+_PORTS = module_ports(__name__)
+TEST_SIP_PORT = _PORTS.hotline("sip")
+TEST_AMI_PORT = _PORTS.hotline("ami")
+TEST_AGI_PORT = _PORTS.hotline("agi")
+TEST_RTP_PORTS = _PORTS.rtp_range()
 TEST_AMI_SECRET = "test-ami-secret"
 TEST_AGI_SECRET = "test-agi-secret-0123456789"  # in Asterisk's environment: the dialplan's AGI tokens are made of it
 TEST_AGENTS = (
@@ -29,6 +31,13 @@ TEST_QUEUES = (
     QueueConf("inquiries", timeout_seconds=10, wrapup_seconds=0),
     QueueConf("operator", timeout_seconds=10, wrapup_seconds=0),
 )
+
+
+def asterisk_ports(block: PortBlock) -> dict[str, int]:
+    """make_test_config's port settings for an Asterisk of a module's own, inside that module's block."""
+    rtp_start, rtp_end = block.rtp_range()
+    return {"sip_port": block.hotline("sip"), "ami_port": block.hotline("ami"), "agi_port": block.hotline("agi"),
+            "rtp_port_start": rtp_start, "rtp_port_end": rtp_end}
 
 
 def make_test_config(run_dir: Path, **overrides: object) -> AsteriskConfig:
@@ -184,6 +193,8 @@ __all__ = [
     "TEST_AMI_PORT",
     "TEST_AMI_SECRET",
     "TEST_SIP_PORT",
+    "TEST_AGI_SECRET",
+    "asterisk_ports",
     "agi_stub",
     "asterisk",
     "asterisk_config",

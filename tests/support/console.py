@@ -1,4 +1,5 @@
-"""A console app over empty fakes of the other domains, and the login steps a browser takes."""
+"""The console's test helpers: a console app over empty fakes of the other domains, a cheap password hasher,
+logging in through the form (test client or a real session), a health check to change."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import re
 from typing import Any
 
 from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
 from agent_console import create_console_app
@@ -54,6 +56,16 @@ class SettableHealth:
         return self.report
 
 
+class FakeHealth:
+    """Health callable whose report the test changes; async like the real one may be."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, Any] = {"ok": True, "components": {"ami": {"ok": True, "reconnects": 0}}}
+
+    async def __call__(self) -> dict[str, Any]:
+        return self.report
+
+
 def console_app(accounts: AccountStore, *, session_key: bytes | None = None, **options: Any) -> web.Application:
     """The real console app with empty domain fakes; options go to create_console_app."""
     calls = NoCalls()
@@ -71,6 +83,15 @@ async def form_csrf(http: ClientSession, base_url: str = "") -> str:
     return match.group(1)
 
 
+async def login_csrf(client: TestClient) -> str:
+    """The CSRF token of the login form (an anonymous session's token)."""
+    resp = await client.get("/login")
+    assert resp.status == 200
+    match = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+    assert match, "login form has no CSRF token"
+    return match.group(1)
+
+
 async def json_login(http: ClientSession, username: str, password: str = PASSWORD,
                      base_url: str = "") -> tuple[int, dict[str, Any], dict[str, str]]:
     """POST /login as JSON with the form's CSRF token: (status, body, headers)."""
@@ -78,3 +99,17 @@ async def json_login(http: ClientSession, username: str, password: str = PASSWOR
     async with http.post(base_url + "/login", json={"username": username, "password": password},
                          headers={"X-CSRF-Token": token}) as resp:
         return resp.status, await resp.json(), dict(resp.headers)
+
+
+async def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    """Log in through the form; return the session's CSRF token for API calls."""
+    token = await login_csrf(client)
+    resp = await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        allow_redirects=False,
+    )
+    assert resp.status == 303, await resp.text()
+    me = await client.get("/api/me")
+    assert me.status == 200
+    return str((await me.json())["csrf_token"])

@@ -3,12 +3,17 @@
 It sends the ``agi_*`` variable block and the blank line that ends it, then answers each command
 from a script that maps a command prefix to reply lines, records every command, and can misbehave:
 send ``HANGUP`` out of band, answer with a 520 multi-line usage error, never answer, close the socket.
+
+ChannelAgi and ScriptedAgi, below, are in-process AGI sessions for the routes and the IVR flow.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from telephony import AgiHangup, AgiResult
 
 # a reply: lines separated by '\n' (sent as they are, each ended by '\n'), one of the tokens below, a list of
 # replies used one per matching command (the last one then repeats), or a function of the command line.
@@ -166,11 +171,16 @@ class ChannelAgi:
     """An in-process stand-in for an AGI session of a FastAGI route: the channel's variables, the caller, and
     what was played (for routes that read and set variables and play prompts, not for the wire protocol)."""
 
-    def __init__(self, variables: Mapping[str, str], caller: str = "0105", uniqueid: str = "300.1") -> None:
+    def __init__(self, variables: Mapping[str, str], caller: str = "0105", uniqueid: str = "300.1", *,
+                 spoken: int = 16000, hang_up_while_recording: bool = False) -> None:
+        # spoken: bytes of audio RECORD FILE leaves behind; hang_up_while_recording: the caller hangs up then.
         self.variables = dict(variables)
         self.caller_number = caller
         self.uniqueid = uniqueid
         self.played: list[str] = []
+        self.recorded: list[str] = []
+        self._spoken = spoken
+        self._hang_up = hang_up_while_recording
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, None when unset."""
@@ -188,3 +198,93 @@ class ChannelAgi:
         """Record the prompt as played; no key is pressed."""
         self.played.append(path)
         return ""
+
+    async def record_file(self, path: str, fmt: str, escape: str, max_ms: int, silence_s: int,
+                          beep: bool = True) -> None:
+        """RECORD FILE: leaves `spoken` bytes of audio (or the caller hangs up while recording)."""
+        self.recorded.append(path)
+        Path(f"{path}.{fmt}").write_bytes(b"\0" * (44 + self._spoken))
+        if self._hang_up:
+            raise AgiHangup("caller hung up")
+
+
+class ScriptedAgi:
+    """An in-process AGI session for the IVR flow: keys for GET DATA (one string per prompt), barge-in keys per
+    prompt, what the caller does when recorded ("dtmf:2", "say" for some speech, "" for silence), a recording
+    to leave behind, and a point to hang up at (an event such as "play:/ko/welcome", or a kind: "play", "get",
+    "record", "say") or to block at until `release` is set. `log` lists what the flow did, in order."""
+
+    params: dict[str, str] = {}  # the AGI URL's query (none here: the linkedid is asked for)
+
+    def __init__(self, keys: list[str] | None = None, listen: list[str] | None = None,
+                 barge: dict[str, str] | None = None, block_on: str | None = None, hang_up_on: str | None = None,
+                 caller: str = "01011112222", uniqueid: str = "1.1", recording: Path | None = None) -> None:
+        self.keys = list(keys or [])
+        self.listen = list(listen or [])
+        self.barge = barge or {}
+        self.block_on = block_on
+        self.release = asyncio.Event()
+        self.blocked = asyncio.Event()
+        self.hang_up_on = hang_up_on
+        self.recording = recording
+        self.uniqueid = uniqueid
+        self.channel = "PJSIP/trunk-1"
+        self.caller_number = caller
+        self.variables: dict[str, str] = {}
+        self.log: list[str] = []
+
+    async def _event(self, what: str) -> None:
+        self.log.append(what)
+        if self.hang_up_on in (what, what.split(":", 1)[0]):
+            raise AgiHangup("caller hung up")
+        if self.block_on == what:
+            self.blocked.set()
+            await self.release.wait()
+
+    async def set_variables(self, values: Mapping[str, str]) -> None:
+        """Set several channel variables."""
+        for name, value in values.items():
+            await self.set_variable(name, value)
+
+    async def get_variable(self, name: str) -> str:
+        """Every variable asked for is the linkedid (`linked-<uniqueid>`)."""
+        return f"linked-{self.uniqueid}"
+
+    async def stream_file(self, path: str, escape_digits: str = "") -> str:
+        """Play a prompt; a barge-in key for it is pressed if it is an escape digit."""
+        await self._event(f"play:{path}")
+        key = self.barge.get(path, "")
+        return key if key and key in escape_digits else ""
+
+    async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        """Play a prompt and take the next scripted keys ("" is a timeout)."""
+        await self._event(f"get:{path}")
+        digits = self.keys.pop(0) if self.keys else ""
+        return digits, digits == ""
+
+    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        """GET OPTION: one scripted key."""
+        digits, _ = await self.get_data(path, timeout_ms, 1)
+        return digits
+
+    async def record_file(self, path: str, fmt: str = "wav", escape_digits: str = "", max_ms: int = 0,
+                          silence_s: int = 0, beep: bool = True) -> AgiResult:
+        """Record: the next scripted action (a key ends it; speech leaves audio; silence times out)."""
+        if self.recording is not None:
+            Path(f"{path}.{fmt}").write_bytes(self.recording.read_bytes())
+        await self._event(f"record:{Path(path).parent.name}")
+        action = self.listen.pop(0) if self.listen else ""
+        if action.startswith("dtmf:"):
+            key = action.split(":", 1)[1]
+            return AgiResult(str(ord(key)), "dtmf", f"200 result={ord(key)} (dtmf)")
+        if action and self.recording is None:
+            Path(f"{path}.{fmt}").write_bytes(b"RIFF" + b"\0" * 16000)
+        return AgiResult("0", "timeout", "200 result=0 (timeout)")
+
+    async def say_digits(self, digits: str, escape_digits: str = "") -> None:
+        """Say digits (logged as say:<digits>)."""
+        await self._event(f"say:{digits}")
+
+    async def set_variable(self, name: str, value: str) -> None:
+        """Set one channel variable."""
+        self.variables[name] = value

@@ -4,6 +4,8 @@ It sends the banner, parses actions (``Key: Value`` lines ended by a blank line,
 Login / Ping / CoreShowChannels / QueueStatus like Asterisk 20 does, pushes events, and can
 misbehave on request: stop answering pings (a silent dead peer), drop every connection, stop
 listening and come back later on the same port, send malformed messages, or never answer an action.
+
+FakeAmi, below, is the in-process stand-in: the AMI client as the domains call it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from telephony import AmiActionFailed, AmiNotConnected
 
 BANNER = b"Asterisk Call Manager/5.0.1\r\n"
 EOL = "\r\n"
@@ -227,3 +231,127 @@ class FakeAmiServer:
             return
         conn.send([("Event", complete), ("ActionID", aid), ("EventList", "Complete"),
                    ("ListItems", str(len(items)))])
+
+
+# --- in process: the AMI client as domains see it -------------------------------------------------
+
+
+class AmiRefused(AmiActionFailed):
+    """Asterisk refusing an action, as the fake says it."""
+
+
+class AmiAway(AmiNotConnected):
+    """AMI not connected, as the fake says it."""
+
+
+class FakeAmi:
+    """telephony.AmiClient in process, as the domains use it: event handlers (emit() delivers an event), actions
+    recorded in `actions`, queue members (QueueAdd / QueueRemove / QueuePause, refused like Asterisk refuses
+    duplicates), QueueStatus answered from `members` and `entries`, CoreShowChannels from `channels`, AstDB
+    (DBGet on `astdb`; DBDel is refused, as for the hotline's account, which holds no `system` class: deletes go
+    through the console, FakeConsole), and Originate answered with `originate_result` (an OriginateResponse value,
+    an exception to raise, or a future to await). `away=True`: every action fails as with AMI disconnected."""
+
+    def __init__(self) -> None:
+        self.actions: list[dict[str, Any]] = []
+        self.members: dict[tuple[str, str], dict[str, str]] = {}
+        self.handlers: dict[str, list[Any]] = {}
+        self.connected_handlers: list[Any] = []
+        self.channels: list[dict[str, str]] = []
+        self.entries: list[dict[str, str]] = []
+        self.astdb: dict[str, str] = {}
+        self.originate_result: str | Exception | asyncio.Future[Any] = "Success"
+        self.connected = True
+        self.away = False
+        self.dbgets = 0
+
+    def on_event(self, name: str, handler: Any) -> None:
+        """Subscribe a handler to one event name."""
+        self.handlers.setdefault(name, []).append(handler)
+
+    def on_connected(self, handler: Any) -> None:
+        """Subscribe a handler to (re)connects."""
+        self.connected_handlers.append(handler)
+
+    async def emit(self, **event: str) -> None:
+        """Deliver one event to its handlers, in order."""
+        for handler in self.handlers.get(event["Event"], []):
+            await handler(event)
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """The actions of one name sent so far."""
+        return [a for a in self.actions if a["Action"] == name]
+
+    @property
+    def originates(self) -> list[dict[str, Any]]:
+        """The Originate actions sent so far."""
+        return self.named("Originate")
+
+    async def action(self, fields: dict[str, Any], *, timeout: float | None = None, as_list: bool | None = None,
+                     check: bool = True) -> Any:
+        """Answer one action as Asterisk would."""
+        if self.away:
+            raise AmiAway("AMI at 127.0.0.1:5038: not connected")
+        self.actions.append(dict(fields))
+        name = fields["Action"]
+        if name == "QueueAdd":
+            key = (fields["Queue"], fields["Interface"])
+            if key in self.members:
+                raise AmiRefused("AMI action QueueAdd failed: Unable to add interface: Already there")
+            self.members[key] = {"Event": "QueueMember", "Queue": fields["Queue"], "Location": fields["Interface"],
+                                 "StateInterface": fields["Interface"], "Name": fields["MemberName"],
+                                 "Membership": "dynamic", "Paused": "1" if fields["Paused"] == "true" else "0"}
+        elif name == "QueueRemove":
+            if self.members.pop((fields["Queue"], fields["Interface"]), None) is None:
+                raise AmiRefused("AMI action QueueRemove failed: Unable to remove interface: Not there")
+        elif name == "QueuePause":
+            for (_queue, interface), member in self.members.items():
+                if interface == fields["Interface"]:
+                    member["Paused"] = "1" if fields["Paused"] == "true" else "0"
+                    member["PausedReason"] = fields.get("Reason", "")
+        elif name == "Originate":
+            outcome = self.originate_result
+            if isinstance(outcome, Exception):
+                raise outcome
+            if isinstance(outcome, asyncio.Future):
+                outcome = await outcome
+            return [{"Response": "Success"}, {"Event": "OriginateResponse", "Response": outcome}]
+        elif name == "DBGet":
+            self.dbgets += 1
+            key = f"{fields['Family']}/{fields['Key']}"
+            if key not in self.astdb:
+                return {"Response": "Error", "Message": "Database entry not found"}
+            return [{"Response": "Success", "EventList": "start", "Message": "Result will follow"},
+                    {"Event": "DBGetResponse", "Family": fields["Family"], "Key": fields["Key"],
+                     "Val": self.astdb[key]}, {"Event": "DBGetComplete", "EventList": "Complete"}]
+        elif name == "DBDel":
+            return {"Response": "Error", "Message": "Permission denied"}  # the account holds no `system` class
+        return {"Response": "Success"}
+
+    async def event_list(self, fields: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, str]]:
+        """QueueStatus: the members and waiting entries; CoreShowChannels: the channels."""
+        if self.away:
+            raise AmiAway("AMI at 127.0.0.1:5038: not connected")
+        if fields["Action"] == "QueueStatus":
+            return [*self.members.values(), *self.entries]
+        assert fields["Action"] == "CoreShowChannels", fields
+        return list(self.channels)
+
+
+class FakeConsole:
+    """telephony.AsteriskConsole in process (Asterisk's control socket): records every CLI command in `commands`;
+    `database del FAMILY KEY` deletes from `astdb` (give it a FakeAmi's to share one AstDB)."""
+
+    def __init__(self, astdb: dict[str, str] | None = None) -> None:
+        self.commands: list[str] = []
+        self.astdb: dict[str, str] = astdb if astdb is not None else {}
+
+    async def command(self, text: str, *, timeout: float | None = None) -> str:
+        """Run one CLI command: AstDB deletes answer as Asterisk does, other commands print nothing."""
+        self.commands.append(text)
+        if text.startswith("database del "):
+            verb, family, key = text.rsplit(" ", 2)
+            assert verb == "database del", text
+            removed = self.astdb.pop(f"{family}/{key}", None) is not None
+            return "Database entry removed.\n" if removed else "Database entry not found.\n"
+        return ""

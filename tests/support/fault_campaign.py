@@ -30,6 +30,7 @@ from sqlalchemy import text
 
 from storage import create_engine_from_url
 from tests.support.hotline_process import HotlineUnderTest
+from tests.support.ports import PortBlock
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import CitizenCall, _uas_xml, free_port, register_agent, sipp_binary
 from tests.support.speech import synthesize
@@ -40,25 +41,31 @@ DESCRIPTION = "도로에 쓰레기가 많이 쌓여 있어요. 빨리 치워 주
 
 @dataclass
 class Ports:
-    """Every fixed port of a campaign, from one base (the hotline's own are base+27..base+80) plus an RTP range."""
+    """Every fixed port of a campaign: a block of ports (tests.support.ports; the hotline's listeners and the
+    campaign's own servers sit in it) and an RTP range (by default the block's own)."""
 
-    base: int = 23000
-    rtp: tuple[int, int] = (24000, 24499)
+    block: PortBlock
+    rtp_ports: tuple[int, int] | None = None
+
+    @property
+    def rtp(self) -> tuple[int, int]:
+        """The RTP port range Asterisk gets."""
+        return self.rtp_ports or self.block.rtp_range()
 
     @property
     def redis(self) -> int:
         """The campaign's own redis-server."""
-        return self.base + 379
+        return self.block.spare(0)
 
     @property
     def postgres(self) -> int:
         """The campaign's own PostgreSQL."""
-        return self.base + 432
+        return self.block.spare(1)
 
     @property
     def carrier(self) -> int:
         """The SIPp UAS standing in for the carrier: callbacks to citizens are dialed to it."""
-        return self.base + 170
+        return self.block.spare(2)
 
 
 @dataclass
@@ -329,7 +336,7 @@ class Campaign:
         self.db_file = work_dir / "hotline.db"
         agents = config.agents or max(2, -(-config.calls // 5))
         db_url = postgres.url if postgres is not None else f"sqlite+aiosqlite:///{self.db_file}"
-        self.hotline = HotlineUnderTest(work_dir / "run", base_port=ports.base, env={
+        self.hotline = HotlineUnderTest(work_dir / "run", ports=ports.block, env={
             "REDIS_URL": redis_server.url,
             "DATABASE_URL": db_url,
             "HOTLINE_REDIS_KEY_PREFIX": f"campaign-{database}",
@@ -376,8 +383,8 @@ class Campaign:
         failed = []
         for agent in settings.agents:
             _, contact = self.phones[agent.name]
-            assert agent.password is not None
-            result = await register_agent(agent.name, agent.password, settings.sip_port, contact,
+            assert agent.sip_secret is not None
+            result = await register_agent(agent.name, agent.sip_secret, settings.sip_port, contact,
                                           work_dir=self.work_dir / "phones")
             if not result.registered:
                 failed.append(agent.name)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings, load_settings, resolve_secrets
+from tests.support.ports import PortBlock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,19 +24,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class HotlineUnderTest:
     """A `hotline run` child on its own ports, run dir and Redis key prefix."""
 
-    def __init__(self, run_dir: Path, *, base_port: int = 25000, env: dict[str, str] | None = None) -> None:
+    def __init__(self, run_dir: Path, *, ports: PortBlock, env: dict[str, str] | None = None) -> None:
+        # ports: the test module's block (tests.support.ports.module_ports); RTP and every listener stay inside it.
         self.run_dir = run_dir
+        self.ports = ports
+        rtp_start, rtp_end = ports.rtp_range()
         self.env = {
             "HOTLINE_RUN_DIR": str(run_dir),
-            "HOTLINE_SIP_PORT": str(base_port + 60),
-            "HOTLINE_AMI_PORT": str(base_port + 38),
-            "HOTLINE_AGI_PORT": str(base_port + 73),
-            "HOTLINE_HTTP_PORT": str(base_port + 80),
-            "HOTLINE_ASR_WS_PORT": str(base_port + 27),
-            "HOTLINE_RTP_PORT_START": str(base_port + 1000),
-            "HOTLINE_RTP_PORT_END": str(base_port + 1999),
+            "HOTLINE_SIP_PORT": str(ports.hotline("sip")),
+            "HOTLINE_AMI_PORT": str(ports.hotline("ami")),
+            "HOTLINE_AGI_PORT": str(ports.hotline("agi")),
+            "HOTLINE_HTTP_PORT": str(ports.hotline("http")),
+            "HOTLINE_ASR_WS_PORT": str(ports.hotline("asr_ws")),
+            "HOTLINE_RTP_PORT_START": str(rtp_start),
+            "HOTLINE_RTP_PORT_END": str(rtp_end),
             "DATABASE_URL": f"sqlite+aiosqlite:///{run_dir / 'hotline.db'}",
-            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-{os.getpid()}-{base_port}",
+            "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-{os.getpid()}-{ports.start}",
             "HOTLINE_RECORD_SILENCE_SECONDS": "2",
             "HOTLINE_RECORD_MAX_SECONDS": "20",
             "HOTLINE_MENU_TIMEOUT_SECONDS": "3",
@@ -76,11 +80,13 @@ class HotlineUnderTest:
         if self.run_dir.exists() and not keep_run_dir:
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = await asyncio.to_thread(open, self.log_path, "wb")  # handed to the child
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
-            env=self.child_env(), cwd=str(PROJECT_ROOT))
-        log.close()
+        log = await asyncio.to_thread(open, self.log_path, "wb")  # handed to the child, which keeps its own copy
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hotline", "run", stdout=log, stderr=asyncio.subprocess.STDOUT,
+                env=self.child_env(), cwd=str(PROJECT_ROOT))
+        finally:
+            log.close()
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             if self.process.returncode is not None:
@@ -130,8 +136,7 @@ class HotlineUnderTest:
                     if exc.code != 401:
                         return json.loads(exc.read() or b"{}")
                     self._staff = None  # the session ended (e.g. Redis restarted empty): log in again
-                except OSError as exc:
-                    print(f"health: no answer from {self.http_url}/admin/health: {exc}")
+                except OSError:
                     return None
             return None
         return await asyncio.get_running_loop().run_in_executor(None, fetch)

@@ -1,5 +1,4 @@
 """Write RTP (PCMU audio, RFC 4733 DTMF) as pcap files that SIPp's play_pcap_audio can replay."""
-
 from __future__ import annotations
 
 import random
@@ -36,12 +35,8 @@ class RtpStream:
     def packet(self, payload_type: int, payload: bytes, marker: bool = False, advance: bool = True) -> bytes:
         """One RTP packet at the current timestamp; moves seq on by one and (if advance) the clock by one frame."""
         header = struct.pack(
-            "!BBHII",
-            0x80,
-            (0x80 if marker else 0) | payload_type,
-            self.seq & 0xFFFF,
-            self.timestamp & 0xFFFFFFFF,
-            self.ssrc,
+            "!BBHII", 0x80, (0x80 if marker else 0) | payload_type, self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF,
+            self.ssrc
         )
         self.seq = (self.seq + 1) & 0xFFFF
         if advance:

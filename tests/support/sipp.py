@@ -1,5 +1,4 @@
 """SIPp test driver: citizen calls into the hotline and agent softphones, scenarios built from Python."""
-
 from __future__ import annotations
 
 import asyncio
@@ -98,9 +97,8 @@ class SippResult:
         """One line for assertion messages."""
         err = " | ".join(line for line in self.errors.splitlines() if line.strip())[-400:]
         tail = " | ".join(line for line in self.stderr_tail.splitlines() if line.strip())[-200:]
-        return (
-            f"sipp rc={self.returncode} timed_out={self.timed_out} marks={self.marks()} errors={err!r} stderr={tail!r}"
-        )
+        return (f"sipp rc={self.returncode} timed_out={self.timed_out} marks={self.marks()} errors={err!r} "
+                f"stderr={tail!r}")
 
 
 class SippRun:
@@ -139,8 +137,8 @@ class SippRun:
             "-timeout", f"{max(1, int(self.timeout))}s", "-timeout_error",
         ]  # fmt: skip
         self._started = time.monotonic()
-        out = await asyncio.to_thread(open, self.stdout_file, "wb")
-        with out:  # the child keeps its own copy of the descriptor
+        out = await asyncio.to_thread(open, self.stdout_file, "wb")  # handed to sipp, which keeps its own copy
+        try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=self.work_dir,
@@ -149,6 +147,8 @@ class SippRun:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        finally:
+            out.close()
 
     @property
     def running(self) -> bool:
@@ -215,13 +215,14 @@ def _read(path: Path) -> str:
 
 def _mark(message: str, next_label: str | None = None) -> str:
     nxt = f" next={quoteattr(next_label)}" if next_label else ""
-    return f"<nop{nxt}><action><log message={quoteattr(message)}/></action></nop>"
+    return f'<nop{nxt}><action><log message={quoteattr(message)}/></action></nop>'
 
 
 def _wait_bye(ms: int, label: str) -> str:
     """Wait ms for a BYE (hang-up from Asterisk -> 'got_bye'), else go on at label."""
     return (
-        f'<recv request="BYE" timeout="{max(1, int(ms))}" ontimeout="{label}" next="got_bye"/>\n<label id="{label}"/>'
+        f'<recv request="BYE" timeout="{max(1, int(ms))}" ontimeout="{label}" next="got_bye"/>\n'
+        f'<label id="{label}"/>'
     )
 
 
@@ -315,9 +316,8 @@ class CitizenCall:
                 parts.append(f"<nop><action><exec play_pcap_audio={quoteattr(str(pcap))}/></action></nop>")
                 parts.append(_wait_bye(ms, label))
             else:
-                raise ValueError(
-                    f"call step {index} {step!r}: expected ('pause', ms), ('dtmf', digits) or ('audio', pcap[, ms])"
-                )
+                raise ValueError(f"call step {index} {step!r}: expected ('pause', ms), ('dtmf', digits) or "
+                                 "('audio', pcap[, ms])")
         return "\n".join(parts)
 
     def scenario_xml(self, work_dir: Path) -> str:
@@ -349,9 +349,8 @@ Content-Length: 0
 <recv request="BYE" timeout="{self.wait_bye_ms}" next="got_bye"/>
 {_mark("NO BYE", "end")}"""
         # The To header (with Asterisk's tag) is only needed for our own BYE; SIPp rejects unused variables.
-        capture_to = (
-            '\n<ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>' if self.hangup == "caller" else ""
-        )
+        capture_to = ('\n<ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>'
+                      if self.hangup == "caller" else "")
         return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="hotline citizen call">

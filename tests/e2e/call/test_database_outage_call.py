@@ -16,18 +16,17 @@ from cases import CaseStore
 from queueing import CallRecordStore
 from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 26000  # SIP 26060, AMI 26038, AGI 26073, HTTP 26080, ASR websocket 26027, RTP 26100-26199
+PORTS = module_ports(__name__)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-db-outage", base_port=BASE_PORT,
-                         env={"HOTLINE_RTP_PORT_START": str(BASE_PORT + 100),
-                              "HOTLINE_RTP_PORT_END": str(BASE_PORT + 199)})
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-db-outage", ports=PORTS)
     async with running_hotline(h):
         yield h
 

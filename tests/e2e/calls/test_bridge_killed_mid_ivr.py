@@ -20,11 +20,12 @@ from queueing import CallRecordStore
 from storage import create_engine_from_url
 from telephony import AGI_SECRET_ENV, AsteriskConfig, AsteriskProcess
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
+from tests.support.ports import module_ports
 from tests.support.sipp import CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 19500
+PORTS = module_ports(__name__)
 WORK = PROJECT_ROOT / "var" / "test-bridge-killed-ivr"
 
 
@@ -33,12 +34,10 @@ async def bridge() -> AsyncIterator[tuple[HotlineUnderTest, AsteriskProcess]]:
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
-    h = HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
+    h = HotlineUnderTest(WORK / "run", ports=PORTS, env={
         "HOTLINE_MANAGE_ASTERISK": "false",
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-killed-ivr-{os.getpid()}",
         "DATABASE_URL": f"sqlite+aiosqlite:///{WORK / 'hotline.db'}",
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 399),
         "HOTLINE_MENU_TIMEOUT_SECONDS": "10",  # the caller stays in the menu while the bridge is killed
     })
     h.run_dir.mkdir(parents=True)

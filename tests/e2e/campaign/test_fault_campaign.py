@@ -9,10 +9,11 @@ import pytest
 
 from tests.support.fault_campaign import CampaignConfig, Ports, format_table, run_campaign
 from tests.support.hotline_process import PROJECT_ROOT
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.vosk, pytest.mark.timeout(240)]
 
-PORTS = Ports(base=23500, rtp=(24500, 24999))  # hotline 23527-23580, Redis 23879, carrier 23670
+PORTS = Ports(module_ports(__name__))  # the hotline, its own Redis and the carrier in this module's block
 WORK = PROJECT_ROOT / "var" / "test-fault-campaign"
 
 

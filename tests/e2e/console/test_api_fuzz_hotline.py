@@ -28,10 +28,11 @@ from tests.support.api_fuzz import (
 )
 from tests.support.console import json_login
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 25500  # SIP 25560, AMI 25538, AGI 25573, HTTP 25580, ASR 25527; RTP 25600-25799
+PORTS = module_ports(__name__)
 
 
 @dataclass
@@ -48,8 +49,7 @@ class Admin:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def admin() -> AsyncIterator[Admin]:
-    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-api-fuzz", base_port=BASE_PORT,
-                               env={"HOTLINE_RTP_PORT_START": "25600", "HOTLINE_RTP_PORT_END": "25799"})
+    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-api-fuzz", ports=PORTS)
     async with running_hotline(hotline):
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             status, body, _ = await json_login(http, "admin", hotline.settings().admin_password or "",

@@ -22,11 +22,12 @@ from agent_console.throttle import RedisFailureCounters
 from identity import AccountStore, Role
 from queueing import connect_redis
 from tests.support.console import CHEAP_HASHER, PASSWORD, console_app, json_login
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.redis]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-PORTS = (17101, 17102)
+PORTS = (module_ports(__name__).spare(0), module_ports(__name__).spare(1))
 COOKIE = "HOTLINE_CONSOLE"
 
 

@@ -13,10 +13,11 @@ import pytest_asyncio
 
 from tests.support.console import json_login
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, run_hotline_command, running_hotline
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 17000  # SIP 17060, AMI 17038, AGI 17073, HTTP 17080, ASR 17027
+PORTS = module_ports(__name__)
 COOKIE = "HOTLINE_CONSOLE"
 WRONG_PASSWORD = "guessed-Wrong-Password-42"
 
@@ -30,8 +31,7 @@ class Seen:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-console-trust", base_port=BASE_PORT,
-                         env={"HOTLINE_RTP_PORT_START": "17200", "HOTLINE_RTP_PORT_END": "17399"})
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-console-trust", ports=PORTS)
     async with running_hotline(h):
         yield h
 

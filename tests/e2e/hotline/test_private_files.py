@@ -19,16 +19,15 @@ from cases import CaseStore
 from ivr.prompts import synthesize_speech
 from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest
+from tests.support.ports import module_ports
 from tests.support.rtp_pcap import wav_to_rtp_pcap
 from tests.support.sipp import AgentPhone, CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.vosk]
 
-BASE_PORT = 18400
+PORTS = module_ports(__name__)
 ENV = {
-    "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-private-files-{BASE_PORT}",
-    "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),
-    "HOTLINE_RTP_PORT_END": str(BASE_PORT + 299),
+    "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-private-files-{PORTS.start}",
 }
 
 
@@ -38,7 +37,7 @@ def mode(path: Path) -> int:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-private-files", base_port=BASE_PORT, env=ENV)
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-private-files", ports=PORTS, env=ENV)
     # What an older version left: a world-readable run folder and recording.
     shutil.rmtree(h.run_dir, ignore_errors=True)
     old = os.umask(0o022)

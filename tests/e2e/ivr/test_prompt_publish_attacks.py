@@ -18,20 +18,19 @@ import pytest_asyncio
 import yaml
 
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 18000
+PORTS = module_ports(__name__)
 ENV = {
-    "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-prompt-attacks-{BASE_PORT}",
-    "HOTLINE_RTP_PORT_START": str(BASE_PORT + 200),
-    "HOTLINE_RTP_PORT_END": str(BASE_PORT + 299),
+    "HOTLINE_REDIS_KEY_PREFIX": f"hotline-test-prompt-attacks-{PORTS.start}",
 }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-prompt-attacks", base_port=BASE_PORT, env=ENV)
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-prompt-attacks", ports=PORTS, env=ENV)
     async with running_hotline(h):
         yield h
 

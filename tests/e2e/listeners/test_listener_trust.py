@@ -17,17 +17,17 @@ import websockets
 from cases import CaseStore
 from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 from tests.support.sipp import CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.vosk, pytest.mark.redis]
 
-BASE_PORT = 16000  # SIP 16060, AMI 16038, AGI 16073, HTTP 16080, ASR websocket 16027, RTP 16500-16599
+PORTS = module_ports(__name__)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline() -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-listener-trust", base_port=BASE_PORT, env={
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 500), "HOTLINE_RTP_PORT_END": str(BASE_PORT + 599),
+    h = HotlineUnderTest(PROJECT_ROOT / "var" / "test-listener-trust", ports=PORTS, env={
         "HOTLINE_AGI_MAX_CONNECTIONS": "40"})
     async with running_hotline(h):
         yield h

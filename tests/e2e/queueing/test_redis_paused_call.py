@@ -24,12 +24,13 @@ from queueing import CallRecordStore
 from storage import create_engine_from_url
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
 from tests.support.own_redis import OwnRedis
+from tests.support.ports import module_ports
 from tests.support.sipp import CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis]
 
-BASE_PORT = 22000
-REDIS_PORT = 22379
+PORTS = module_ports(__name__)
+REDIS_PORT = PORTS.spare(0)  # this module's own redis-server
 WORK = PROJECT_ROOT / "var" / "test-redis-paused"
 # Longer than the 15 s: the whole IVR part (welcome, key, case number) and the queue join fall inside it.
 PAUSE_SECONDS = 25
@@ -49,11 +50,9 @@ async def own_redis() -> AsyncIterator[OwnRedis]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hotline(own_redis: OwnRedis) -> AsyncIterator[HotlineUnderTest]:
-    h = HotlineUnderTest(WORK / "run", base_port=BASE_PORT, env={
+    h = HotlineUnderTest(WORK / "run", ports=PORTS, env={
         "HOTLINE_REDIS_KEY_PREFIX": f"hotline-redis-paused-{os.getpid()}",
         "REDIS_URL": own_redis.url,
-        "HOTLINE_RTP_PORT_START": str(BASE_PORT + 400),
-        "HOTLINE_RTP_PORT_END": str(BASE_PORT + 699),
     })
     async with running_hotline(h):
         yield h

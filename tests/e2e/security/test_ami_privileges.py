@@ -13,11 +13,12 @@ from queueing import PjsipAgentProvisioner
 from queueing.agents import Agent
 from telephony import AmiClient, AsteriskConsole, AsteriskProcess
 from telephony.asterisk_process import AsteriskConfig
-from tests.support.asterisk_fixture import make_test_config
+from tests.support.asterisk_fixture import asterisk_ports, make_test_config
+from tests.support.ports import module_ports
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
-PORTS = dict(sip_port=15560, ami_port=15538, agi_port=15573, rtp_port_start=15800, rtp_port_end=15899)
+PORTS = asterisk_ports(module_ports(__name__))
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,14 @@ from identity import AccountStore
 from queueing import AgentService, AgentStore, PjsipAgentProvisioner
 from storage import create_engine_from_url, migrate_database
 from telephony import AmiClient, AsteriskConsole, AsteriskProcess
-from tests.support.asterisk_fixture import make_test_config
+from tests.support.asterisk_fixture import asterisk_ports, make_test_config
+from tests.support.ports import module_ports
 from tests.support.sipp import register_agent
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
-PORTS = dict(sip_port=15660, ami_port=15638, agi_port=15673, rtp_port_start=15900, rtp_port_end=15999)
+PORTS = asterisk_ports(module_ports(__name__))
+CONTACT_PORT = module_ports(__name__).spare(0)  # the registering phone's own
 CONSOLE_PASSWORD = "agent5-console-pw"
 
 
@@ -51,17 +53,17 @@ async def test_phone_registers_with_sip_secret_not_console_password(hotline_part
     await accounts.create("agent5", CONSOLE_PASSWORD, "agent", sip_endpoint="agent5")
     assert await accounts.verify("agent5", CONSOLE_PASSWORD) is not None
 
-    by_console_password = await register_agent("agent5", CONSOLE_PASSWORD, sip_port, 5997, work_dir=tmp_path)
+    by_console_password = await register_agent("agent5", CONSOLE_PASSWORD, sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert not by_console_password.registered, by_console_password.sipp.describe()
     assert by_console_password.refused_status in (401, 403), by_console_password.sipp.describe()
 
-    good = await register_agent("agent5", agent.sip_secret, sip_port, 5997, work_dir=tmp_path)
+    good = await register_agent("agent5", agent.sip_secret, sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert good.registered, good.sipp.describe()
-    await register_agent("agent5", agent.sip_secret, sip_port, 5997, expires=0, work_dir=tmp_path)
+    await register_agent("agent5", agent.sip_secret, sip_port, CONTACT_PORT, expires=0, work_dir=tmp_path)
 
     rotated = await service.rotate_sip_secret("agent5")  # Asterisk reloads the endpoints on its console
-    old = await register_agent("agent5", agent.sip_secret, sip_port, 5997, work_dir=tmp_path)
+    old = await register_agent("agent5", agent.sip_secret, sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert not old.registered and old.refused_status in (401, 403), old.sipp.describe()
-    new = await register_agent("agent5", rotated.sip_secret, sip_port, 5997, work_dir=tmp_path)
+    new = await register_agent("agent5", rotated.sip_secret, sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert new.registered, new.sipp.describe()
-    await register_agent("agent5", rotated.sip_secret, sip_port, 5997, expires=0, work_dir=tmp_path)
+    await register_agent("agent5", rotated.sip_secret, sip_port, CONTACT_PORT, expires=0, work_dir=tmp_path)

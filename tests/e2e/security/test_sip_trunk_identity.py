@@ -9,13 +9,15 @@ import pytest
 import pytest_asyncio
 
 from telephony.asterisk_process import AsteriskConfig, AsteriskProcess
-from tests.support.asterisk_fixture import FastAgiStub, make_test_config
+from tests.support.asterisk_fixture import FastAgiStub, asterisk_ports, make_test_config
+from tests.support.ports import module_ports
 from tests.support.sipp import CitizenCall, register_agent
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
 CARRIER = "127.0.0.9"  # trunk_addresses: the carrier is another address than the attacker's 127.0.0.1
-PORTS = dict(sip_port=15460, ami_port=15438, agi_port=15473, rtp_port_start=15700, rtp_port_end=15799)
+PORTS = asterisk_ports(module_ports(__name__))
+CONTACT_PORT = module_ports(__name__).spare(0)  # the registering phone's own
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,8 @@ async def test_carrier_address_reaches_the_ivr_whatever_its_from_user(
 
 async def test_agents_still_register_by_username_and_password(trunk_asterisk: AsteriskProcess,
                                                               trunk_config: AsteriskConfig, tmp_path: Path) -> None:
-    good = await register_agent("agent2", "agent2-pass", trunk_config.sip_port, 5998, work_dir=tmp_path)
+    good = await register_agent("agent2", "agent2-pass", trunk_config.sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert good.registered, good.sipp.describe()
-    await register_agent("agent2", "agent2-pass", trunk_config.sip_port, 5998, expires=0, work_dir=tmp_path)
-    bad = await register_agent("agent2", "wrong-password", trunk_config.sip_port, 5998, work_dir=tmp_path)
+    await register_agent("agent2", "agent2-pass", trunk_config.sip_port, CONTACT_PORT, expires=0, work_dir=tmp_path)
+    bad = await register_agent("agent2", "wrong-password", trunk_config.sip_port, CONTACT_PORT, work_dir=tmp_path)
     assert not bad.registered and bad.refused_status in (401, 403), bad.sipp.describe()

@@ -23,10 +23,18 @@ from telephony import (
     RestartPolicy,
     render_asterisk_config,
 )
-from tests.support.asterisk_fixture import FastAgiStub, asterisk_pids_using, make_test_config
+from tests.support.asterisk_fixture import FastAgiStub, asterisk_pids_using, asterisk_ports, make_test_config
+from tests.support.ports import module_ports
 from tests.support.sipp import CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
+
+_BLOCK = module_ports(__name__)
+KILLED = asterisk_ports(_BLOCK)  # the Asterisk killed and brought back (RTP: the block's first 50 ports)
+LEFT_OVER = {"sip_port": _BLOCK.spare(0), "ami_port": _BLOCK.spare(1), "agi_port": _BLOCK.spare(2),
+             "rtp_port_start": _BLOCK.spare(4), "rtp_port_end": _BLOCK.spare(19)}
+FOREIGN = {"sip_port": _BLOCK.spare(20), "ami_port": _BLOCK.spare(21), "agi_port": _BLOCK.spare(22),
+           "rtp_port_start": _BLOCK.spare(24), "rtp_port_end": _BLOCK.spare(39)}
 
 CALLER = "13800138000"
 
@@ -73,7 +81,7 @@ async def _ami_answers(cfg: AsteriskConfig, timeout: float = 20.0) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub() -> AsyncIterator[FastAgiStub]:
-    agi = FastAgiStub("127.0.0.1", 19073)
+    agi = FastAgiStub("127.0.0.1", KILLED["agi_port"])
     await agi.start()
     try:
         yield agi
@@ -82,8 +90,7 @@ async def stub() -> AsyncIterator[FastAgiStub]:
 
 
 async def test_a_killed_asterisk_is_back_within_seconds_and_takes_calls(tmp_path: Path, stub: FastAgiStub) -> None:
-    cfg = make_test_config(tmp_path / "ast", sip_port=19060, ami_port=19038, agi_port=19073, rtp_port_start=19100,
-                           rtp_port_end=19199)
+    cfg = make_test_config(tmp_path / "ast", **KILLED)
     supervisor = AsteriskSupervisor(AsteriskProcess(cfg), RestartPolicy(max_restarts=3, window_seconds=60))
     await supervisor.start()
     ami = await _ami(cfg)
@@ -127,8 +134,7 @@ async def test_a_killed_asterisk_is_back_within_seconds_and_takes_calls(tmp_path
 
 
 async def test_an_asterisk_left_from_the_same_run_dir_is_replaced_without_a_port_error(tmp_path: Path) -> None:
-    cfg = make_test_config(tmp_path / "ast", sip_port=19160, ami_port=19138, agi_port=19173, rtp_port_start=19200,
-                           rtp_port_end=19249)
+    cfg = make_test_config(tmp_path / "ast", **LEFT_OVER)
     conf = render_asterisk_config(cfg)
     # As a bridge killed -9 would leave it: an Asterisk from this run dir whose parent is gone.
     orphan = _start_detached_asterisk(conf)
@@ -148,7 +154,7 @@ async def test_an_asterisk_left_from_the_same_run_dir_is_replaced_without_a_port
 
 
 async def test_an_asterisk_the_project_did_not_start_here_is_never_signalled(tmp_path: Path) -> None:
-    ports = dict(sip_port=19260, ami_port=19238, agi_port=19273, rtp_port_start=19250, rtp_port_end=19299)
+    ports = FOREIGN
     foreign_cfg = make_test_config(tmp_path / "elsewhere", **ports)
     ours = make_test_config(tmp_path / "ours", **ports)
     foreign = AsteriskProcess(foreign_cfg)
@@ -160,7 +166,8 @@ async def test_an_asterisk_the_project_did_not_start_here_is_never_signalled(tmp
         (ours.run_dir / "run").mkdir(parents=True)
         (ours.run_dir / "run" / "asterisk.pid").write_text(f"{pid}\n")
         supervisor = AsteriskSupervisor(AsteriskProcess(ours))
-        with pytest.raises(AsteriskStartError, match=r"^port 19260/udp \(SIP\) is already in use on 127\.0\.0\.1$"):
+        taken = rf"^port {FOREIGN['sip_port']}/udp \(SIP\) is already in use on 127\.0\.0\.1$"
+        with pytest.raises(AsteriskStartError, match=taken):
             await supervisor.start()
         await supervisor.stop()
         assert supervisor.stopped_leftovers == [] and foreign.running and foreign.pid == pid and _alive(pid)

@@ -12,16 +12,16 @@ import pytest
 
 from tests.support.asterisk_fixture import asterisk_pids_using
 from tests.support.hotline_process import PROJECT_ROOT, HotlineUnderTest, running_hotline
+from tests.support.ports import module_ports
 from tests.support.sipp import AgentPhone, CitizenCall
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.redis, pytest.mark.vosk, pytest.mark.timeout(300)]
 
-BASE_PORT = 19300  # SIP 19360, AMI 19338, AGI 19373, HTTP 19380, ASR 19327
+PORTS = module_ports(__name__)  # both tests (one after the other) use the block
 
 
 async def test_asterisk_killed_is_restarted_and_the_next_call_reaches_an_agent(tmp_path: Path) -> None:
-    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-supervise", base_port=BASE_PORT,
-                               env={"HOTLINE_RTP_PORT_START": "19400", "HOTLINE_RTP_PORT_END": "19499"})
+    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-supervise", ports=PORTS)
     conf = hotline.run_dir / "asterisk" / "etc" / "asterisk.conf"
     async with running_hotline(hotline):
         settings = hotline.settings()
@@ -59,8 +59,7 @@ async def test_asterisk_killed_is_restarted_and_the_next_call_reaches_an_agent(t
 
 
 async def test_a_bridge_killed_while_its_asterisk_hangs_starts_again_without_a_port_error() -> None:
-    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-supervise-bridge", base_port=BASE_PORT,
-                               env={"HOTLINE_RTP_PORT_START": "19400", "HOTLINE_RTP_PORT_END": "19499"})
+    hotline = HotlineUnderTest(PROJECT_ROOT / "var" / "test-supervise-bridge", ports=PORTS)
     conf = hotline.run_dir / "asterisk" / "etc" / "asterisk.conf"
     await hotline.start()
     old: int | None = None

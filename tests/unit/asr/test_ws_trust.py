@@ -15,9 +15,10 @@ import websockets
 
 from asr import ASR_TOKEN_ENV, AsrError, SpeechRecognizer, VoskWebsocketServer
 from ivr import live_transcript
+from tests.support.ports import module_ports
 
 TOKEN = "asr-test-token-0123456789abcdef"
-PORT = 16201
+PORT = module_ports(__name__).spare(0)
 URL = f"ws://127.0.0.1:{PORT}/"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -21,6 +21,7 @@ from queueing import AgentError, AgentStore
 from storage import create_engine_from_url, migrate_database
 from storage.migrate import alembic_config
 from tests.support.hotline_process import run_hotline_command
+from tests.support.ports import module_ports
 
 QUEUES = ("complaints", "inquiries", "operator")
 
@@ -96,7 +97,8 @@ async def test_upgrade_replaces_sip_passwords_that_open_the_console(tmp_path: Pa
 @pytest.mark.timeout(120)
 async def test_cli_shows_the_secret_once_and_rotates_it(tmp_path: Path) -> None:
     env = {"HOTLINE_RUN_DIR": str(tmp_path), "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'h.db'}",
-           "HOTLINE_AMI_PORT": "15999", "HOTLINE_CONNECT_TIMEOUT": "1", "HOTLINE_LOG_LEVEL": "DEBUG"}
+           "HOTLINE_AMI_PORT": str(module_ports(__name__).spare(0)), "HOTLINE_CONNECT_TIMEOUT": "1",
+           "HOTLINE_LOG_LEVEL": "DEBUG"}
     code, _, err = await run_hotline_command(["db", "upgrade"], env)
     assert code == 0, err
     code, out, err = await run_hotline_command(["agents", "add", "agent7", "--queue", "inquiries"], env)

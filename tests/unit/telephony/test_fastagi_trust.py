@@ -11,9 +11,10 @@ import pytest
 
 from telephony import AgiError, AgiSession, FastAgiServer, agi_token
 from tests.support.fake_agi import FakeAgiCall, agi_variables
+from tests.support.ports import module_ports
 
 SECRET = "test-agi-secret-0123456789abcdef"
-PORT = 16101
+PORT = module_ports(__name__).spare(0)
 
 
 def rss_bytes() -> int:
