@@ -3,34 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cases import ACTOR_IVR, CaseEventKind, CaseNotFound, CaseStatus, CaseStore, DurableCases, NewCase
 from storage import Outbox, create_engine_from_url, migrate_database
-
-PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-
-
-def _pg_unreachable() -> str | None:
-    url = make_url(PG_URL)
-    try:
-        socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=3).close()
-    except OSError as exc:
-        return f"PostgreSQL not reachable ({exc}); set HOTLINE_TEST_PG_URL to test it"
-    return None
+from tests.support.databases import pg_unreachable_reason, scratch_pg_database
 
 
 @contextlib.asynccontextmanager
@@ -38,21 +23,8 @@ async def _database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
         return
-    reason = _pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    name = f"hotline_test_{uuid.uuid4().hex[:16]}"
-    admin = create_async_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with scratch_pg_database(pg_unreachable_reason()) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

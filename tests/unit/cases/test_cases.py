@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,9 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from cases import (
@@ -37,8 +31,8 @@ from cases import (
 from hotline.schema import TABLE_MODULES
 from queueing.records import CallRecord, CallRecordError, CallRecordStore
 from storage import StorageError, UTCDateTime, alembic_config, create_engine_from_url, migrate_database
+from tests.support.databases import pg_unreachable_reason, scratch_pg_database
 
-PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 START = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 
 
@@ -70,34 +64,10 @@ async def in_executor(fn, *args):
 @pytest.fixture(scope="session")
 def pg_unreachable() -> str | None:
     """Why PostgreSQL cannot be used (checked once per session), or None when it is there."""
-    url = make_url(PG_URL)
-    host, port = url.host or "127.0.0.1", url.port or 5432
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        reason = f"PostgreSQL not reachable at {host}:{port} ({exc}); set HOTLINE_TEST_PG_URL to test it"
+    reason = pg_unreachable_reason()
+    if reason:
         print(f"\n{reason}")
-        return reason
-    return None
-
-
-@contextlib.asynccontextmanager
-async def _scratch_pg_database(pg_unreachable: str | None) -> AsyncIterator[str]:
-    """A fresh, uniquely named database per test: reruns and parallel runs never see each other's tables."""
-    if pg_unreachable:
-        pytest.skip(pg_unreachable)
-    name = f"hotline_test_{uuid.uuid4().hex[:16]}"
-    admin = create_async_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    return reason
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -106,7 +76,7 @@ async def db_url(request, tmp_path: Path, pg_unreachable: str | None) -> AsyncIt
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'not-yet' / 'hotline.db'}"
     else:
-        async with _scratch_pg_database(pg_unreachable) as url:
+        async with scratch_pg_database(pg_unreachable) as url:
             yield url
 
 

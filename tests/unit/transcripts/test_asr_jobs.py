@@ -3,32 +3,24 @@ onto real cases (SQLite and PostgreSQL), and a real worker killed mid-job."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from asr import AsrError, AudioFormatError, SpeechRecognizer, Transcript
 from cases import CaseStore, NewCase, TranscriptStatus
 from hotline.transcription_wiring import queue_pending_descriptions
 from storage import create_engine_from_url, migrate_database
+from tests.support.databases import pg_unreachable_reason, scratch_pg_database
 from tests.support.descriptions import description_pipelines
 from tests.support.hotline_process import PROJECT_ROOT
 from tests.support.recognizer import FakeRecognizer
 from tests.support.speech import concatenate, merge_channels, silence, synthesize
 from transcripts import JobKind, JobStatus, Recording, TranscriptionJobError, TranscriptionJobStore, TranscriptionWorker
-
-PG_URL = os.environ.get("HOTLINE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 def _recognizer(*answers: object) -> FakeRecognizer:
@@ -204,32 +196,7 @@ async def test_descriptions_are_claimed_first_and_have_their_own_lane(store, wav
 @pytest.fixture(scope="session")
 def pg_unreachable() -> str | None:
     """Why PostgreSQL cannot be used (checked once per session), or None when it is there."""
-    url = make_url(PG_URL)
-    host, port = url.host or "127.0.0.1", url.port or 5432
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as exc:
-        return f"PostgreSQL not reachable at {host}:{port} ({exc}); set HOTLINE_TEST_PG_URL to test it"
-    return None
-
-
-@contextlib.asynccontextmanager
-async def _scratch_pg_database(pg_unreachable):
-    """A fresh, uniquely named database per test."""
-    if pg_unreachable:
-        pytest.skip(pg_unreachable)
-    name = f"hotline_test_{uuid.uuid4().hex[:16]}"
-    admin = create_async_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    return pg_unreachable_reason()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -237,7 +204,7 @@ async def db_url(request, tmp_path, pg_unreachable):
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
     else:
-        async with _scratch_pg_database(pg_unreachable) as url:
+        async with scratch_pg_database(pg_unreachable) as url:
             yield url
 
 
